@@ -1,0 +1,122 @@
+"""The one place that picks Numba options, numeric codes and defaults.
+
+Every compiled function in fastbp is made by :func:`jit` or :func:`twins` from
+this module, so the fastmath flag set and caching are decided here only.
+
+Fastmath: ``reassoc`` (lets LLVM vectorise reductions), ``contract`` (FMA) and
+``nsz``.  Deliberately *not* ``nnan``/``ninf`` (Numba would delete ``isnan``
+tests) and not ``afn``/``arcp`` (approximate exp/log/division would break the
+1e-12 agreement with the BLAS twin).
+"""
+import types
+
+import numba
+from numba.core.registry import CPUDispatcher
+
+FASTMATH = frozenset({"reassoc", "contract", "nsz"})
+CACHE = True
+
+# Work (multiply-adds per kernel call) below which the serial twin of a kernel
+# is used.  Depends on shapes only, never on the thread count, so results are
+# bitwise identical for any number of threads.
+PARALLEL_MIN_WORK = 1 << 17
+
+# Activation codes (see activations.py).
+IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, SOFTPLUS, SOFTMAX = range(7)
+ACTIVATION_CODES = {
+    "identity": IDENTITY,
+    "logistic": LOGISTIC,
+    "tanh": TANH,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "softplus": SOFTPLUS,
+    "softmax": SOFTMAX,
+}
+HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "softplus")
+OUTPUT_ACTIVATIONS = ("identity", "logistic", "softmax")
+LEAKY_SLOPE = 0.01
+
+# Loss codes (see losses.py).
+SQUARED_ERROR, LOG_LOSS, HUBER = range(3)
+LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS, "huber": HUBER}
+
+# Optimizer codes (see optimizers.py).
+OPT_SGD, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD, OPT_NONE = range(5)
+
+# Layout of the float64 hyper-parameter vector ``hp`` given to the engine.
+HP_LR, HP_ALPHA, HP_MOMENTUM, HP_BETA1, HP_BETA2, HP_EPS, HP_CLIP, HP_HUBER, HP_PROB_EPS = range(9)
+HP_SIZE = 9
+# Layout of the int64 control vector ``ip`` given to the engine.
+(IP_OPT, IP_LOSS, IP_PAR_MIN, IP_NESTEROV, IP_STEP, IP_WSQ_OFF, IP_MEAN_OUT, IP_CAP) = range(8)
+IP_SIZE = 8
+# Columns of the int64 layer table (one row per weight layer).
+L_NIN, L_NOUT, L_WOFF, L_BOFF, L_ACT, L_AOFF, L_DOFF = range(7)
+L_COLS = 7
+# Layout of the float64 statistics vector written by the engine.
+ST_LOSS, ST_SAMPLES, ST_DIVERGED, ST_BATCHES, ST_DATA, ST_REG, ST_SWSUM, ST_GNORM = range(8)
+# per-layer gradient norms follow from ST_GNORM on
+
+
+def jit(func=None, **options):
+    """``numba.njit`` with fastbp's fastmath set and cache (serial)."""
+    opts = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True)
+    opts.update(options)
+    if func is None:
+        return lambda f: numba.njit(**opts)(f)
+    return numba.njit(**opts)(func)
+
+
+def _renamed(func, suffix, namespace=None):
+    """A copy of ``func`` with a new qualname (own cache file) and globals."""
+    glb = func.__globals__
+    if namespace:
+        glb = dict(glb)
+        glb.update(namespace)
+    new = types.FunctionType(func.__code__, glb, func.__name__ + suffix,
+                             func.__defaults__, func.__closure__)
+    new.__qualname__ = func.__qualname__ + suffix
+    new.__doc__ = func.__doc__
+    new.__module__ = func.__module__
+    new.__kwdefaults__ = func.__kwdefaults__
+    return new
+
+
+def twins(func):
+    """Compile a ``prange`` kernel twice: (serial, parallel).
+
+    Both come from the same source.  The parallel one gets its own qualname so
+    that Numba's on-disk cache keeps the two apart (the cache index does not
+    key on the ``parallel`` flag).
+    """
+    serial = jit(func)
+    parallel = jit(_renamed(func, "_parallel"), parallel=True)
+    return serial, parallel
+
+
+def pure_python(func, namespace=None, _memo=None):
+    """A plain-Python copy of ``func``: compiled callees become Python too.
+
+    Globals named in ``namespace`` are replaced first (used to point the one
+    engine source at the BLAS kernels); every other global that is a Numba
+    dispatcher is replaced, recursively, by its pure-Python copy.
+    """
+    if _memo is None:
+        _memo = {}
+    if isinstance(func, CPUDispatcher):
+        func = func.py_func
+    if id(func) in _memo:
+        return _memo[id(func)]
+    glb = dict(func.__globals__)
+    new = types.FunctionType(func.__code__, glb, func.__name__,
+                             func.__defaults__, func.__closure__)
+    new.__qualname__ = func.__qualname__
+    new.__doc__ = func.__doc__
+    new.__module__ = func.__module__
+    _memo[id(func)] = new
+    subst = namespace or {}
+    for name in func.__code__.co_names:
+        if name in subst:
+            glb[name] = subst[name]
+        elif isinstance(glb.get(name), CPUDispatcher):
+            glb[name] = pure_python(glb[name], namespace, _memo)
+    return new

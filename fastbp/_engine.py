@@ -1,0 +1,273 @@
+"""The compiled training engine: whole epochs, full-batch gradients, prediction.
+
+One source serves all three backends (``get_engine``):
+
+* ``loops``  -- this module compiled with Numba; kernels from ``kernels_loop``,
+  the serial or parallel twin picked per call by work size;
+* ``python`` -- the same code run as plain Python over the plain-Python loop
+  kernels (the slow loop fastbp replaces; tests and benchmarks only);
+* ``blas``   -- the same code run as Python over ``kernels_blas`` (NumPy GEMM).
+
+Arguments shared by the engine functions:
+
+* ``X`` (n, n_features) C, ``Y`` (n, n_outputs) C, ``sw`` (n,) or empty;
+  all of the model dtype.  ``order`` (n,) int64 sample order, or empty for
+  the natural order (rows are then used in place, no copy).
+* ``theta`` flat parameters; ``grad``, ``m1``, ``m2`` buffers of the same
+  length and offsets (``params.Layout``).
+* ``layers`` int64 table (n_layers, L_COLS); ``work`` flat workspace for one
+  batch of activations and deltas (``params.Layout.workspace``).
+* ``hp`` float64 hyper-parameters (HP_*), ``ip`` int64 controls (IP_*),
+  ``stats`` float64 outputs (ST_*) -- indices in ``_config``.
+"""
+import numpy as np
+
+from ._config import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
+                      HP_PROB_EPS, IP_CAP, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV, IP_OPT,
+                      IP_PAR_MIN, IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF,
+                      L_NIN, L_NOUT, L_WOFF, OPT_ADAM, OPT_NONE, ST_BATCHES, ST_DATA,
+                      ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM, jit)
+from .kernels_loop import (copy_rows, dense_backward_input_parallel,
+                           dense_backward_input_serial, dense_backward_params_parallel,
+                           dense_backward_params_serial, dense_forward_parallel,
+                           dense_forward_serial, finalize_params, gather_rows_parallel,
+                           gather_rows_serial, layer_sq_norms, optimizer_step_parallel,
+                           optimizer_step_serial, output_delta, scale_vector)
+
+
+@jit
+def _input_block(X, order, start, m, work, par_min):
+    """The batch's input rows: a view of X, or rows gathered into work[0:]."""
+    d = X.shape[1]
+    if order.shape[0] == 0:
+        return X[start:start + m]
+    xb = work[0:m * d].reshape((m, d))
+    if m * d >= par_min and m > 1:
+        gather_rows_parallel(X, order, start, xb)
+    else:
+        gather_rows_serial(X, order, start, xb)
+    return xb
+
+
+@jit
+def _forward(a0, m, theta, layers, work, par_min):
+    """Forward pass of one batch through every layer; returns the output block."""
+    a_prev = a0
+    a = a0
+    for l in range(layers.shape[0]):
+        n_in = layers[l, L_NIN]
+        n_out = layers[l, L_NOUT]
+        wo = layers[l, L_WOFF]
+        bo = layers[l, L_BOFF]
+        w = theta[wo:wo + n_out * n_in].reshape((n_out, n_in))
+        b = theta[bo:bo + n_out]
+        ao = layers[l, L_AOFF]
+        a = work[ao:ao + m * n_out].reshape((m, n_out))
+        if m * n_in * n_out >= par_min and m > 1:
+            dense_forward_parallel(w, b, a_prev, layers[l, L_ACT], a)
+        else:
+            dense_forward_serial(w, b, a_prev, layers[l, L_ACT], a)
+        a_prev = a
+    return a
+
+
+@jit
+def _batch_gradient(X, Y, sw, order, start, m, theta, grad, layers, work, hp, ip,
+                    accumulate, scale):
+    """Forward, output delta and backward for one batch.
+
+    Writes the finished gradient into ``grad`` (``accumulate`` false; scale =
+    1 / sum of the batch's weights) or adds raw sums to it (``accumulate``
+    true).  Returns (sum_n s_n C_n, sum of squared weights); the second is 0
+    when accumulating.
+    """
+    par_min = ip[IP_PAR_MIN]
+    n_layers = layers.shape[0]
+    a0 = _input_block(X, order, start, m, work, par_min)
+    out = _forward(a0, m, theta, layers, work, par_min)
+    last = n_layers - 1
+    k = layers[last, L_NOUT]
+    do = layers[last, L_DOFF]
+    delta = work[do:do + m * k].reshape((m, k))
+    data = output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[last, L_ACT],
+                        hp[HP_HUBER], hp[HP_PROB_EPS], ip[IP_MEAN_OUT] != 0, delta)
+    wsq_off = ip[IP_WSQ_OFF]
+    alpha = hp[HP_ALPHA]
+    wsq_total = 0.0
+    for l in range(last, -1, -1):
+        n_in = layers[l, L_NIN]
+        n_out = layers[l, L_NOUT]
+        wo = layers[l, L_WOFF]
+        bo = layers[l, L_BOFF]
+        w = theta[wo:wo + n_out * n_in].reshape((n_out, n_in))
+        dw = grad[wo:wo + n_out * n_in].reshape((n_out, n_in))
+        db = grad[bo:bo + n_out]
+        do = layers[l, L_DOFF]
+        delta = work[do:do + m * n_out].reshape((m, n_out))
+        if l > 0:
+            ao = layers[l - 1, L_AOFF]
+            a_prev = work[ao:ao + m * n_in].reshape((m, n_in))
+        else:
+            a_prev = a0
+        wsq = work[wsq_off:wsq_off + n_out]
+        big = m * n_in * n_out >= par_min
+        if big and n_out > 1:
+            dense_backward_params_parallel(w, delta, a_prev, alpha, scale, accumulate,
+                                           dw, db, wsq)
+        else:
+            dense_backward_params_serial(w, delta, a_prev, alpha, scale, accumulate,
+                                         dw, db, wsq)
+        if not accumulate:
+            for j in range(n_out):
+                wsq_total += wsq[j]
+        if l > 0:
+            dpo = layers[l - 1, L_DOFF]
+            delta_prev = work[dpo:dpo + m * n_in].reshape((m, n_in))
+            if big and m > 1:
+                dense_backward_input_parallel(w, delta, a_prev, layers[l - 1, L_ACT],
+                                              delta_prev)
+            else:
+                dense_backward_input_serial(w, delta, a_prev, layers[l - 1, L_ACT],
+                                            delta_prev)
+    return data, wsq_total
+
+
+@jit
+def _weight_sum(sw, order, start, m):
+    """sum of the batch's sample weights (m when unweighted), in sample order."""
+    if sw.shape[0] == 0:
+        return float(m)
+    total = 0.0
+    if order.shape[0] == 0:
+        for n in range(m):
+            total += sw[start + n]
+    else:
+        for n in range(m):
+            total += sw[order[start + n]]
+    return total
+
+
+@jit
+def train_epoch(X, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, stats):
+    """One epoch of mini-batch training, without returning to Python.
+
+    Walks the batches of ``ip[IP_CAP]`` samples in ``order``; for each: forward,
+    backward, optional clipping of the global gradient norm to
+    ``hp[HP_CLIP]`` (0 = off) and the optimizer step (``ip[IP_OPT]``; Adam's
+    step count is ``ip[IP_STEP]``, updated).  Stops at the first batch whose
+    loss or gradient is not finite (``stats[ST_DIVERGED] = 1``), before any
+    update from it.  ``stats`` gets the sum over batches of scikit-learn's
+    batch loss times the batch size, the samples seen and per-layer gradient
+    norms summed over batches.
+    """
+    n = X.shape[0]
+    bs = ip[IP_CAP]
+    n_layers = layers.shape[0]
+    par_min = ip[IP_PAR_MIN]
+    opt = ip[IP_OPT]
+    p = theta.shape[0]
+    gsq = stats[ST_GNORM:ST_GNORM + n_layers]
+    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_layers]
+    for l in range(n_layers):
+        gsq[l] = 0.0
+    stats[ST_LOSS] = 0.0
+    stats[ST_SAMPLES] = 0.0
+    stats[ST_DIVERGED] = 0.0
+    stats[ST_BATCHES] = 0.0
+    start = 0
+    while start < n:
+        m = min(bs, n - start)
+        swsum = _weight_sum(sw, order, start, m)
+        if swsum > 0.0:
+            data, wsq = _batch_gradient(X, Y, sw, order, start, m, theta, grad, layers,
+                                        work, hp, ip, False, 1.0 / swsum)
+            batch_loss = (data + 0.5 * hp[HP_ALPHA] * wsq) / swsum
+            layer_sq_norms(grad, layers, norms)
+            total = 0.0
+            for l in range(n_layers):
+                total += norms[l]
+            if not (np.isfinite(batch_loss) and np.isfinite(total)):
+                stats[ST_DIVERGED] = 1.0
+                return
+            for l in range(n_layers):
+                gsq[l] += np.sqrt(norms[l])
+            clip = hp[HP_CLIP]
+            if clip > 0.0 and total > clip * clip:
+                scale_vector(grad, clip / np.sqrt(total))
+            lr = hp[HP_LR]
+            if opt == OPT_ADAM:
+                ip[IP_STEP] += 1
+                t = ip[IP_STEP]
+                lr = lr * np.sqrt(1.0 - hp[HP_BETA2] ** t) / (1.0 - hp[HP_BETA1] ** t)
+            if opt != OPT_NONE:
+                if p >= par_min:
+                    optimizer_step_parallel(opt, theta, grad, m1, m2, lr, hp[HP_BETA1],
+                                            hp[HP_BETA2], hp[HP_EPS], ip[IP_NESTEROV] != 0)
+                else:
+                    optimizer_step_serial(opt, theta, grad, m1, m2, lr, hp[HP_BETA1],
+                                          hp[HP_BETA2], hp[HP_EPS], ip[IP_NESTEROV] != 0)
+            stats[ST_LOSS] += batch_loss * m
+            stats[ST_BATCHES] += 1.0
+        stats[ST_SAMPLES] += m
+        start += m
+
+
+@jit
+def loss_grad(X, Y, sw, theta, grad, layers, work, hp, ip, stats):
+    """Full-data loss and gradient, in chunks of ``ip[IP_CAP]`` rows, chunk order fixed.
+
+    ``grad`` is overwritten with ``(sum_n delta a^T + alpha W) / sum_n s_n``
+    per layer.  ``stats[ST_DATA]`` = sum_n s_n C_n / sum_n s_n (the data term),
+    ``stats[ST_REG]`` = 0.5 alpha sum W^2 / sum_n s_n, ``stats[ST_SWSUM]``.
+    Returns nothing; the objective is ST_DATA + ST_REG.
+    """
+    n = X.shape[0]
+    cap = ip[IP_CAP]
+    empty = np.empty(0, dtype=np.int64)
+    for k in range(grad.shape[0]):
+        grad[k] = 0.0
+    data = 0.0
+    swsum = 0.0
+    start = 0
+    while start < n:
+        m = min(cap, n - start)
+        swsum += _weight_sum(sw, empty, start, m)
+        d, _ = _batch_gradient(X, Y, sw, empty, start, m, theta, grad, layers, work,
+                               hp, ip, True, 1.0)
+        data += d
+        start += m
+    alpha = hp[HP_ALPHA]
+    wsq_off = ip[IP_WSQ_OFF]
+    wsq_total = 0.0
+    scale = 1.0 / swsum if swsum > 0.0 else 0.0
+    for l in range(layers.shape[0]):
+        n_in = layers[l, L_NIN]
+        n_out = layers[l, L_NOUT]
+        wo = layers[l, L_WOFF]
+        bo = layers[l, L_BOFF]
+        w = theta[wo:wo + n_out * n_in].reshape((n_out, n_in))
+        dw = grad[wo:wo + n_out * n_in].reshape((n_out, n_in))
+        wsq = work[wsq_off:wsq_off + n_out]
+        finalize_params(w, alpha, scale, dw, grad[bo:bo + n_out], wsq)
+        for j in range(n_out):
+            wsq_total += wsq[j]
+    stats[ST_DATA] = data * scale
+    stats[ST_REG] = 0.5 * alpha * wsq_total * scale
+    stats[ST_SWSUM] = swsum
+
+
+@jit
+def predict(X, theta, layers, work, ip, out):
+    """Network output for every row of X, in chunks of ``ip[IP_CAP]`` rows.
+
+    out: (n, n_outputs) C, overwritten.
+    """
+    n = X.shape[0]
+    cap = ip[IP_CAP]
+    par_min = ip[IP_PAR_MIN]
+    start = 0
+    while start < n:
+        m = min(cap, n - start)
+        a = _forward(X[start:start + m], m, theta, layers, work, par_min)
+        copy_rows(a, out, start)
+        start += m

@@ -1,0 +1,37 @@
+"""Backends: the one engine source bound to loop kernels (compiled or plain
+Python) or to their BLAS twin.  ``get_engine(name)`` returns an object with
+``train_epoch``, ``loss_grad`` and ``predict`` (see ``_engine``)."""
+import functools
+import types
+
+from . import _engine, kernels_blas
+from ._config import PARALLEL_MIN_WORK, pure_python
+
+BACKENDS = ("loops", "loops-serial", "blas", "python")
+
+_NEVER = 1 << 62
+
+_BLAS_NAMES = {}
+for _name in ("gather_rows", "dense_forward", "dense_backward_input",
+              "dense_backward_params", "optimizer_step"):
+    _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
+    _BLAS_NAMES[_name + "_parallel"] = getattr(kernels_blas, _name)
+for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector",
+              "copy_rows"):
+    _BLAS_NAMES[_name] = getattr(kernels_blas, _name)
+
+
+@functools.lru_cache(maxsize=None)
+def get_engine(backend):
+    """The engine functions for ``backend`` and its parallel threshold."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    names = ("train_epoch", "loss_grad", "predict")
+    if backend in ("loops", "loops-serial"):
+        funcs = {n: getattr(_engine, n) for n in names}
+    else:
+        memo = {}
+        ns = _BLAS_NAMES if backend == "blas" else None
+        funcs = {n: pure_python(getattr(_engine, n), ns, memo) for n in names}
+    par_min = PARALLEL_MIN_WORK if backend == "loops" else _NEVER
+    return types.SimpleNamespace(name=backend, par_min=par_min, **funcs)

@@ -1,0 +1,104 @@
+"""The loop kernels' BLAS twin: the same operations, names and arguments in matrix form.
+
+``delta^l = g'(z^l) * delta^{l+1} W^{l+1}`` and ``dC/dW^l = delta^{l,T} a^{l-1}``
+written with NumPy (OpenBLAS GEMM).  This is the test oracle for
+``kernels_loop`` and the baseline it is benchmarked against; the ``blas``
+backend runs the same engine source (``_engine``) in Python over these.
+Shapes and write semantics are those documented on the loop kernels.
+"""
+import numpy as np
+
+from ._config import L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
+from .activations import activate, derivative
+from .losses import loss_delta
+
+
+def gather_rows(X, order, start, out):
+    """``out = X[order[start:start + m]]``."""
+    np.take(X, order[start:start + out.shape[0]], axis=0, out=out)
+
+
+def dense_forward(w, b, a_prev, act, a):
+    """``A = g(A_prev W^T + b)``."""
+    np.matmul(a_prev, w.T, out=a)
+    a += b
+    activate(a, act)
+
+
+def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
+    """``Delta_prev = g'(Z_prev) * (Delta W)``."""
+    np.matmul(delta, w, out=delta_prev)
+    derivative(a_prev, delta_prev, act_prev)
+
+
+def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
+    """``dW = (Delta^T A_prev + alpha W) scale``, ``db = 1^T Delta scale`` (or raw sums added)."""
+    if accumulate:
+        dw += delta.T @ a_prev
+        db += delta.sum(axis=0)
+        return
+    np.matmul(delta.T, a_prev, out=dw)
+    dw += alpha * w
+    dw *= scale
+    np.sum(delta, axis=0, out=db)
+    db *= scale
+    wsq[:w.shape[0]] = np.einsum("ji,ji->j", w, w)
+
+
+def finalize_params(w, alpha, scale, dw, db, wsq):
+    """``dW = (dW + alpha W) scale``, ``db = db scale``, ``wsq = row sums of W^2``."""
+    dw += alpha * w
+    dw *= scale
+    db *= scale
+    wsq[:w.shape[0]] = np.einsum("ji,ji->j", w, w)
+
+
+def output_delta(a, Y, sw, order, start, loss, act, huber, eps, mean_outputs, delta):
+    """Output error of a batch and its weighted loss sum (matrix form)."""
+    m = a.shape[0]
+    idx = order[start:start + m] if order.shape[0] else slice(start, start + m)
+    swb = sw[idx] if sw.shape[0] else sw
+    return loss_delta(a, Y[idx], swb, loss, act, huber, eps, mean_outputs, delta)
+
+
+def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
+    """Vectorised twin of ``kernels_loop.optimizer_step``."""
+    if code == OPT_SGD:
+        m1 *= beta1
+        m1 -= lr * grad
+        if nesterov:
+            theta += beta1 * m1 - lr * grad
+        else:
+            theta += m1
+    elif code == OPT_ADAM:
+        m1 *= beta1
+        m1 += (1 - beta1) * grad
+        m2 *= beta2
+        m2 += (1 - beta2) * (grad * grad)
+        theta += -lr * m1 / (np.sqrt(m2) + eps)
+    elif code == OPT_RMSPROP:
+        m2 *= beta2
+        m2 += (1 - beta2) * (grad * grad)
+        theta -= lr * grad / (np.sqrt(m2) + eps)
+    elif code == OPT_ADAGRAD:
+        m2 += grad * grad
+        theta -= lr * grad / (np.sqrt(m2) + eps)
+
+
+def layer_sq_norms(grad, layers, out):
+    """Per-layer squared gradient norms."""
+    for l in range(layers.shape[0]):
+        off = layers[l, L_WOFF]
+        size = layers[l, L_NIN] * layers[l, L_NOUT] + layers[l, L_NOUT]
+        g = grad[off:off + size]
+        out[l] = float(g @ g)
+
+
+def scale_vector(v, factor):
+    """``v *= factor``."""
+    v *= factor
+
+
+def copy_rows(src, out, start):
+    """``out[start:start + m] = src``."""
+    out[start:start + src.shape[0]] = src

@@ -1,0 +1,253 @@
+"""Backpropagation kernels in loop (subscript) form, compiled with Numba.
+
+Each operation exists twice, from one source: ``<name>_serial`` (``njit``) and
+``<name>_parallel`` (``njit(parallel=True)``); ``_engine`` picks one per call
+from the work size alone (``_config.PARALLEL_MIN_WORK``), never from the thread
+count.  The plain-Python source of each is the ``python`` backend, and
+``kernels_blas`` has the same names and arguments in matrix form.
+
+Layout (STYLE.md section 2): activations and deltas are (n_samples, n_units)
+C-order; weights ``w[j, i]`` are (n_out, n_in) C-order, row j contiguous over
+i; biases ``b[j]``.  Kernels allocate nothing, validate nothing, return only
+scalars.  ``prange`` runs over an index whose iterations write disjoint memory.
+"""
+import numpy as np
+from numba import prange
+
+from ._config import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP,
+                      OPT_SGD, jit, twins)
+from .activations import activate_row, derivative_row
+from .losses import loss_delta_row
+
+
+def gather_rows(X, order, start, out):
+    """Copy the rows of a shuffled mini-batch: ``out[n, i] = X[order[start + n], i]``.
+
+    X: (n_total, n_features) C; order: (n_total,) int64; out: (m, n_features) C,
+    overwritten.  Parallel over n (each n writes its own row).
+    BLAS twin: ``kernels_blas.gather_rows``.
+    """
+    d = X.shape[1]
+    for n in prange(out.shape[0]):
+        src = X[order[start + n]]
+        dst = out[n]
+        for i in range(d):
+            dst[i] = src[i]
+
+
+gather_rows_serial, gather_rows_parallel = twins(gather_rows)
+
+
+def dense_forward(w, b, a_prev, act, a):
+    """Forward through one dense layer: ``z_nj = sum_i w_ji a_ni + b_j``, ``a_nj = g(z_nj)``.
+
+    w: (n_out, n_in) C; b: (n_out,); a_prev: (m, n_in) C; act: activation code;
+    a: (m, n_out) C, overwritten with g(z).  Parallel over samples n: each n
+    writes only row a[n].  BLAS twin: ``kernels_blas.dense_forward``.
+    """
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    for n in prange(a.shape[0]):
+        x = a_prev[n]
+        row = a[n]
+        for j in range(n_out):
+            wj = w[j]
+            s = b[j]
+            for i in range(n_in):
+                s += wj[i] * x[i]
+            row[j] = s
+        activate_row(row, act)
+
+
+dense_forward_serial, dense_forward_parallel = twins(dense_forward)
+
+
+def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
+    """Propagate the error one layer down: ``delta_prev_ni = g'(z_ni) sum_j w_ji delta_nj``.
+
+    w: (n_out, n_in) C; delta: (m, n_out) C; a_prev: (m, n_in) C, the outputs of
+    the layer below (g' is written through them); act_prev: its activation code;
+    delta_prev: (m, n_in) C, overwritten.  For each n the rows w[j, :] scaled by
+    delta[n, j] are scattered over i (contiguous).  Parallel over samples n.
+    BLAS twin: ``kernels_blas.dense_backward_input``.
+    """
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    for n in prange(delta.shape[0]):
+        dp = delta_prev[n]
+        for i in range(n_in):
+            dp[i] = 0.0
+        for j in range(n_out):
+            d = delta[n, j]
+            if d != 0.0:
+                wj = w[j]
+                for i in range(n_in):
+                    dp[i] += wj[i] * d
+        derivative_row(a_prev[n], dp, act_prev)
+
+
+dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backward_input)
+
+
+def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
+    """Weight and bias gradients of one layer.
+
+    ``dC/dw_ji = (sum_n delta_nj a_ni + alpha w_ji) * scale``,
+    ``dC/db_j = sum_n delta_nj * scale``, with scale = 1 / sum_n s_n.
+
+    w, dw: (n_out, n_in) C; delta: (m, n_out) C; a_prev: (m, n_in) C;
+    db: (n_out,); wsq: (>= n_out,).  With ``accumulate`` false, dw and db are
+    overwritten with the finished gradient and ``wsq[j] = sum_i w_ji^2`` (for the
+    L2 term of the loss); with it true, the raw sums are *added* to dw and db
+    (alpha, scale and wsq are left to ``finalize_params``).  Parallel over
+    output units j: each j owns row dw[j] and db[j], and sums over n in order,
+    so there is no race and the result does not depend on the thread count.
+    BLAS twin: ``kernels_blas.dense_backward_params``.
+    """
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    m = delta.shape[0]
+    for j in prange(n_out):
+        dwj = dw[j]
+        if not accumulate:
+            for i in range(n_in):
+                dwj[i] = 0.0
+            db[j] = 0.0
+        sb = db[j]
+        for n in range(m):
+            d = delta[n, j]
+            sb += d
+            if d != 0.0:
+                x = a_prev[n]
+                for i in range(n_in):
+                    dwj[i] += d * x[i]
+        if accumulate:
+            db[j] = sb
+        else:
+            db[j] = sb * scale
+            wj = w[j]
+            q = 0.0
+            for i in range(n_in):
+                q += wj[i] * wj[i]
+                dwj[i] = (dwj[i] + alpha * wj[i]) * scale
+            wsq[j] = q
+
+
+dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)
+
+
+@jit
+def finalize_params(w, alpha, scale, dw, db, wsq):
+    """Finish accumulated sums: ``dw <- (dw + alpha w) scale``, ``db <- db scale``, ``wsq_j = sum_i w_ji^2``.
+
+    Shapes as in ``dense_backward_params``; serial (runs once per full-batch
+    gradient).  BLAS twin: ``kernels_blas.finalize_params``.
+    """
+    for j in range(w.shape[0]):
+        wj = w[j]
+        dwj = dw[j]
+        q = 0.0
+        for i in range(w.shape[1]):
+            q += wj[i] * wj[i]
+            dwj[i] = (dwj[i] + alpha * wj[i]) * scale
+        db[j] = db[j] * scale
+        wsq[j] = q
+
+
+@jit
+def output_delta(a, Y, sw, order, start, loss, act, huber, eps, mean_outputs, delta):
+    """Output error of a batch: ``delta_nk = s_n dC_n/dz_nk`` (``a - y`` for canonical pairs).
+
+    a, delta: (m, n_outputs) C; Y: (n_total, n_outputs) C targets, row of sample
+    n is ``order[start + n]`` (``start + n`` when order is empty); sw:
+    (n_total,) weights or empty for ones.  Overwrites delta; returns
+    ``sum_n s_n C_n`` (see ``losses``).  Serial: O(m n_outputs) work.
+    BLAS twin: ``kernels_blas.output_delta``.
+    """
+    total = 0.0
+    shuffled = order.shape[0] > 0
+    weighted = sw.shape[0] > 0
+    for n in range(a.shape[0]):
+        r = order[start + n] if shuffled else start + n
+        s = sw[r] if weighted else 1.0
+        total += loss_delta_row(a[n], Y[r], s, loss, act, huber, eps, mean_outputs, delta[n])
+    return total
+
+
+def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
+    """One optimizer update on the flat parameter vector, element k independent.
+
+    sgd:     ``v_k <- beta1 v_k - lr g_k``; ``theta_k += beta1 v_k - lr g_k`` (Nesterov)
+             or ``theta_k += v_k``  (beta1 is the momentum; m1 = v)
+    adam:    ``m_k <- b1 m_k + (1-b1) g_k``, ``v_k <- b2 v_k + (1-b2) g_k^2``,
+             ``theta_k -= lr m_k / (sqrt(v_k) + eps)`` (lr already bias-corrected)
+    rmsprop: ``v_k <- b2 v_k + (1-b2) g_k^2``, ``theta_k -= lr g_k / (sqrt(v_k) + eps)``
+    adagrad: ``v_k <- v_k + g_k^2``, ``theta_k -= lr g_k / (sqrt(v_k) + eps)``
+
+    theta, grad, m1, m2: (n_params,) C.  Parallel over k.
+    BLAS twin: ``kernels_blas.optimizer_step``.
+    """
+    p = theta.shape[0]
+    if code == OPT_SGD:
+        for k in prange(p):
+            v = beta1 * m1[k] - lr * grad[k]
+            m1[k] = v
+            if nesterov:
+                theta[k] += beta1 * v - lr * grad[k]
+            else:
+                theta[k] += v
+    elif code == OPT_ADAM:
+        for k in prange(p):
+            g = grad[k]
+            mk = beta1 * m1[k] + (1.0 - beta1) * g
+            vk = beta2 * m2[k] + (1.0 - beta2) * (g * g)
+            m1[k] = mk
+            m2[k] = vk
+            theta[k] += -lr * mk / (np.sqrt(vk) + eps)
+    elif code == OPT_RMSPROP:
+        for k in prange(p):
+            g = grad[k]
+            vk = beta2 * m2[k] + (1.0 - beta2) * (g * g)
+            m2[k] = vk
+            theta[k] -= lr * g / (np.sqrt(vk) + eps)
+    elif code == OPT_ADAGRAD:
+        for k in prange(p):
+            g = grad[k]
+            vk = m2[k] + g * g
+            m2[k] = vk
+            theta[k] -= lr * g / (np.sqrt(vk) + eps)
+
+
+optimizer_step_serial, optimizer_step_parallel = twins(optimizer_step)
+
+
+@jit
+def layer_sq_norms(grad, layers, out):
+    """``out[l] = sum of grad_k^2`` over layer l's weights and biases (serial, fixed order).
+
+    grad: (n_params,); layers: int64 layer table; out: (n_layers,), overwritten.
+    BLAS twin: ``kernels_blas.layer_sq_norms``.
+    """
+    for l in range(layers.shape[0]):
+        off = layers[l, L_WOFF]
+        size = layers[l, L_NIN] * layers[l, L_NOUT] + layers[l, L_NOUT]
+        g = grad[off:off + size]
+        q = 0.0
+        for k in range(size):
+            q += g[k] * g[k]
+        out[l] = q
+
+
+@jit
+def scale_vector(v, factor):
+    """In place ``v_k <- v_k * factor`` (gradient clipping).  BLAS twin: same name."""
+    for k in range(v.shape[0]):
+        v[k] = v[k] * factor
+
+
+@jit
+def copy_rows(src, out, start):
+    """``out[start + n, k] = src[n, k]`` for the rows of src.  BLAS twin: same name."""
+    for n in range(src.shape[0]):
+        for k in range(src.shape[1]):
+            out[start + n, k] = src[n, k]

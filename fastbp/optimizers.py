@@ -1,0 +1,87 @@
+"""Optimizers as flat-buffer updates (the compiled step is
+``kernels_loop.optimizer_step``) and the per-epoch learning-rate schedules.
+
+The semantics and names are scikit-learn's (``_stochastic_optimizers``):
+
+* ``sgd``: velocity ``v <- momentum v - lr g``; ``theta += momentum v - lr g``
+  (Nesterov) or ``theta += v``.  Schedules: ``constant``; ``invscaling``
+  ``lr = lr0 / (t + 1) ** power_t`` with t the samples seen, set at each
+  epoch's end; ``adaptive``: lr / 5 when the loss stalls, stop below 1e-6.
+* ``adam``: scikit-learn's bias-corrected step size
+  ``lr_t = lr0 sqrt(1 - beta_2^t) / (1 - beta_1^t)``, t counting batches.
+* ``rmsprop`` (decay ``beta_2``) and ``adagrad``: ``theta -= lr g / (sqrt(v) + eps)``.
+"""
+import numpy as np
+
+from ._config import (HP_BETA1, HP_BETA2, HP_EPS, HP_LR, IP_NESTEROV, IP_OPT, IP_STEP,
+                      OPT_ADAGRAD, OPT_ADAM, OPT_NONE, OPT_RMSPROP, OPT_SGD)
+
+SOLVER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,
+                "adagrad": OPT_ADAGRAD, "none": OPT_NONE}
+STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop", "adagrad")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
+
+
+class Optimizer:
+    """State of one optimizer over a flat parameter vector of ``n_params``."""
+
+    def __init__(self, solver, n_params, dtype, learning_rate_init, learning_rate="constant",
+                 momentum=0.9, nesterovs_momentum=True, power_t=0.5, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8):
+        self.solver = solver
+        self.code = SOLVER_CODES[solver]
+        self.learning_rate_init = float(learning_rate_init)
+        self.learning_rate = float(learning_rate_init)
+        self.schedule = learning_rate if solver == "sgd" else "constant"
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterovs_momentum)
+        self.power_t = float(power_t)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.t = 0  # Adam's batch counter
+        self.m1 = np.zeros(n_params, dtype=dtype)
+        self.m2 = np.zeros(n_params, dtype=dtype)
+
+    def fill(self, hp, ip):
+        """Write this optimizer's hyper-parameters into the engine vectors."""
+        hp[HP_LR] = self.learning_rate
+        hp[HP_BETA1] = self.momentum if self.code == OPT_SGD else self.beta_1
+        hp[HP_BETA2] = self.beta_2
+        hp[HP_EPS] = self.epsilon
+        ip[IP_OPT] = self.code
+        ip[IP_NESTEROV] = int(self.nesterov)
+        ip[IP_STEP] = self.t
+
+    def read_back(self, ip):
+        """Take the step counter the engine advanced."""
+        self.t = int(ip[IP_STEP])
+
+    def iteration_ends(self, time_step):
+        """End-of-epoch schedule (scikit-learn's ``iteration_ends``)."""
+        if self.schedule == "invscaling":
+            self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        """On a stalled loss: True to stop, or (adaptive) divide lr by 5 and go on."""
+        if self.schedule != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+    def snapshot(self):
+        """Copy of the mutable state (for rollback)."""
+        return (self.m1.copy(), self.m2.copy(), self.t, self.learning_rate)
+
+    def restore(self, snap):
+        m1, m2, self.t, self.learning_rate = snap
+        self.m1[...] = m1
+        self.m2[...] = m2

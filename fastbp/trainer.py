@@ -1,0 +1,181 @@
+"""The thin Python trainer: buffers, epochs, schedules, stopping, callbacks.
+
+Python runs once per epoch; everything per mini-batch happens inside one call
+of the engine's ``train_epoch``.  Knows nothing of scikit-learn.
+"""
+import time
+import warnings
+
+import numba
+import numpy as np
+from sklearn.utils import shuffle as _sk_shuffle
+
+from ._config import (ACTIVATION_CODES, HP_ALPHA, HP_CLIP, HP_HUBER, HP_PROB_EPS, HP_SIZE,
+                      IP_LOSS, IP_MEAN_OUT, IP_PAR_MIN, LOSS_CODES, SOFTMAX, ST_DATA,
+                      ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM)
+from .engine import get_engine
+from .losses import check_pair
+from .params import Layout
+
+PREDICT_CHUNK = 1024
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss or gradient; parameters were rolled back."""
+
+
+class Network:
+    """A network's architecture bound to a backend and dtype.
+
+    ``sizes`` = [n_features, hidden..., n_outputs]; ``hidden`` = activation names
+    per hidden layer; ``output`` = output activation name; ``loss`` = loss name.
+    """
+
+    def __init__(self, sizes, hidden, output, loss, dtype, backend="loops", huber_delta=1.0,
+                 mean_outputs=False):
+        codes = [ACTIVATION_CODES[a] for a in hidden] + [ACTIVATION_CODES[output]]
+        if SOFTMAX in codes[:-1]:
+            raise ValueError("softmax is only available as the output activation")
+        self.loss_code = LOSS_CODES[loss]
+        check_pair(self.loss_code, codes[-1])
+        self.layout = Layout(sizes, codes)
+        self.dtype = np.dtype(dtype)
+        self.engine = get_engine(backend)
+        self.hp = np.zeros(HP_SIZE)
+        self.hp[HP_HUBER] = huber_delta
+        self.hp[HP_PROB_EPS] = np.finfo(self.dtype).eps
+        self.mean_outputs = bool(mean_outputs)
+        self._work = {}
+
+    def buffers(self, cap):
+        """(work, table, ip) for batches of ``cap`` rows, made once per cap."""
+        if cap not in self._work:
+            work, table, ip = self.layout.workspace(cap, self.dtype)
+            ip[IP_PAR_MIN] = self.engine.par_min
+            ip[IP_LOSS] = self.loss_code
+            ip[IP_MEAN_OUT] = int(self.mean_outputs)
+            self._work = {cap: (work, table, ip)}  # keep one: bounded memory
+        return self._work[cap]
+
+    def loss_grad(self, theta, X, Y, sw, alpha, grad=None, chunk=PREDICT_CHUNK):
+        """(data term, L2 term, flat gradient) of the objective at ``theta``."""
+        if grad is None:
+            grad = np.empty_like(theta)
+        work, table, ip = self.buffers(min(chunk, max(1, X.shape[0])))
+        self.hp[HP_ALPHA] = alpha
+        stats = self.layout.stats()
+        self.engine.loss_grad(X, Y, sw, theta, grad, table, work, self.hp, ip, stats)
+        return stats[ST_DATA], stats[ST_REG], grad
+
+    def predict(self, theta, X, chunk=PREDICT_CHUNK):
+        """Output activations (n, n_outputs) for X."""
+        out = np.empty((X.shape[0], self.layout.sizes[-1]), dtype=self.dtype)
+        if X.shape[0]:
+            work, table, ip = self.buffers(min(chunk, X.shape[0]))
+            self.engine.predict(X, theta, table, work, ip, out)
+        return out
+
+
+class EpochResult:
+    """Figures of one epoch, as given to callbacks and kept in ``history_``."""
+
+    __slots__ = ("epoch", "loss", "validation_score", "learning_rate", "seconds",
+                 "grad_norms")
+
+    def __init__(self, epoch, loss, validation_score, learning_rate, seconds, grad_norms):
+        self.epoch = epoch
+        self.loss = loss
+        self.validation_score = validation_score
+        self.learning_rate = learning_rate
+        self.seconds = seconds
+        self.grad_norms = grad_norms
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
+    """One compiled epoch; returns (mean loss, per-layer mean gradient norms).
+
+    On divergence the parameters and optimizer state are rolled back to their
+    values before the epoch and ``DivergenceError`` is raised.
+    """
+    work, table, ip = net.buffers(batch_size)
+    hp = net.hp
+    hp[HP_ALPHA] = alpha
+    hp[HP_CLIP] = clip
+    opt.fill(hp, ip)
+    stats = net.layout.stats()
+    saved = theta.copy(), opt.snapshot()
+    net.engine.train_epoch(X, Y, sw, order, theta, grad, opt.m1, opt.m2, table, work,
+                           hp, ip, stats)
+    opt.read_back(ip)
+    if stats[ST_DIVERGED] or not np.isfinite(theta).all():
+        theta[...] = saved[0]
+        opt.restore(saved[1])
+        raise DivergenceError(
+            "training diverged: the loss or a parameter became non-finite (NaN or inf); "
+            "parameters were restored to the last finite epoch. Try a lower learning_rate_init, "
+            "gradient clipping (clip_norm=...), or scaling the inputs (StandardScaler).")
+    n_batches = max(1, int(np.ceil(X.shape[0] / batch_size)))
+    loss = stats[ST_LOSS] / max(stats[ST_SAMPLES], 1)
+    return loss, stats[ST_GNORM:] / n_batches
+
+
+def with_threads(n_jobs, func, *args, **kwargs):
+    """Run ``func`` with the kernels limited to ``n_jobs`` threads (None = all)."""
+    if n_jobs is None:
+        return func(*args, **kwargs)
+    n = int(n_jobs)
+    if n < 0:
+        n = max(1, numba.config.NUMBA_NUM_THREADS + 1 + n)
+    n = min(max(n, 1), numba.config.NUMBA_NUM_THREADS)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        numba.set_num_threads(previous)
+
+
+class StoppingState:
+    """scikit-learn's no-improvement bookkeeping (``_update_no_improvement_count``)."""
+
+    def __init__(self, tol, early_stopping, best_loss=np.inf, best_score=-np.inf):
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.count = 0
+        self.best_loss = best_loss
+        self.best_score = best_score
+
+    def update(self, loss, score):
+        """Record an epoch; returns True when these are the best weights so far."""
+        if self.early_stopping:
+            self.count = self.count + 1 if score < self.best_score + self.tol else 0
+            if score > self.best_score:
+                self.best_score = score
+                return True
+            return False
+        self.count = self.count + 1 if loss > self.best_loss - self.tol else 0
+        if loss < self.best_loss:
+            self.best_loss = loss
+        return False
+
+
+def sample_order(n, shuffle, rng, previous):
+    """The next epoch's sample order (scikit-learn's shuffle of the previous one)."""
+    if not shuffle:
+        return np.empty(0, dtype=np.int64)
+    return _sk_shuffle(previous, random_state=rng).astype(np.int64, copy=False)
+
+
+def timed(func, *args):
+    t0 = time.perf_counter()
+    out = func(*args)
+    return out, time.perf_counter() - t0
+
+
+def warn_not_converged(max_iter, category):
+    warnings.warn(
+        "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+        "hasn't converged yet." % max_iter, category)
