@@ -11,7 +11,10 @@ One source serves all three backends (``get_engine``):
 Arguments shared by the engine functions:
 
 * ``X`` (n, n_features) C, ``Y`` (n, n_outputs) C, ``sw`` (n,) or empty;
-  all of the model dtype.  ``order`` (n,) int64 sample order, or empty for
+  all of the model dtype.  ``Xs`` = (data, indices, indptr) of a CSR matrix
+  (int64 indices, sorted) for sparse input, consumed row by row by the first
+  layer; then X is an empty (0, n_features) array.  Dense input passes empty
+  arrays in Xs.  ``order`` (n,) int64 sample order, or empty for
   the natural order (rows are then used in place, no copy).
 * ``theta`` flat parameters; ``grad``, ``m1``, ``m2`` buffers of the same
   length and offsets (``params.Layout``).
@@ -27,7 +30,9 @@ from ._config import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, H
                       IP_PAR_MIN, IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF,
                       L_NIN, L_NOUT, L_WOFF, OPT_ADAM, OPT_NONE, ST_BATCHES, ST_DATA,
                       ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM, jit)
-from .kernels_loop import (copy_rows, dense_backward_input_parallel,
+from .kernels_loop import (copy_rows, csr_backward_params_parallel,
+                           csr_backward_params_serial, csr_forward_parallel,
+                           csr_forward_serial, dense_backward_input_parallel,
                            dense_backward_input_serial, dense_backward_params_parallel,
                            dense_backward_params_serial, dense_forward_parallel,
                            dense_forward_serial, finalize_params, gather_rows_parallel,
@@ -50,8 +55,20 @@ def _input_block(X, order, start, m, work, par_min):
 
 
 @jit
-def _forward(a0, m, theta, layers, work, par_min):
-    """Forward pass of one batch through every layer; returns the output block."""
+def _n_rows(X, Xs):
+    """Number of samples of dense X or of the CSR matrix Xs."""
+    indptr = Xs[2]
+    return indptr.shape[0] - 1 if indptr.shape[0] > 0 else X.shape[0]
+
+
+@jit
+def _forward(a0, Xs, order, start, m, theta, layers, work, par_min):
+    """Forward pass of one batch through every layer; returns the output block.
+
+    a0 is the batch's dense input block (ignored for CSR input Xs, whose rows
+    order[start:start + m] feed the first layer directly).
+    """
+    sparse = Xs[2].shape[0] > 0
     a_prev = a0
     a = a0
     for l in range(layers.shape[0]):
@@ -63,7 +80,13 @@ def _forward(a0, m, theta, layers, work, par_min):
         b = theta[bo:bo + n_out]
         ao = layers[l, L_AOFF]
         a = work[ao:ao + m * n_out].reshape((m, n_out))
-        if m * n_in * n_out >= par_min and m > 1:
+        par = m * n_in * n_out >= par_min and m > 1
+        if l == 0 and sparse:
+            if par:
+                csr_forward_parallel(w, b, Xs, order, start, layers[l, L_ACT], a)
+            else:
+                csr_forward_serial(w, b, Xs, order, start, layers[l, L_ACT], a)
+        elif par:
             dense_forward_parallel(w, b, a_prev, layers[l, L_ACT], a)
         else:
             dense_forward_serial(w, b, a_prev, layers[l, L_ACT], a)
@@ -72,7 +95,7 @@ def _forward(a0, m, theta, layers, work, par_min):
 
 
 @jit
-def _batch_gradient(X, Y, sw, order, start, m, theta, grad, layers, work, hp, ip,
+def _batch_gradient(X, Xs, Y, sw, order, start, m, theta, grad, layers, work, hp, ip,
                     accumulate, scale):
     """Forward, output delta and backward for one batch.
 
@@ -83,8 +106,9 @@ def _batch_gradient(X, Y, sw, order, start, m, theta, grad, layers, work, hp, ip
     """
     par_min = ip[IP_PAR_MIN]
     n_layers = layers.shape[0]
-    a0 = _input_block(X, order, start, m, work, par_min)
-    out = _forward(a0, m, theta, layers, work, par_min)
+    sparse = Xs[2].shape[0] > 0
+    a0 = X[0:0] if sparse else _input_block(X, order, start, m, work, par_min)
+    out = _forward(a0, Xs, order, start, m, theta, layers, work, par_min)
     last = n_layers - 1
     k = layers[last, L_NOUT]
     do = layers[last, L_DOFF]
@@ -111,7 +135,14 @@ def _batch_gradient(X, Y, sw, order, start, m, theta, grad, layers, work, hp, ip
             a_prev = a0
         wsq = work[wsq_off:wsq_off + n_out]
         big = m * n_in * n_out >= par_min
-        if big and n_out > 1:
+        if l == 0 and sparse:
+            if big and n_out > 1:
+                csr_backward_params_parallel(w, delta, Xs, order, start, alpha, scale,
+                                             accumulate, dw, db, wsq)
+            else:
+                csr_backward_params_serial(w, delta, Xs, order, start, alpha, scale,
+                                           accumulate, dw, db, wsq)
+        elif big and n_out > 1:
             dense_backward_params_parallel(w, delta, a_prev, alpha, scale, accumulate,
                                            dw, db, wsq)
         else:
@@ -148,7 +179,7 @@ def _weight_sum(sw, order, start, m):
 
 
 @jit
-def train_epoch(X, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, stats):
+def train_epoch(X, Xs, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, stats):
     """One epoch of mini-batch training, without returning to Python.
 
     Walks the batches of ``ip[IP_CAP]`` samples in ``order``; for each: forward,
@@ -160,7 +191,7 @@ def train_epoch(X, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, stat
     batch loss times the batch size, the samples seen and per-layer gradient
     norms summed over batches.
     """
-    n = X.shape[0]
+    n = _n_rows(X, Xs)
     bs = ip[IP_CAP]
     n_layers = layers.shape[0]
     par_min = ip[IP_PAR_MIN]
@@ -179,7 +210,7 @@ def train_epoch(X, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, stat
         m = min(bs, n - start)
         swsum = _weight_sum(sw, order, start, m)
         if swsum > 0.0:
-            data, wsq = _batch_gradient(X, Y, sw, order, start, m, theta, grad, layers,
+            data, wsq = _batch_gradient(X, Xs, Y, sw, order, start, m, theta, grad, layers,
                                         work, hp, ip, False, 1.0 / swsum)
             batch_loss = (data + 0.5 * hp[HP_ALPHA] * wsq) / swsum
             layer_sq_norms(grad, layers, norms)
@@ -213,7 +244,7 @@ def train_epoch(X, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, stat
 
 
 @jit
-def loss_grad(X, Y, sw, theta, grad, layers, work, hp, ip, stats):
+def loss_grad(X, Xs, Y, sw, theta, grad, layers, work, hp, ip, stats):
     """Full-data loss and gradient, in chunks of ``ip[IP_CAP]`` rows, chunk order fixed.
 
     ``grad`` is overwritten with ``(sum_n delta a^T + alpha W) / sum_n s_n``
@@ -221,7 +252,7 @@ def loss_grad(X, Y, sw, theta, grad, layers, work, hp, ip, stats):
     ``stats[ST_REG]`` = 0.5 alpha sum W^2 / sum_n s_n, ``stats[ST_SWSUM]``.
     Returns nothing; the objective is ST_DATA + ST_REG.
     """
-    n = X.shape[0]
+    n = _n_rows(X, Xs)
     cap = ip[IP_CAP]
     empty = np.empty(0, dtype=np.int64)
     for k in range(grad.shape[0]):
@@ -232,7 +263,7 @@ def loss_grad(X, Y, sw, theta, grad, layers, work, hp, ip, stats):
     while start < n:
         m = min(cap, n - start)
         swsum += _weight_sum(sw, empty, start, m)
-        d, _ = _batch_gradient(X, Y, sw, empty, start, m, theta, grad, layers, work,
+        d, _ = _batch_gradient(X, Xs, Y, sw, empty, start, m, theta, grad, layers, work,
                                hp, ip, True, 1.0)
         data += d
         start += m
@@ -257,17 +288,18 @@ def loss_grad(X, Y, sw, theta, grad, layers, work, hp, ip, stats):
 
 
 @jit
-def predict(X, theta, layers, work, ip, out):
+def predict(X, Xs, theta, layers, work, ip, out):
     """Network output for every row of X, in chunks of ``ip[IP_CAP]`` rows.
 
     out: (n, n_outputs) C, overwritten.
     """
-    n = X.shape[0]
+    n = _n_rows(X, Xs)
     cap = ip[IP_CAP]
     par_min = ip[IP_PAR_MIN]
+    empty = np.empty(0, dtype=np.int64)
     start = 0
     while start < n:
         m = min(cap, n - start)
-        a = _forward(X[start:start + m], m, theta, layers, work, par_min)
+        a = _forward(X[start:start + m], Xs, empty, start, m, theta, layers, work, par_min)
         copy_rows(a, out, start)
         start += m

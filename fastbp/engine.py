@@ -13,7 +13,8 @@ _NEVER = 1 << 62
 
 _BLAS_NAMES = {}
 for _name in ("gather_rows", "dense_forward", "dense_backward_input",
-              "dense_backward_params", "optimizer_step"):
+              "dense_backward_params", "optimizer_step", "csr_forward",
+              "csr_backward_params"):
     _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
     _BLAS_NAMES[_name + "_parallel"] = getattr(kernels_blas, _name)
 for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector",

@@ -7,6 +7,7 @@ backend runs the same engine source (``_engine``) in Python over these.
 Shapes and write semantics are those documented on the loop kernels.
 """
 import numpy as np
+import scipy.sparse as sp
 
 from ._config import L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
 from .activations import activate, derivative
@@ -38,6 +39,35 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
         db += delta.sum(axis=0)
         return
     np.matmul(delta.T, a_prev, out=dw)
+    dw += alpha * w
+    dw *= scale
+    np.sum(delta, axis=0, out=db)
+    db *= scale
+    wsq[:w.shape[0]] = np.einsum("ji,ji->j", w, w)
+
+
+def _csr_rows(Xs, order, start, m, n_in):
+    data, indices, indptr = Xs
+    X = sp.csr_matrix((data, indices, indptr), shape=(indptr.shape[0] - 1, n_in))
+    return X[order[start:start + m]] if order.shape[0] else X[start:start + m]
+
+
+def csr_forward(w, b, Xs, order, start, act, a):
+    """``A = g(X_batch W^T + b)`` with X_batch sparse (scipy)."""
+    a[...] = np.asarray(_csr_rows(Xs, order, start, a.shape[0], w.shape[1]) @ w.T)
+    a += b
+    activate(a, act)
+
+
+def csr_backward_params(w, delta, Xs, order, start, alpha, scale, accumulate, dw, db, wsq):
+    """As ``dense_backward_params`` with X_batch sparse (scipy)."""
+    xb = _csr_rows(Xs, order, start, delta.shape[0], w.shape[1])
+    prod = np.asarray((xb.T @ delta).T)
+    if accumulate:
+        dw += prod
+        db += delta.sum(axis=0)
+        return
+    dw[...] = prod
     dw += alpha * w
     dw *= scale
     np.sum(delta, axis=0, out=db)

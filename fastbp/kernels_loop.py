@@ -89,6 +89,16 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
 dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backward_input)
 
 
+@jit
+def finish_row(wj, alpha, scale, dwj):
+    """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns ``sum_i wj_i^2``."""
+    q = 0.0
+    for i in range(wj.shape[0]):
+        q += wj[i] * wj[i]
+        dwj[i] = (dwj[i] + alpha * wj[i]) * scale
+    return q
+
+
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
     """Weight and bias gradients of one layer.
 
@@ -125,15 +135,76 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
             db[j] = sb
         else:
             db[j] = sb * scale
-            wj = w[j]
-            q = 0.0
-            for i in range(n_in):
-                q += wj[i] * wj[i]
-                dwj[i] = (dwj[i] + alpha * wj[i]) * scale
-            wsq[j] = q
+            wsq[j] = finish_row(w[j], alpha, scale, dwj)
 
 
 dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)
+
+
+def csr_forward(w, b, Xs, order, start, act, a):
+    """First-layer forward from sparse rows: ``z_nj = sum_{k in row r} w_{j,col_k} x_k + b_j``.
+
+    Xs = (data (nnz,), indices (nnz,) int64, indptr (n_total + 1,) int64), a
+    CSR matrix with sorted indices; the batch's row n is ``r = order[start + n]``
+    (``start + n`` when order is empty); the matrix is never densified.  w:
+    (n_out, n_in) C; b: (n_out,); a: (m, n_out) C, overwritten with g(z).
+    Parallel over samples n.  BLAS twin: ``kernels_blas.csr_forward``.
+    """
+    data, indices, indptr = Xs
+    n_out = w.shape[0]
+    shuffled = order.shape[0] > 0
+    for n in prange(a.shape[0]):
+        r = order[start + n] if shuffled else start + n
+        lo = indptr[r]
+        hi = indptr[r + 1]
+        row = a[n]
+        for j in range(n_out):
+            wj = w[j]
+            s = b[j]
+            for k in range(lo, hi):
+                s += wj[indices[k]] * data[k]
+            row[j] = s
+        activate_row(row, act)
+
+
+csr_forward_serial, csr_forward_parallel = twins(csr_forward)
+
+
+def csr_backward_params(w, delta, Xs, order, start, alpha, scale, accumulate, dw, db, wsq):
+    """First-layer gradients from sparse rows: ``dC/dw_{j,col_k} += delta_nj x_k``.
+
+    As ``dense_backward_params`` (same finishing, same ``accumulate`` meaning)
+    with the inputs given as CSR rows like ``csr_forward``.  Parallel over
+    output units j (each j owns row dw[j]).  BLAS twin:
+    ``kernels_blas.csr_backward_params``.
+    """
+    data, indices, indptr = Xs
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    m = delta.shape[0]
+    shuffled = order.shape[0] > 0
+    for j in prange(n_out):
+        dwj = dw[j]
+        if not accumulate:
+            for i in range(n_in):
+                dwj[i] = 0.0
+            db[j] = 0.0
+        sb = db[j]
+        for n in range(m):
+            d = delta[n, j]
+            sb += d
+            if d != 0.0:
+                r = order[start + n] if shuffled else start + n
+                for k in range(indptr[r], indptr[r + 1]):
+                    dwj[indices[k]] += d * data[k]
+        if accumulate:
+            db[j] = sb
+        else:
+            db[j] = sb * scale
+            wsq[j] = finish_row(w[j], alpha, scale, dwj)
+
+
+csr_backward_params_serial, csr_backward_params_parallel = twins(csr_backward_params)
 
 
 @jit
@@ -144,14 +215,8 @@ def finalize_params(w, alpha, scale, dw, db, wsq):
     gradient).  BLAS twin: ``kernels_blas.finalize_params``.
     """
     for j in range(w.shape[0]):
-        wj = w[j]
-        dwj = dw[j]
-        q = 0.0
-        for i in range(w.shape[1]):
-            q += wj[i] * wj[i]
-            dwj[i] = (dwj[i] + alpha * wj[i]) * scale
         db[j] = db[j] * scale
-        wsq[j] = q
+        wsq[j] = finish_row(w[j], alpha, scale, dw[j])
 
 
 @jit

@@ -8,6 +8,7 @@ import warnings
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 from sklearn.utils import shuffle as _sk_shuffle
 
 from ._config import (ACTIVATION_CODES, HP_ALPHA, HP_CLIP, HP_HUBER, HP_PROB_EPS, HP_SIZE,
@@ -22,6 +23,38 @@ PREDICT_CHUNK = 1024
 
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss or gradient; parameters were rolled back."""
+
+
+class EngineInput(tuple):
+    """(X, Xs) as the engine takes them: dense rows, or CSR triplet with an empty X."""
+
+    __slots__ = ()
+
+    @property
+    def n_rows(self):
+        indptr = self[1][2]
+        return indptr.shape[0] - 1 if indptr.shape[0] else self[0].shape[0]
+
+
+def engine_input(X, dtype):
+    """Dense C-contiguous X (no copy when it already is) or a CSR matrix, for the engine.
+
+    Sparse input keeps its CSR arrays (indices as int64, sorted); it is never densified.
+    """
+    if isinstance(X, EngineInput):
+        return X
+    dtype = np.dtype(dtype)
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=dtype)
+        if not X.has_sorted_indices:
+            X = X.sorted_indices()
+        Xs = (np.ascontiguousarray(X.data, dtype=dtype),
+              np.ascontiguousarray(X.indices, dtype=np.int64),
+              np.ascontiguousarray(X.indptr, dtype=np.int64))
+        return EngineInput((np.empty((0, X.shape[1]), dtype=dtype), Xs))
+    empty = np.empty(0, dtype=np.int64)
+    return EngineInput((np.ascontiguousarray(X, dtype=dtype),
+                        (np.empty(0, dtype=dtype), empty, empty)))
 
 
 class Network:
@@ -61,18 +94,21 @@ class Network:
         """(data term, L2 term, flat gradient) of the objective at ``theta``."""
         if grad is None:
             grad = np.empty_like(theta)
-        work, table, ip = self.buffers(min(chunk, max(1, X.shape[0])))
+        X = engine_input(X, self.dtype)
+        work, table, ip = self.buffers(min(chunk, max(1, X.n_rows)))
         self.hp[HP_ALPHA] = alpha
         stats = self.layout.stats()
-        self.engine.loss_grad(X, Y, sw, theta, grad, table, work, self.hp, ip, stats)
+        self.engine.loss_grad(X[0], X[1], Y, sw, theta, grad, table, work, self.hp, ip, stats)
         return stats[ST_DATA], stats[ST_REG], grad
 
     def predict(self, theta, X, chunk=PREDICT_CHUNK):
         """Output activations (n, n_outputs) for X."""
-        out = np.empty((X.shape[0], self.layout.sizes[-1]), dtype=self.dtype)
-        if X.shape[0]:
-            work, table, ip = self.buffers(min(chunk, X.shape[0]))
-            self.engine.predict(X, theta, table, work, ip, out)
+        X = engine_input(X, self.dtype)
+        n = X.n_rows
+        out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
+        if n:
+            work, table, ip = self.buffers(min(chunk, n))
+            self.engine.predict(X[0], X[1], theta, table, work, ip, out)
         return out
 
 
@@ -100,6 +136,7 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
     On divergence the parameters and optimizer state are rolled back to their
     values before the epoch and ``DivergenceError`` is raised.
     """
+    X = engine_input(X, net.dtype)
     work, table, ip = net.buffers(batch_size)
     hp = net.hp
     hp[HP_ALPHA] = alpha
@@ -107,8 +144,8 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
     opt.fill(hp, ip)
     stats = net.layout.stats()
     saved = theta.copy(), opt.snapshot()
-    net.engine.train_epoch(X, Y, sw, order, theta, grad, opt.m1, opt.m2, table, work,
-                           hp, ip, stats)
+    net.engine.train_epoch(X[0], X[1], Y, sw, order, theta, grad, opt.m1, opt.m2, table,
+                           work, hp, ip, stats)
     opt.read_back(ip)
     if stats[ST_DIVERGED] or not np.isfinite(theta).all():
         theta[...] = saved[0]
@@ -117,7 +154,7 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
             "training diverged: the loss or a parameter became non-finite (NaN or inf); "
             "parameters were restored to the last finite epoch. Try a lower learning_rate_init, "
             "gradient clipping (clip_norm=...), or scaling the inputs (StandardScaler).")
-    n_batches = max(1, int(np.ceil(X.shape[0] / batch_size)))
+    n_batches = max(1, int(np.ceil(X.n_rows / batch_size)))
     loss = stats[ST_LOSS] / max(stats[ST_SAMPLES], 1)
     return loss, stats[ST_GNORM:] / n_batches
 
@@ -162,10 +199,8 @@ class StoppingState:
         return False
 
 
-def sample_order(n, shuffle, rng, previous):
+def sample_order(rng, previous):
     """The next epoch's sample order (scikit-learn's shuffle of the previous one)."""
-    if not shuffle:
-        return np.empty(0, dtype=np.int64)
     return _sk_shuffle(previous, random_state=rng).astype(np.int64, copy=False)
 
 

@@ -1,0 +1,721 @@
+"""scikit-learn compatible estimators: ``MLPClassifier`` and ``MLPRegressor``.
+
+Same parameters, attributes and numbers as scikit-learn's MLPs (same
+``random_state`` gives the same starting weights and shuffles; sgd and adam
+give the same weights epoch by epoch), trained by fastbp's compiled engine.
+This module validates, encodes labels and delegates to ``trainer``.
+"""
+import copy
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
+                                      validate_data)
+
+from ._config import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
+from .engine import BACKENDS
+from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
+from .trainer import (DivergenceError, EpochResult, Network, StoppingState, engine_input, run_epoch,
+                      sample_order, warn_not_converged, with_threads)
+
+__all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning"]
+
+SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
+
+
+class DivergenceWarning(UserWarning):
+    """Training stopped because the loss or a parameter became non-finite."""
+
+
+_PARAMS_DOC = """
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        Width of each hidden layer (all >= 1).
+    activation : str or list of str, default='relu'
+        Hidden activation: 'identity', 'logistic', 'tanh', 'relu',
+        'leaky_relu' (slope 0.01) or 'softplus'; a list gives one per hidden
+        layer.
+    solver : {'adam', 'sgd', 'lbfgs', 'rmsprop', 'adagrad'}, default='adam'
+        'sgd', 'adam' and 'lbfgs' are scikit-learn's; 'rmsprop' (decay
+        ``beta_2``) and 'adagrad' are fastbp's.
+    alpha : float, default=1e-4
+        L2 penalty: ``alpha / 2 * ||W||^2 / sum(sample_weight)`` is added to the loss.
+    batch_size : int or 'auto', default='auto'
+        Mini-batch size; 'auto' = min(200, n_samples); 1 is plain stochastic
+        gradient descent and n_samples (or more) full batch.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Step-size schedule for 'sgd' (scikit-learn's meaning).
+    learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+        Exponent of 'invscaling'.
+    max_iter : int, default=200
+        Epochs for stochastic solvers; iterations for 'lbfgs'.
+    shuffle : bool, default=True
+        Shuffle the samples every epoch (scikit-learn's shuffle sequence).
+    random_state : int, RandomState instance or None, default=None
+        Drives initialisation, shuffling and the validation split exactly as
+        in scikit-learn.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+        Print one line per epoch: loss, validation score, epoch time.
+    warm_start : bool, default=False
+        Start from the previous ``coefs_``/``intercepts_`` (which may be
+        assigned before calling fit).
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, stop when its score
+        stalls and restore the best weights.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's (and rmsprop's ``beta_2``) parameters.
+    n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+        Maximum loss evaluations for 'lbfgs'.
+    backend : {'loops', 'loops-serial', 'blas', 'python'}, default='loops'
+        'loops': the compiled loop kernels; 'blas': the same math on NumPy
+        matrices; 'python': the loop kernels as plain Python (slow; tiny nets).
+    n_jobs : int or None, default=None
+        Threads for the compiled kernels during fit/predict (None = all).
+    callbacks : callable or list of callables, default=None
+        Called after each epoch with a ``fastbp.trainer.EpochResult``
+        (``epoch, loss, validation_score, learning_rate, seconds,
+        grad_norms``); returning True stops training.
+    clip_norm : float or None, default=None
+        Clip each mini-batch gradient to this global L2 norm.
+    init : {'glorot', 'he'}, default='glorot'
+        'glorot' is scikit-learn's uniform initialisation.
+"""
+
+
+def _common_constraints():
+    return {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS)), list, tuple],
+        "solver": [StrOptions(set(SOLVERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions(set(LEARNING_RATES))],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "backend": [StrOptions(set(BACKENDS))],
+        "n_jobs": [Interval(Integral, None, None, closed="neither"), None],
+        "callbacks": [callable, list, tuple, None],
+        "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "init": [StrOptions({"glorot", "he"})],
+    }
+
+
+def _stochastic_only(estimator):
+    """The one guard for ``partial_fit`` (shared by both classes)."""
+    if estimator.solver not in STOCHASTIC_SOLVERS:
+        raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                             "%s is not stochastic." % estimator.solver)
+    return True
+
+
+class _Fit:
+    """Everything a fit produces; assigned to the estimator only on success."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class _BaseMLP(BaseEstimator):
+    _parameter_constraints = _common_constraints()
+
+    def __init__(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
+                 learning_rate, learning_rate_init, power_t, max_iter, loss, shuffle,
+                 random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
+                 early_stopping, validation_fraction, beta_1, beta_2, epsilon,
+                 n_iter_no_change, max_fun, backend, n_jobs, callbacks, clip_norm, init):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.loss = loss
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.backend = backend
+        self.n_jobs = n_jobs
+        self.callbacks = callbacks
+        self.clip_norm = clip_norm
+        self.init = init
+
+    # -- structure ------------------------------------------------------------
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if not hasattr(sizes, "__iter__"):
+            sizes = [sizes]
+        sizes = list(sizes)
+        for s in sizes:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (Integral, np.integer)) or s <= 0:
+                raise ValueError(f"hidden_layer_sizes must be positive integers, got {sizes}.")
+        return [int(s) for s in sizes]
+
+    def _hidden_activations(self, n_hidden):
+        act = self.activation
+        if isinstance(act, str):
+            return [act] * n_hidden
+        act = list(act)
+        for a in act:
+            if not (isinstance(a, str) and a in HIDDEN_ACTIVATIONS):
+                raise ValueError(f"activation: unknown name {a!r}; expected one of "
+                                 f"{sorted(HIDDEN_ACTIVATIONS)}")
+        if len(act) != n_hidden:
+            raise ValueError(f"activation has {len(act)} entries but there are {n_hidden} "
+                             "hidden layers; give one name per hidden layer.")
+        return act
+
+    def _network(self, n_features, n_outputs, dtype, hidden_sizes=None, hidden_acts=None,
+                 out_activation=None):
+        if hidden_sizes is None:
+            hidden_sizes = [c.shape[1] for c in self.coefs_[:-1]]
+            hidden_acts = self._hidden_acts_
+            out_activation = self.out_activation_
+        return Network([n_features] + hidden_sizes + [n_outputs], hidden_acts, out_activation,
+                       self._loss_name(), dtype, self.backend, self._huber_delta(),
+                       mean_outputs=not is_classifier(self))
+
+    def _huber_delta(self):
+        return 1.0
+
+    # -- fitting --------------------------------------------------------------
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._validate_params()
+        hidden_sizes = self._hidden_sizes()
+        hidden_acts = self._hidden_activations(len(hidden_sizes))
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        saved_state = self.__dict__.copy()  # validation may set classes_ and friends
+        try:
+            X, Y, sw = self._prepare_data(X, y, sample_weight, incremental, first_pass)
+            fit = self._fit_arrays(X, Y, sw, incremental, first_pass, hidden_sizes,
+                                   hidden_acts)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved_state)
+            raise
+        self._commit(fit)
+        return self
+
+    def _prepare_data(self, X, y, sample_weight, incremental, first_pass):
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if not first_pass and X.dtype != self.coefs_[0].dtype:
+            X = X.astype(self.coefs_[0].dtype)
+        if sp.issparse(X):
+            X = sp.csr_matrix(X)
+            X.sort_indices()
+        else:
+            X = np.ascontiguousarray(X)
+        if y.ndim == 1:
+            y = y.reshape(-1, 1)
+        Y = np.ascontiguousarray(y, dtype=X.dtype)
+        if sample_weight is None:
+            sw = np.empty(0, dtype=X.dtype)
+        else:
+            sw = _check_sample_weight(sample_weight, X, dtype=X.dtype,
+                                      ensure_non_negative=True)
+            if not np.isfinite(sw).all():
+                raise ValueError("sample_weight contains NaN or infinity.")
+            if not sw.sum() > 0:
+                raise ValueError("sample_weight must have a positive sum.")
+            sw = np.ascontiguousarray(sw)
+        return X, Y, sw
+
+    def _fit_arrays(self, X, Y, sw, incremental, first_pass, hidden_sizes, hidden_acts):
+        n_features, n_outputs = X.shape[1], Y.shape[1]
+        rng = check_random_state(self.random_state)
+        if first_pass:
+            out_act = self._output_activation()
+            net = self._network(n_features, n_outputs, X.dtype, hidden_sizes, hidden_acts,
+                                out_act)
+            codes = net.layout.activations
+            if isinstance(self.activation, str):  # scikit-learn: one factor for all layers
+                factor_codes = [ACTIVATION_CODES[self.activation]] * len(codes)
+            else:
+                factor_codes = codes[:-1] + codes[-2:-1]
+            theta = net.layout.init(rng, X.dtype, self.init, factor_codes)
+            fit = _Fit(n_iter_=0, t_=0, n_outputs_=n_outputs, n_layers_=len(hidden_sizes) + 2,
+                       out_activation_=out_act, _hidden_acts_=hidden_acts, loss_curve_=[],
+                       history_=_empty_history(), best_loss_=None, validation_scores_=None,
+                       best_validation_score_=None, _no_improvement_count=0,
+                       _optimizer=None)
+            if self.solver in STOCHASTIC_SOLVERS:
+                if self.early_stopping:
+                    fit.validation_scores_, fit.best_validation_score_ = [], -np.inf
+                else:
+                    fit.best_loss_ = np.inf
+        else:
+            if [c.shape[1] for c in self.coefs_[:-1]] != hidden_sizes or \
+                    self.coefs_[-1].shape[1] != n_outputs:
+                raise ValueError(
+                    "warm_start/partial_fit: hidden_layer_sizes or the number of outputs "
+                    "changed since the previous fit; fit a new model instead.")
+            net = self._network(n_features, n_outputs, X.dtype)
+            theta = net.layout.pack(self.coefs_, self.intercepts_, X.dtype)
+            fit = _Fit(**{k: copy.deepcopy(getattr(self, k, None)) for k in _FIT_ATTRS})
+        fit.net, fit.theta = net, theta
+        if self.solver == "lbfgs":
+            with_threads(self.n_jobs, self._fit_lbfgs, fit, X, Y, sw)
+        else:
+            with_threads(self.n_jobs, self._fit_stochastic, fit, X, Y, sw, rng, incremental)
+        return fit
+
+    def _commit(self, fit):
+        net, theta = fit.net, fit.theta
+        if not np.isfinite(theta).all():  # never commit a broken model
+            raise ValueError("Solver produced non-finite parameter weights. The input data "
+                             "may contain large values and need to be preprocessed.")
+        for k in _FIT_ATTRS:
+            setattr(self, k, getattr(fit, k))
+        self.coefs_ = net.layout.coefs(theta)
+        self.intercepts_ = net.layout.biases(theta)
+
+    def _make_optimizer(self, n_params, dtype):
+        return Optimizer(self.solver, n_params, dtype, self.learning_rate_init,
+                         self.learning_rate, self.momentum, self.nesterovs_momentum,
+                         self.power_t, self.beta_1, self.beta_2, self.epsilon)
+
+    def _split(self, X, Y, sw, rng):
+        """scikit-learn's early-stopping split (same random draws)."""
+        stratify = Y if (is_classifier(self) and Y.shape[1] == 1) else None
+        arrays = (X, Y) if not sw.shape[0] else (X, Y, sw)
+        parts = train_test_split(*arrays, random_state=rng, test_size=self.validation_fraction,
+                                 stratify=stratify)
+        X_tr, X_val, Y_tr, Y_val = parts[:4]
+        sw_tr, sw_val = (parts[4], parts[5]) if sw.shape[0] else (sw, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        if is_classifier(self):
+            y_val = self._label_binarizer.inverse_transform(Y_val if Y_val.shape[1] > 1
+                                                            else Y_val.ravel())
+        else:
+            y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
+        return (_contiguous(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
+                X_val, y_val, sw_val)
+
+    def _fit_stochastic(self, fit, X, Y, sw, rng, incremental):
+        net, theta = fit.net, fit.theta
+        if not incremental or fit._optimizer is None:
+            fit._optimizer = self._make_optimizer(theta.size, X.dtype)
+        opt = fit._optimizer
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if self.early_stopping:
+            X, Y, sw, X_val, y_val, sw_val = self._split(X, Y, sw, rng)
+        n = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                              "It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n))
+        grad = np.empty_like(theta)
+        best = theta.copy()
+        order = np.arange(n, dtype=np.int64) if self.shuffle else np.empty(0, dtype=np.int64)
+        X = engine_input(X, X.dtype)
+        stopping = StoppingState(self.tol, self.early_stopping,
+                                 fit.best_loss_ if fit.best_loss_ is not None else np.inf,
+                                 fit.best_validation_score_ if fit.best_validation_score_
+                                 is not None else -np.inf)
+        stopping.count = fit._no_improvement_count
+        callbacks = _as_list(self.callbacks)
+        clip = float(self.clip_norm) if self.clip_norm else 0.0
+        fit.n_iter_ = 0 if not incremental else fit.n_iter_
+        it = 0
+        try:
+            for it in range(self.max_iter):
+                t0 = time.perf_counter()
+                if self.shuffle:
+                    order = sample_order(rng, order)
+                lr = opt.learning_rate
+                try:
+                    loss, gnorms = run_epoch(net, theta, grad, opt, X, Y, sw, order,
+                                             batch_size, self.alpha, clip)
+                except DivergenceError as exc:
+                    if it == 0:
+                        raise
+                    warnings.warn(str(exc), DivergenceWarning)
+                    break
+                fit.n_iter_ += 1
+                fit.t_ += n
+                fit.loss_ = loss
+                fit.loss_curve_.append(loss)
+                score = None
+                if self.early_stopping:
+                    score = self._score_arrays(net, theta, X_val, y_val, sw_val)
+                    fit.validation_scores_.append(score)
+                is_best = stopping.update(loss, score)
+                if is_best:
+                    best[...] = theta
+                opt.iteration_ends(fit.t_)
+                seconds = time.perf_counter() - t0
+                info = EpochResult(fit.n_iter_, loss, score, lr, seconds,
+                                   [float(g) for g in gnorms])
+                _record(fit.history_, info)
+                if self.verbose:
+                    _progress(info)
+                stop = any(bool(cb(info)) for cb in callbacks)
+                if stopping.count > self.n_iter_no_change:
+                    what = "Validation score" if self.early_stopping else "Training loss"
+                    msg = ("%s did not improve more than tol=%f for %d consecutive epochs."
+                           % (what, self.tol, self.n_iter_no_change))
+                    if opt.trigger_stopping(msg, self.verbose):
+                        break
+                    stopping.count = 0
+                if stop or incremental:
+                    break
+                if fit.n_iter_ == self.max_iter:
+                    warn_not_converged(self.max_iter, ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user: keeping the weights of the last "
+                          "completed epoch (the best ones with early_stopping).")
+        fit._no_improvement_count = stopping.count
+        if self.early_stopping:
+            fit.best_validation_score_ = stopping.best_score
+            if fit.validation_scores_:
+                theta[...] = best
+        else:
+            fit.best_loss_ = stopping.best_loss
+
+    def _fit_lbfgs(self, fit, X, Y, sw, rng=None):
+        net, theta = fit.net, fit.theta
+        dtype = theta.dtype
+        grad = np.empty_like(theta)
+        last = {}
+        history = fit.history_
+
+        def fun(x):
+            theta[...] = x
+            data, reg, g = net.loss_grad(theta, X, Y, sw, self.alpha, grad)
+            last["data"], last["reg"] = data, reg
+            return data + reg, g.astype(np.float64)
+
+        t0 = [time.perf_counter()]
+
+        def callback(intermediate_result):
+            info = EpochResult(len(history["loss"]) + 1, self._report(net, last), None,
+                               None, time.perf_counter() - t0[0],
+                               [float(np.linalg.norm(g)) for g in _layer_grads(net, grad)])
+            _record(history, info)
+            t0[0] = time.perf_counter()
+            if self.verbose:
+                _progress(info)
+            if any(bool(cb(info)) for cb in _as_list(self.callbacks)):
+                raise StopIteration
+
+        x0 = theta.astype(np.float64)
+        try:
+            res = scipy.optimize.minimize(
+                fun, x0, method="L-BFGS-B", jac=True, callback=callback,
+                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user: keeping the last weights.")
+            res = None
+        if res is not None:
+            if res.status != 0:
+                warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s"
+                              % (res.nit, res.status, res.message), ConvergenceWarning)
+            fit.n_iter_ = min(int(res.nit), self.max_iter)
+            theta[...] = res.x.astype(dtype)
+        fun(theta.astype(np.float64))
+        fit.loss_ = self._report(net, last)
+
+    @staticmethod
+    def _report(net, last):
+        """scikit-learn's reported loss (squared error averaged over outputs)."""
+        k = net.layout.sizes[-1] if net.mean_outputs else 1
+        return float(last["data"] / k + last["reg"])
+
+    # -- prediction -----------------------------------------------------------
+    def _forward(self, X, check_input=True):
+        check_is_fitted(self)
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"],
+                              dtype=(np.float64, np.float32), reset=False)
+        dtype = self.coefs_[0].dtype
+        X = _contiguous(X, dtype)
+        net = self._network(X.shape[1], self.n_outputs_, dtype)
+        theta = net.layout.pack(self.coefs_, self.intercepts_, dtype)
+        return with_threads(self.n_jobs, net.predict, theta, X)
+
+    def _score_arrays(self, net, theta, X, y, sw):
+        pred = self._decode(net.predict(theta, X))
+        if np.issubdtype(np.asarray(pred).dtype, np.floating) and not np.isfinite(pred).all():
+            return np.nan
+        return self._score_function(y, pred, sample_weight=sw)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        return state
+
+
+_FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
+              "loss_curve_", "history_", "best_loss_", "validation_scores_",
+              "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_")
+
+
+def _contiguous(X, dtype=None):
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=dtype if dtype is not None else X.dtype)
+        X.sort_indices()
+        return X
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+def _as_list(callbacks):
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    return list(callbacks)
+
+
+def _empty_history():
+    return {"loss": [], "validation_score": [], "learning_rate": [], "seconds": [],
+            "grad_norms": []}
+
+
+def _record(history, info):
+    for key in history:
+        history[key].append(getattr(info, key))
+
+
+def _layer_grads(net, grad):
+    return [np.concatenate([w.ravel(), b]) for w, b in
+            zip(net.layout.weights(grad), net.layout.biases(grad))]
+
+
+def _progress(info):
+    parts = ["Iteration %d, loss = %.8f" % (info.epoch, info.loss)]
+    if info.validation_score is not None:
+        parts.append("validation score = %.6f" % info.validation_score)
+    parts.append("time = %.3fs" % info.seconds)
+    print(", ".join(parts), flush=True)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    __doc__ = ("Multi-layer perceptron classifier trained by fastbp's compiled backprop.\n\n"
+               "Same parameters, attributes and results as ``sklearn.neural_network."
+               "MLPClassifier``; softmax output for multiclass, logistic for binary and "
+               "multilabel, log-loss.\n\n    Parameters\n    ----------" + _PARAMS_DOC)
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot"):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+                         solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+                         power_t=power_t, max_iter=max_iter, loss="log_loss", shuffle=shuffle,
+                         random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum,
+                         nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         backend=backend, n_jobs=n_jobs, callbacks=callbacks,
+                         clip_norm=clip_norm, init=init)
+
+    _parameter_constraints = {**_BaseMLP._parameter_constraints}
+    _parameter_constraints.pop("loss", None)
+
+    def _loss_name(self):
+        return "log_loss"
+
+    def _output_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same classes as in the "
+                        f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        y = self._label_binarizer.transform(y).astype(X.dtype)
+        return X, y
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(_stochastic_only)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y); ``classes`` is required on the first call."""
+        saved = self.__dict__.copy()
+        try:
+            if _check_partial_fit_first_call(self, classes):
+                self._label_binarizer = LabelBinarizer()
+                if type_of_target(y).startswith("multilabel"):
+                    self._label_binarizer.fit(y)
+                else:
+                    self._label_binarizer.fit(classes)
+            return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    def _decode(self, y_pred):
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    _score_function = staticmethod(accuracy_score)
+
+    def predict(self, X):
+        """Predicted class labels."""
+        return self._decode(self._forward(X))
+
+    def predict_proba(self, X):
+        """Class probabilities, columns ordered as ``classes_``."""
+        y_pred = self._forward(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``."""
+        y_prob = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(y_prob, out=y_prob)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    __doc__ = ("Multi-layer perceptron regressor trained by fastbp's compiled backprop.\n\n"
+               "Same parameters, attributes and results as ``sklearn.neural_network."
+               "MLPRegressor``; identity output.\n\n    Parameters\n    ----------\n"
+               "    loss : {'squared_error', 'huber'}, default='squared_error'\n"
+               "    huber_delta : float, default=1.0\n"
+               "        Where the Huber loss turns from quadratic to linear." + _PARAMS_DOC)
+
+    _parameter_constraints = {**_BaseMLP._parameter_constraints,
+                              "loss": [StrOptions({"squared_error", "huber"})],
+                              "huber_delta": [Interval(Real, 0, None, closed="neither")]}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 huber_delta=1.0, backend="loops", n_jobs=None, callbacks=None,
+                 clip_norm=None, init="glorot"):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
+                         solver=solver, alpha=alpha, batch_size=batch_size,
+                         learning_rate=learning_rate, learning_rate_init=learning_rate_init,
+                         power_t=power_t, max_iter=max_iter, loss=loss, shuffle=shuffle,
+                         random_state=random_state, tol=tol, verbose=verbose,
+                         warm_start=warm_start, momentum=momentum,
+                         nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         backend=backend, n_jobs=n_jobs, callbacks=callbacks,
+                         clip_norm=clip_norm, init=init)
+        self.huber_delta = huber_delta
+
+    def _loss_name(self):
+        return self.loss
+
+    def _huber_delta(self):
+        return float(self.huber_delta)
+
+    def _output_activation(self):
+        return "identity"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(_stochastic_only)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y)."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _decode(self, y_pred):
+        return y_pred.ravel() if y_pred.shape[1] == 1 else y_pred
+
+    _score_function = staticmethod(r2_score)
+
+    def predict(self, X):
+        """Predicted values, (n_samples,) or (n_samples, n_outputs)."""
+        return self._decode(self._forward(X))
