@@ -496,9 +496,10 @@ class _BaseMLP(BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        return state
+    def save(self, path):
+        """Write this fitted model to ``path`` (see ``fastbp.io``; atomic, no pickle)."""
+        from .io import save
+        return save(self, path)
 
 
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
