@@ -8,10 +8,18 @@ Fastmath: ``reassoc`` (lets LLVM vectorise reductions), ``contract`` (FMA) and
 tests) and not ``afn``/``arcp`` (approximate exp/log/division would break the
 1e-12 agreement with the BLAS twin).
 """
+import os
 import types
 
 import numba
 from numba.core.registry import CPUDispatcher
+
+# Threading layer: numba's fallback 'workqueue' aborts the process when two
+# Python threads run parallel kernels at once; 'threadsafe' picks tbb or omp
+# (GNU OpenMP on Linux wheels) and never workqueue.  An explicit
+# NUMBA_THREADING_LAYER in the environment is respected.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"
 
 FASTMATH = frozenset({"reassoc", "contract", "nsz"})
 CACHE = True
