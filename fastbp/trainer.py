@@ -21,7 +21,7 @@ from .params import Layout
 PREDICT_CHUNK = 1024
 
 
-class DivergenceError(FloatingPointError):
+class DivergenceError(ValueError, FloatingPointError):
     """Training produced a non-finite loss or gradient; parameters were rolled back."""
 
 
@@ -130,11 +130,32 @@ class EpochResult:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
-def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
+class Checkpoints:
+    """Parameters and optimizer state at the start of the last ``keep`` epochs."""
+
+    def __init__(self, keep=2):
+        self.keep = keep
+        self.items = []
+
+    def push(self, theta, opt):
+        self.items = (self.items + [(theta.copy(), opt.snapshot())])[-self.keep:]
+
+
+def _finite_objective(net, theta, X, Y, sw, alpha):
+    data, reg, _ = net.loss_grad(theta, X, Y, sw, alpha)
+    return bool(np.isfinite(data + reg))
+
+
+def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
+              checkpoints=None):
     """One compiled epoch; returns (mean loss, per-layer mean gradient norms).
 
-    On divergence the parameters and optimizer state are rolled back to their
-    values before the epoch and ``DivergenceError`` is raised.
+    On divergence (a non-finite batch loss, gradient or parameter) the
+    parameters and optimizer state are rolled back and ``DivergenceError`` is
+    raised.  They go back to the start of this epoch if the training loss is
+    finite there, else to the newest earlier checkpoint where it is
+    (``error.epochs_lost`` = how many epochs were undone, counting this one;
+    None when no checkpoint had a finite loss: then the start of this epoch).
     """
     X = engine_input(X, net.dtype)
     work, table, ip = net.buffers(batch_size)
@@ -143,17 +164,31 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
     hp[HP_CLIP] = clip
     opt.fill(hp, ip)
     stats = net.layout.stats()
-    saved = theta.copy(), opt.snapshot()
+    if checkpoints is None:
+        checkpoints = Checkpoints(keep=1)
+    checkpoints.push(theta, opt)
     net.engine.train_epoch(X[0], X[1], Y, sw, order, theta, grad, opt.m1, opt.m2, table,
                            work, hp, ip, stats)
     opt.read_back(ip)
     if stats[ST_DIVERGED] or not np.isfinite(theta).all():
-        theta[...] = saved[0]
-        opt.restore(saved[1])
-        raise DivergenceError(
+        lost = None
+        for k, (saved, snap) in enumerate(reversed(checkpoints.items)):
+            theta[...] = saved
+            opt.restore(snap)
+            if _finite_objective(net, theta, X, Y, sw, alpha):
+                lost = k + 1
+                break
+        if lost is None:
+            theta[...], snap = checkpoints.items[-1]
+            opt.restore(snap)
+        checkpoints.items = checkpoints.items[:len(checkpoints.items) - (lost or 1)]
+        err = DivergenceError(
             "training diverged: the loss or a parameter became non-finite (NaN or inf); "
-            "parameters were restored to the last finite epoch. Try a lower learning_rate_init, "
-            "gradient clipping (clip_norm=...), or scaling the inputs (StandardScaler).")
+            "parameters were restored to the last epoch with a finite loss. Try a lower "
+            "learning_rate_init, gradient clipping (clip_norm=...), or scaling the inputs "
+            "(StandardScaler).")
+        err.epochs_lost = lost
+        raise err
     n_batches = max(1, int(np.ceil(X.n_rows / batch_size)))
     loss = stats[ST_LOSS] / max(stats[ST_SAMPLES], 1)
     return loss, stats[ST_GNORM:] / n_batches
