@@ -249,3 +249,38 @@ def warn_not_converged(max_iter, category):
     warnings.warn(
         "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
         "hasn't converged yet." % max_iter, category)
+
+
+class DeferredInterrupt:
+    """Context manager: the first Ctrl-C (SIGINT) during training is noted, not raised.
+
+    The epoch loop checks ``requested`` after each completed epoch and stops
+    there, so parameters, ``n_iter_`` and ``loss_curve_`` stay consistent.  A
+    second Ctrl-C raises ``KeyboardInterrupt`` at once.  Outside the main thread
+    (where signal handlers cannot be set) it does nothing.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handler)
+            except (ValueError, OSError):
+                self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
