@@ -246,6 +246,19 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     n_out = w.shape[0]
     n_in = w.shape[1]
     m = delta.shape[0]
+    if m == 1 and not accumulate:  # stochastic updates: one fused pass per row
+        x = a_prev[0]
+        for j in prange(n_out):
+            d = delta[0, j]
+            wj = w[j]
+            dwj = dw[j]
+            q = 0.0
+            for i in range(n_in):
+                q += wj[i] * wj[i]
+                dwj[i] = (d * x[i] + alpha * wj[i]) * scale
+            db[j] = d * scale
+            wsq[j] = q
+        return
     for jb in prange((n_out + 3) // 4):
         j0 = 4 * jb
         j1 = min(j0 + 4, n_out)
