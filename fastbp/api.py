@@ -1,10 +1,11 @@
 """Low-level API: loss and gradients for given weights and data, and a
 finite-difference gradient check users can run on their own configuration."""
 import numpy as np
+import scipy.sparse as sp
 
 from ._config import HIDDEN_ACTIVATIONS
 from .engine import BACKENDS
-from .trainer import Network
+from .trainer import Network, engine_input
 
 __all__ = ["loss_and_gradient", "check_gradients", "GradientCheck"]
 
@@ -13,18 +14,19 @@ def _network(coefs, intercepts, X, Y, activation, out_activation, loss, backend,
              huber_delta):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    X = np.asarray(X)
+    if not sp.issparse(X):
+        X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
     dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
-    X = np.ascontiguousarray(X, dtype=dtype)
+    X = engine_input(X, dtype)  # dense C-contiguous, or CSR consumed row by row
     Y = np.asarray(Y, dtype=dtype)
     if Y.ndim == 1:
         Y = Y.reshape(-1, 1)
     Y = np.ascontiguousarray(Y)
-    if Y.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
-    sizes = [X.shape[1]] + [np.shape(c)[1] for c in coefs]
+    if Y.shape[0] != X.n_rows:
+        raise ValueError(f"X has {X.n_rows} rows but Y has {Y.shape[0]}")
+    sizes = [X[0].shape[1]] + [np.shape(c)[1] for c in coefs]
     n_hidden = len(coefs) - 1
     hidden = [activation] * n_hidden if isinstance(activation, str) else list(activation)
     if len(hidden) != n_hidden:
@@ -53,7 +55,8 @@ def loss_and_gradient(coefs, intercepts, X, Y, *, activation="relu",
                       sample_weight=None, huber_delta=1.0, backend="loops"):
     """Objective and its gradient for scikit-learn-shaped weights.
 
-    ``coefs[l]`` is (n_in, n_out), ``intercepts[l]`` (n_out,); X (n, n_features);
+    ``coefs[l]`` is (n_in, n_out), ``intercepts[l]`` (n_out,); X (n, n_features),
+    dense or scipy.sparse (CSR rows go straight to the first layer's kernels);
     Y (n, n_outputs) targets (one-hot for softmax).  The objective is
     ``sum_n s_n C_n / sum_n s_n + alpha / 2 * sum ||W||^2 / sum_n s_n`` with C_n
     the per-sample loss summed over outputs (``fastbp.losses``).
@@ -62,7 +65,7 @@ def loss_and_gradient(coefs, intercepts, X, Y, *, activation="relu",
     """
     net, theta, X, Y = _network(coefs, intercepts, X, Y, activation, out_activation, loss,
                                 backend, huber_delta)
-    sw = _weights(sample_weight, X.shape[0], net.dtype)
+    sw = _weights(sample_weight, X.n_rows, net.dtype)
     data, reg, grad = net.loss_grad(theta, X, Y, sw, float(alpha))
     return data + reg, [g.copy() for g in net.layout.coefs(grad)], \
         [b.copy() for b in net.layout.biases(grad)]
@@ -93,12 +96,12 @@ def check_gradients(coefs, intercepts, X, Y, *, activation="relu", out_activatio
     the flat analytic and numeric gradients and the max absolute and
     (max-norm relative) errors.  Cost: 2 * n_params loss evaluations.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = X.astype(np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     coefs = [np.asarray(c, dtype=np.float64) for c in coefs]
     intercepts = [np.asarray(b, dtype=np.float64) for b in intercepts]
     net, theta, X, Y = _network(coefs, intercepts, X, Y, activation, out_activation, loss,
                                 backend, huber_delta)
-    sw = _weights(sample_weight, X.shape[0], np.float64)
+    sw = _weights(sample_weight, X.n_rows, np.float64)
     _, _, grad = net.loss_grad(theta, X, Y, sw, float(alpha))
     analytic = grad.copy()
     numeric = np.empty_like(theta)
