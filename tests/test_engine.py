@@ -1,0 +1,385 @@
+"""The training engine across backends, thread counts and failure.
+
+Driven through the trainer's own path (``trainer.Network``, ``trainer.run_epoch``,
+``optimizers.Optimizer``) on tiny networks:
+
+(a) the 'python' backend (the engine run as plain Python over the plain-Python
+    loop kernels) agrees with the compiled 'loops' backend to 1e-12;
+(b) 'loops', 'loops-serial', 'blas' -- and 'loops' with its parallel twins forced
+    on for every call -- agree with each other;
+(c) training that uses the parallel twins is bitwise deterministic: the same under
+    1 and 2 threads (in subprocesses, from the on-disk cache, and in-process), and
+    the same for two runs with one seed;
+(d) divergence raises ``DivergenceError`` and restores the parameters and the
+    optimizer state from before the failing epoch.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fastbp._config import IP_PAR_MIN, PARALLEL_MIN_WORK
+from fastbp.optimizers import Optimizer
+from fastbp.trainer import DivergenceError, Network, run_epoch
+
+TOL = 1e-12
+
+# Tests on tiny nets that CI also runs with NUMBA_DISABLE_JIT=1 (engine and kernels as
+# Python); the determinism tests need the compiled parallel kernels and are not marked.
+nojit = pytest.mark.nojit
+
+SOLVERS = {
+    "sgd-nesterov": dict(solver="sgd", learning_rate_init=0.1, momentum=0.9,
+                         nesterovs_momentum=True),
+    "sgd-momentum": dict(solver="sgd", learning_rate_init=0.1, momentum=0.9,
+                         nesterovs_momentum=False),
+    "adam": dict(solver="adam", learning_rate_init=0.01),
+}
+
+
+def assert_close(got, ref, tol, what=""):
+    """max|got - ref| <= tol * max(max|ref|, tiny)."""
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, what
+    assert np.isfinite(got).all(), f"{what}: non-finite values"
+    scale = max(float(np.abs(ref).max(initial=0.0)), np.finfo(np.float64).tiny)
+    err = float(np.abs(got - ref).max(initial=0.0))
+    assert err <= tol * scale, f"{what}: max abs err {err:.3g} > {tol:g} * {scale:.3g}"
+
+
+def make_data(rng, n, n_in, n_out, loss, output, weighted):
+    X = rng.standard_normal((n, n_in))
+    if output == "softmax":
+        Y = np.eye(n_out)[rng.integers(0, n_out, n)]
+    elif loss == "log_loss":
+        Y = (rng.random((n, n_out)) < 0.5).astype(float)
+    elif output == "logistic":
+        Y = rng.random((n, n_out))
+    else:
+        Y = rng.standard_normal((n, n_out))
+    sw = np.empty(0)
+    if weighted:
+        sw = rng.uniform(0.2, 2.0, n)
+        sw[1] = 0.0
+    return X, Y, sw
+
+
+def train(backend, problem, *, epochs=3, batch_size=4, alpha=1e-3, clip=0.0,
+          solver="sgd-nesterov", force_parallel=False):
+    """Train a fresh network for a few epochs; returns everything worth comparing.
+
+    ``problem`` holds the data, the architecture, the starting parameters and one
+    sample order per epoch (or None for the natural order), so every backend
+    sees exactly the same run.
+    """
+    p = problem
+    dtype = p["X"].dtype
+    net = Network(p["sizes"], p["hidden"], p["output"], p["loss"], dtype, backend,
+                  huber_delta=0.5)
+    if force_parallel:
+        # Test hook: a parallel threshold of 1 sends every kernel call with more than
+        # one sample / unit to its parallel twin, even on these tiny shapes.
+        net.buffers(batch_size)[2][IP_PAR_MIN] = 1
+    theta = p["theta0"].astype(dtype)
+    grad = np.zeros_like(theta)
+    opt = Optimizer(n_params=theta.size, dtype=dtype, **SOLVERS[solver])
+    losses, norms = [], []
+    for epoch in range(epochs):
+        order = p["orders"][epoch] if p["orders"] is not None else np.empty(0, np.int64)
+        loss, gn = run_epoch(net, theta, grad, opt, p["X"], p["Y"], p["sw"].astype(dtype),
+                             order, batch_size, alpha, clip)
+        losses.append(loss)
+        norms.append(gn.copy())
+    return dict(theta=theta, losses=np.array(losses), norms=np.array(norms),
+                m1=opt.m1.copy(), m2=opt.m2.copy(), t=opt.t)
+
+
+def make_problem(rng, *, n=11, sizes=(3, 5, 4, 2), hidden=("tanh", "relu"),
+                 output="identity", loss="squared_error", weighted=False, shuffle=True,
+                 epochs=3, dtype=np.float64):
+    sizes = list(sizes)
+    if output == "softmax" and sizes[-1] < 2:
+        sizes[-1] = 3
+    X, Y, sw = make_data(rng, n, sizes[0], sizes[-1], loss, output, weighted)
+    net = Network(sizes, list(hidden), output, loss, np.float64, "blas")
+    seed = int(rng.integers(2**31))
+    theta0 = net.layout.init(np.random.RandomState(seed), np.float64)
+    orders = [rng.permutation(n).astype(np.int64) for _ in range(epochs)] if shuffle else None
+    return dict(X=np.ascontiguousarray(X, dtype), Y=np.ascontiguousarray(Y, dtype), sw=sw,
+                sizes=sizes, hidden=list(hidden), output=output, loss=loss, theta0=theta0,
+                orders=orders)
+
+
+def assert_same_run(got, ref, tol, what):
+    assert_close(got["theta"], ref["theta"], tol, f"{what}: parameters")
+    assert_close(got["losses"], ref["losses"], tol, f"{what}: epoch losses")
+    assert_close(got["norms"], ref["norms"], tol, f"{what}: gradient norms")
+    assert_close(got["m1"], ref["m1"], tol, f"{what}: first moment")
+    assert_close(got["m2"], ref["m2"], tol, f"{what}: second moment")
+    assert got["t"] == ref["t"]
+
+
+# ---- (a) python vs loops -------------------------------------------------------------
+
+@nojit
+@pytest.mark.parametrize("clip", [0.0, 0.05], ids=["noclip", "clip"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shuffle", [False, True], ids=["natural", "shuffled"])
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_python_backend_matches_loops(rng, solver, shuffle, weighted, clip):
+    # n = 11, batch 4: batches of 4, 4 and a partial 3.
+    problem = make_problem(rng, weighted=weighted, shuffle=shuffle)
+    loops = train("loops", problem, solver=solver, clip=clip)
+    python = train("python", problem, solver=solver, clip=clip)
+    assert_same_run(python, loops, TOL, "python vs loops")
+    assert not np.allclose(loops["theta"], problem["theta0"]), "training did not move"
+    assert np.all(np.diff(loops["losses"]) != 0)
+    if solver == "adam":
+        assert loops["t"] == 3 * 3       # 3 epochs x 3 batches
+    else:
+        assert loops["t"] == 0
+
+
+PAIRS = [("squared_error", "identity"), ("huber", "identity"), ("squared_error", "logistic"),
+         ("huber", "logistic"), ("log_loss", "logistic"), ("log_loss", "softmax")]
+
+
+@nojit
+@pytest.mark.parametrize("loss,output", PAIRS)
+def test_python_backend_matches_loops_every_loss(rng, loss, output):
+    problem = make_problem(rng, output=output, loss=loss, weighted=True,
+                           hidden=("softplus", "leaky_relu"))
+    loops = train("loops", problem, solver="adam", clip=0.5)
+    python = train("python", problem, solver="adam", clip=0.5)
+    assert_same_run(python, loops, TOL, f"{loss}+{output}")
+
+
+# ---- (b) loops, loops-serial, forced-parallel loops, blas ------------------------------
+
+@nojit
+@pytest.mark.parametrize("solver", list(SOLVERS))
+@pytest.mark.parametrize("loss,output", [("squared_error", "identity"), ("log_loss", "softmax"),
+                                         ("log_loss", "logistic")])
+def test_backends_agree(rng, loss, output, solver):
+    problem = make_problem(rng, n=29, sizes=(5, 7, 3, 4), hidden=("logistic", "relu"),
+                           output=output, loss=loss, weighted=True)
+    ref = train("loops", problem, solver=solver, batch_size=8, clip=1.0)
+    for backend in ("loops-serial", "blas"):
+        got = train(backend, problem, solver=solver, batch_size=8, clip=1.0)
+        assert_same_run(got, ref, TOL, backend)
+    got = train("loops", problem, solver=solver, batch_size=8, clip=1.0, force_parallel=True)
+    assert_same_run(got, ref, TOL, "loops with the parallel twins")
+    preds = {}
+    for backend in ("loops", "loops-serial", "blas", "python"):
+        net = Network(problem["sizes"], problem["hidden"], output, loss, np.float64, backend)
+        preds[backend] = net.predict(ref["theta"], problem["X"])
+        assert_close(preds[backend], preds["loops"], TOL, f"{backend} predict")
+
+
+@nojit
+@pytest.mark.parametrize("backend", ["loops", "blas", "python"])
+def test_sparse_input_matches_dense(rng, backend):
+    """CSR input (first layer read row by row, never densified) trains like dense input."""
+    problem = make_problem(rng, n=23, sizes=(9, 6, 3), hidden=("relu",), weighted=True)
+    X = problem["X"].copy()
+    X[rng.random(X.shape) < 0.6] = 0.0
+    X[4] = 0.0                                   # an empty row
+    dense = train(backend, dict(problem, X=X), solver="adam", batch_size=5)
+    sparse = train(backend, dict(problem, X=sp.csr_matrix(X)), solver="adam", batch_size=5)
+    assert_same_run(sparse, dense, TOL, "sparse vs dense")
+    net = Network(problem["sizes"], problem["hidden"], "identity", "squared_error",
+                  np.float64, backend)
+    assert_close(net.predict(dense["theta"], sp.csr_matrix(X)),
+                 net.predict(dense["theta"], X), TOL, "predict sparse vs dense")
+
+
+@nojit
+@pytest.mark.parametrize("backend", ["loops", "blas"])
+def test_loss_grad_and_predict_in_chunks(rng, backend):
+    """Full-data loss, gradient and predictions do not depend on the chunk size."""
+    problem = make_problem(rng, n=2500, sizes=(6, 8, 3), hidden=("softplus",), weighted=True)
+    net = Network(problem["sizes"], problem["hidden"], "identity", "squared_error",
+                  np.float64, backend)
+    theta, X, Y, sw = problem["theta0"], problem["X"], problem["Y"], problem["sw"]
+    whole = net.loss_grad(theta, X, Y, sw, 0.2, chunk=4096)
+    whole = (whole[0], whole[1], whole[2].copy())
+    for chunk in (1024, 333):
+        parts = net.loss_grad(theta, X, Y, sw, 0.2, chunk=chunk)
+        assert_close(parts[0], whole[0], TOL, f"data term, chunk {chunk}")
+        assert_close(parts[1], whole[1], TOL, f"L2 term, chunk {chunk}")
+        assert_close(parts[2], whole[2], TOL, f"gradient, chunk {chunk}")
+        assert_close(net.predict(theta, X, chunk=chunk), net.predict(theta, X, chunk=4096),
+                     TOL, f"predict, chunk {chunk}")
+
+
+@nojit
+@pytest.mark.parametrize("backend", ["loops", "blas", "python"])
+def test_clip_norm_bounds_the_step(rng, backend):
+    """Plain SGD, one full batch: the step is lr * clip when the gradient norm exceeds clip."""
+    problem = make_problem(rng, n=9, shuffle=False)
+    theta0 = problem["theta0"]
+    net = Network(problem["sizes"], problem["hidden"], "identity", "squared_error",
+                  np.float64, backend)
+    lr, clip = 0.5, 1e-3
+    opt = Optimizer("sgd", theta0.size, np.float64, lr, momentum=0.0,
+                    nesterovs_momentum=False)
+    theta = theta0.copy()
+    grad = np.zeros_like(theta)
+    run_epoch(net, theta, grad, opt, problem["X"], problem["Y"], problem["sw"],
+              np.empty(0, np.int64), 9, 0.0, clip)
+    # the unclipped gradient at theta0 is much longer than clip
+    _, _, g0 = net.loss_grad(theta0.copy(), problem["X"], problem["Y"], problem["sw"], 0.0)
+    assert np.linalg.norm(g0) > 10 * clip
+    step = theta - theta0
+    np.testing.assert_allclose(np.linalg.norm(step), lr * clip, rtol=1e-12)
+    np.testing.assert_allclose(step, -lr * clip * g0 / np.linalg.norm(g0), rtol=0,
+                               atol=1e-14)
+
+
+# ---- (c) determinism -----------------------------------------------------------------
+
+BIG_SIZES = (64, 512, 256, 10)
+BIG_BATCH = 128
+BIG_N = 3 * BIG_BATCH
+
+_BIG_RUN = textwrap.dedent("""
+    import json, sys
+    import numba
+    import numpy as np
+    from fastbp.optimizers import Optimizer
+    from fastbp.trainer import Network, run_epoch
+
+    def big_run(seed, sizes, batch, n):
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((n, sizes[0]))
+        Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)]
+        net = Network(list(sizes), ["relu", "tanh"], "softmax", "log_loss", np.float64,
+                      "loops")
+        theta = net.layout.init(np.random.RandomState(seed), np.float64)
+        grad = np.zeros_like(theta)
+        opt = Optimizer("adam", theta.size, np.float64, 1e-3)
+        losses = []
+        for epoch in range(2):
+            order = rng.permutation(n).astype(np.int64)
+            loss, _ = run_epoch(net, theta, grad, opt, X, Y, np.empty(0), order, batch,
+                                1e-4, 0.0)
+            losses.append(loss)
+        return theta, losses
+""")
+
+_SUBPROCESS_MAIN = _BIG_RUN + textwrap.dedent("""
+    seed, path = int(sys.argv[1]), sys.argv[2]
+    theta, losses = big_run(seed, %r, %d, %d)
+    np.save(path, theta)
+    # threading_layer() raises unless a parallel (prange) function has run.
+    print(json.dumps({"threads": numba.get_num_threads(), "losses": losses,
+                      "layer": numba.threading_layer()}))
+""" % (BIG_SIZES, BIG_BATCH, BIG_N))
+
+_namespace = {}
+exec(compile(_BIG_RUN, "<big_run>", "exec"), _namespace)
+big_run = _namespace["big_run"]
+
+
+def test_determinism_setup_uses_parallel_twins():
+    """The determinism tests below are only meaningful if the parallel twins run."""
+    s = BIG_SIZES
+    for n_in, n_out in zip(s, s[1:]):
+        if n_out > 1:
+            assert BIG_BATCH * n_in * n_out >= PARALLEL_MIN_WORK
+    n_params = sum(a * b + b for a, b in zip(s, s[1:]))
+    assert n_params >= PARALLEL_MIN_WORK            # the optimizer step too
+    net = Network(list(s), ["relu", "tanh"], "softmax", "log_loss", np.float64, "loops")
+    assert net.layout.n_params == n_params
+    assert net.engine.par_min == PARALLEL_MIN_WORK
+
+
+def test_bitwise_identical_for_1_and_2_threads_in_subprocesses(rng, tmp_path):
+    seed = int(rng.integers(2**31))
+    procs = {}
+    for threads in (1, 2):
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        path = tmp_path / f"theta_{threads}.npy"
+        procs[threads] = (path, subprocess.Popen(
+            [sys.executable, "-c", _SUBPROCESS_MAIN, str(seed), str(path)], env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = {}
+    for threads, (path, proc) in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        info = json.loads(out.strip().splitlines()[-1])
+        assert info["threads"] == threads
+        assert info["layer"]            # the parallel twins ran
+        results[threads] = (np.load(path), info["losses"])
+    theta1, losses1 = results[1]
+    theta2, losses2 = results[2]
+    assert np.isfinite(theta1).all()
+    assert theta1.tobytes() == theta2.tobytes()
+    assert losses1 == losses2
+    assert losses1[1] < losses1[0]
+    # and the same bits in this process (same code, same seed)
+    theta_here, losses_here = big_run(seed, BIG_SIZES, BIG_BATCH, BIG_N)
+    assert theta_here.tobytes() == theta1.tobytes()
+    assert losses_here == losses1
+
+
+def test_bitwise_identical_across_set_num_threads_and_repeats(rng):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs a Numba thread pool of at least 2 threads")
+    seed = int(rng.integers(2**31))
+    previous = numba.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 2):
+            numba.set_num_threads(threads)
+            runs.append(big_run(seed, BIG_SIZES, BIG_BATCH, BIG_N))
+    finally:
+        numba.set_num_threads(previous)
+    (t1, l1), (t2, l2), (t3, l3) = runs
+    assert t1.tobytes() == t2.tobytes() == t3.tobytes()
+    assert l1 == l2 == l3
+    # a different seed gives a different run (the comparison above is not vacuous)
+    other, _ = big_run(seed + 1, BIG_SIZES, BIG_BATCH, BIG_N)
+    assert other.tobytes() != t1.tobytes()
+
+
+# ---- (d) divergence -----------------------------------------------------------------
+
+@nojit
+@pytest.mark.parametrize("backend", ["loops", "blas"])
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
+def test_divergence_restores_parameters(rng, backend, solver):
+    problem = make_problem(rng, n=64, sizes=(4, 16, 16, 2), hidden=("relu", "relu"))
+    X, Y = problem["X"] * 10, problem["Y"]
+    net = Network(problem["sizes"], problem["hidden"], "identity", "squared_error",
+                  np.float64, backend)
+    theta = problem["theta0"].copy()
+    grad = np.zeros_like(theta)
+    opt = Optimizer(n_params=theta.size, dtype=np.float64, **SOLVERS[solver])
+    opt.learning_rate = 1e-4
+    order = np.empty(0, np.int64)
+    sw = np.empty(0)
+    run_epoch(net, theta, grad, opt, X, Y, sw, order, 8, 0.0, 0.0)   # one sane epoch
+    opt.learning_rate = 1e30 if solver == "sgd-nesterov" else 1e150
+    with np.errstate(all="ignore"):
+        for _ in range(5):
+            before = theta.copy(), opt.m1.copy(), opt.m2.copy(), opt.t
+            try:
+                run_epoch(net, theta, grad, opt, X, Y, sw, order, 8, 0.0, 0.0)
+            except DivergenceError:
+                break
+        else:
+            pytest.fail("a learning rate of 1e30 did not diverge in 5 epochs")
+    assert theta.tobytes() == before[0].tobytes()
+    assert opt.m1.tobytes() == before[1].tobytes()
+    assert opt.m2.tobytes() == before[2].tobytes()
+    assert opt.t == before[3]
+    assert np.isfinite(theta).all()
+    assert not np.array_equal(theta, problem["theta0"])    # the sane epoch was kept

@@ -1,0 +1,562 @@
+"""Each loop kernel against its BLAS twin (``kernels_blas``, the oracle).
+
+Every loop kernel is run in three forms -- the serial twin, the parallel twin
+and the plain-Python source (``.py_func``, what ``NUMBA_DISABLE_JIT`` and the
+'python' backend execute) -- over activation x dtype x shapes.  Shapes include
+one sample, one unit, and sizes that two threads cannot split evenly.
+
+Tolerances are normwise: ``max|got - ref| <= tol * max(max|ref|, tiny)`` with
+tol = 1e-12 (float64) and 1e-5 (float32).  Copies must be exact.  Where an
+output is a sum that may cancel (a pre-activation of a handful of terms can be
+1e-3 of its terms), the scale also includes the largest sum of the terms'
+magnitudes (``|a_prev| |w|^T + |b|``): that is the size rounding errors are
+proportional to, and |g'| <= 1 carries it through every activation.
+
+Only C-contiguous arrays, int64 order arrays and one dtype per call are used,
+so no kernel is compiled for a variant the engine never passes.
+"""
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from fastbp import _engine, engine
+from fastbp import kernels_blas as kb
+from fastbp import kernels_loop as kl
+from fastbp._config import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, LOSS_CODES, OPT_ADAGRAD,
+                            OPT_ADAM, OPT_RMSPROP, OPT_SGD, OUTPUT_ACTIVATIONS)
+from fastbp.activations import activate, activate_row, derivative, derivative_row
+from fastbp.losses import check_pair
+from fastbp.params import Layout
+
+import reference
+
+# Tiny shapes: CI also runs this module with NUMBA_DISABLE_JIT=1 (kernel bodies as Python).
+pytestmark = pytest.mark.nojit
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+TWIN_FORMS = ["serial", "parallel", "python"]
+SINGLE_FORMS = ["compiled", "python"]
+
+# (m samples, n_in, n_out): one sample, one unit, odd sizes, a larger batch; the
+# loop kernels work in tiles of 4 samples x 4 units, so also exactly one tile and
+# tiles with leftover samples and units.
+SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 5), (9, 6, 1), (4, 1, 4), (10, 9, 6), (13, 11, 7),
+          (33, 17, 3), (64, 32, 16)]
+
+VALID_PAIRS = []
+for _loss in LOSS_CODES:
+    for _act in OUTPUT_ACTIVATIONS:
+        try:
+            check_pair(LOSS_CODES[_loss], ACTIVATION_CODES[_act])
+        except ValueError:
+            continue
+        VALID_PAIRS.append((_loss, _act))
+
+
+def assert_close(got, ref, tol, what="", terms=0.0):
+    """Normwise relative check: max abs difference <= tol * max(|ref|, terms, tiny).
+
+    ``terms``: optional magnitude of the summands behind ref (see module docstring).
+    """
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, what
+    assert np.isfinite(got).all(), f"{what}: non-finite values"
+    scale = max(float(np.abs(ref).max(initial=0.0)), float(np.max(terms)),
+                np.finfo(np.float64).tiny)
+    err = float(np.abs(got - ref).max(initial=0.0))
+    assert err <= tol * scale, f"{what}: max abs err {err:.3g} > {tol:g} * {scale:.3g}"
+
+
+def plain(func):
+    """The plain-Python source of a compiled function (itself under NUMBA_DISABLE_JIT)."""
+    return getattr(func, "py_func", func)
+
+
+def twin(name, form):
+    """The loop kernel ``name`` in one of its forms."""
+    if form == "python":
+        return plain(getattr(kl, name + "_serial"))
+    return getattr(kl, f"{name}_{form}")
+
+
+def single(name, form):
+    func = getattr(kl, name)
+    return plain(func) if form == "python" else func
+
+
+def random_layer(rng, shape, act_name, dtype):
+    """(z, a = g(z)) of a layer with activation ``act_name``; a is what g' is written through.
+
+    z is returned in float64 (for the reference), a in ``dtype``.
+    """
+    z = rng.standard_normal(shape) * 2.0
+    a = np.array([reference.g(act_name, row) for row in z])
+    return z, np.ascontiguousarray(a, dtype=dtype)
+
+
+def nan_like(shape, dtype):
+    return np.full(shape, np.nan, dtype=dtype)
+
+
+# ---- gather_rows -------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,d,start", [(1, 1, 0), (1, 4, 6), (5, 3, 2), (7, 9, 0)])
+def test_gather_rows(rng, form, dtype, m, d, start):
+    n_total = m + start + 3
+    X = rng.standard_normal((n_total, d)).astype(dtype)
+    order = rng.permutation(n_total).astype(np.int64)
+    out = nan_like((m, d), dtype)
+    ref = nan_like((m, d), dtype)
+    twin("gather_rows", form)(X, order, start, out)
+    kb.gather_rows(X, order, start, ref)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(out, X[order[start:start + m]])
+
+
+# ---- dense_forward / dense_backward_input ----------------------------------------
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", list(ACTIVATION_CODES))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_dense_forward(rng, form, dtype, act, shape):
+    m, n_in, n_out = shape
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    a_prev = rng.standard_normal((m, n_in)).astype(dtype)
+    code = ACTIVATION_CODES[act]
+    a = nan_like((m, n_out), dtype)
+    ref = nan_like((m, n_out), dtype)
+    twin("dense_forward", form)(w, b, a_prev, code, a)
+    kb.dense_forward(w, b, a_prev, code, ref)
+    assert a.dtype == dtype
+    terms = np.abs(a_prev.astype(np.float64)) @ np.abs(w.T.astype(np.float64)) + np.abs(b)
+    assert_close(a, ref, TOL[np.dtype(dtype)], f"dense_forward {act}", terms)
+    if dtype == np.float64:
+        # And against the formula itself, independently of both twins.
+        z = a_prev.astype(np.float64) @ w.T.astype(np.float64) + b
+        expect = np.array([reference.g(act, row) for row in z])
+        assert_close(a, expect, 1e-12, "dense_forward vs formula")
+
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act_prev", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_dense_backward_input(rng, form, dtype, act_prev, shape):
+    m, n_in, n_out = shape
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    delta = rng.standard_normal((m, n_out)).astype(dtype)
+    delta[rng.random((m, n_out)) < 0.2] = 0.0          # exercise the d == 0 skip
+    _, a_prev = random_layer(rng, (m, n_in), act_prev, dtype)
+    code = ACTIVATION_CODES[act_prev]
+    out = nan_like((m, n_in), dtype)
+    ref = nan_like((m, n_in), dtype)
+    twin("dense_backward_input", form)(w, delta, a_prev, code, out)
+    kb.dense_backward_input(w, delta, a_prev, code, ref)
+    terms = np.abs(delta.astype(np.float64)) @ np.abs(w.astype(np.float64))
+    assert_close(out, ref, TOL[np.dtype(dtype)], f"dense_backward_input {act_prev}", terms)
+
+
+# ---- the BLAS backend really swaps every kernel -----------------------------------
+
+def test_blas_backend_replaces_every_loop_kernel():
+    """Every compiled kernel the engine calls has a BLAS twin with the same arguments.
+
+    A kernel missing from the substitution table would make the 'blas' backend
+    silently run the plain-Python loop kernel, and every loops-vs-blas comparison
+    in this suite would compare the loop code with itself.
+    """
+    used = {name: obj for name, obj in vars(_engine).items()
+            if inspect.isfunction(plain(obj)) and plain(obj).__module__ == kl.__name__}
+    assert used, "found no kernels in the engine"
+    for name, kernel in used.items():
+        assert name in engine._BLAS_NAMES, f"{name} has no BLAS substitute"
+        twin_func = engine._BLAS_NAMES[name]
+        assert twin_func.__module__ == kb.__name__
+        base = name.removesuffix("_serial").removesuffix("_parallel")
+        assert twin_func.__name__ == base
+        assert (list(inspect.signature(plain(kernel)).parameters)
+                == list(inspect.signature(twin_func).parameters)), name
+
+
+# ---- CSR first layer --------------------------------------------------------------
+
+def random_csr(rng, n_total, n_in, dtype):
+    """A CSR triplet (int64 indices, sorted), ~60% zeros and an empty row; and its dense form."""
+    dense = rng.standard_normal((n_total, n_in))
+    dense[rng.random((n_total, n_in)) < 0.6] = 0.0
+    dense[n_total // 2] = 0.0
+    dense = dense.astype(dtype)
+    X = sp.csr_matrix(dense)
+    X.sort_indices()
+    Xs = (np.ascontiguousarray(X.data, dtype=dtype), X.indices.astype(np.int64),
+          X.indptr.astype(np.int64))
+    return Xs, dense
+
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 6, 3), (9, 7, 5), (13, 11, 4)])
+def test_csr_forward(rng, form, dtype, shuffled, shape):
+    m, n_in, n_out = shape
+    start = 2
+    n_total = m + start + 3
+    Xs, dense = random_csr(rng, n_total, n_in, dtype)
+    order = rng.permutation(n_total).astype(np.int64) if shuffled else np.empty(0, np.int64)
+    rows = order[start:start + m] if shuffled else np.arange(start, start + m)
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    code = ACTIVATION_CODES["tanh"]
+    a = nan_like((m, n_out), dtype)
+    ref = nan_like((m, n_out), dtype)
+    dense_ref = nan_like((m, n_out), dtype)
+    twin("csr_forward", form)(w, b, Xs, order, start, code, a)
+    kb.csr_forward(w, b, Xs, order, start, code, ref)
+    kb.dense_forward(w, b, np.ascontiguousarray(dense[rows]), code, dense_ref)
+    tol = TOL[np.dtype(dtype)]
+    assert_close(a, ref, tol, "csr_forward")
+    assert_close(a, dense_ref, tol, "csr_forward vs dense")
+
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 6, 3), (9, 7, 5), (13, 11, 4)])
+def test_csr_backward_params(rng, form, dtype, accumulate, shuffled, shape):
+    m, n_in, n_out = shape
+    start = 2
+    n_total = m + start + 3
+    Xs, dense = random_csr(rng, n_total, n_in, dtype)
+    order = rng.permutation(n_total).astype(np.int64) if shuffled else np.empty(0, np.int64)
+    rows = order[start:start + m] if shuffled else np.arange(start, start + m)
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    delta = rng.standard_normal((m, n_out)).astype(dtype)
+    alpha, scale = 0.3, 1.0 / (m + 0.5)
+    if accumulate:
+        dw0 = rng.standard_normal((n_out, n_in)).astype(dtype)
+        db0 = rng.standard_normal(n_out).astype(dtype)
+    else:
+        dw0, db0 = nan_like((n_out, n_in), dtype), nan_like(n_out, dtype)
+    outs = {}
+    for name in ("loop", "blas", "dense"):
+        dw, db, wsq = dw0.copy(), db0.copy(), np.full(n_out + 1, -7.0, dtype=dtype)
+        if name == "loop":
+            twin("csr_backward_params", form)(w, delta, Xs, order, start, alpha, scale,
+                                              accumulate, dw, db, wsq)
+        elif name == "blas":
+            kb.csr_backward_params(w, delta, Xs, order, start, alpha, scale, accumulate,
+                                   dw, db, wsq)
+        else:
+            kb.dense_backward_params(w, delta, np.ascontiguousarray(dense[rows]), alpha,
+                                     scale, accumulate, dw, db, wsq)
+        outs[name] = (dw, db, wsq)
+    tol = TOL[np.dtype(dtype)]
+    for other in ("blas", "dense"):
+        for got, want, what in zip(outs["loop"], outs[other], ("dw", "db", "wsq")):
+            assert_close(got, want, tol, f"csr_backward_params {what} vs {other}")
+    assert outs["loop"][2][-1] == -7.0
+
+
+# ---- small helpers: scale_vector, copy_rows -----------------------------------------
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_vector_and_copy_rows(rng, form, dtype):
+    v = rng.standard_normal(7).astype(dtype)
+    rv = v.copy()
+    single("scale_vector", form)(v, 0.37)
+    kb.scale_vector(rv, 0.37)
+    assert_close(v, rv, TOL[np.dtype(dtype)], "scale_vector")
+    src = rng.standard_normal((3, 4)).astype(dtype)
+    out = nan_like((8, 4), dtype)
+    ref = nan_like((8, 4), dtype)
+    single("copy_rows", form)(src, out, 2)
+    kb.copy_rows(src, ref, 2)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(out[2:5], src)
+    assert np.isnan(out[:2]).all() and np.isnan(out[5:]).all()
+
+
+# ---- dense_backward_params / finalize_params --------------------------------------
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_dense_backward_params(rng, form, dtype, accumulate, shape):
+    m, n_in, n_out = shape
+    tol = TOL[np.dtype(dtype)]
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    delta = rng.standard_normal((m, n_out)).astype(dtype)
+    delta[rng.random((m, n_out)) < 0.2] = 0.0
+    a_prev = rng.standard_normal((m, n_in)).astype(dtype)
+    alpha, scale = 0.3, 1.0 / (m + 0.5)
+    sentinel = -7.0
+    if accumulate:
+        dw0 = rng.standard_normal((n_out, n_in)).astype(dtype)
+        db0 = rng.standard_normal(n_out).astype(dtype)
+    else:
+        dw0 = nan_like((n_out, n_in), dtype)
+        db0 = nan_like(n_out, dtype)
+    dw, db, wsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
+    rdw, rdb, rwsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
+    twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq)
+    kb.dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, rdw, rdb, rwsq)
+    d64, a64 = np.abs(delta.astype(np.float64)), np.abs(a_prev.astype(np.float64))
+    dw_terms = (d64.T @ a64 + alpha * np.abs(w)) * scale + np.abs(dw0)
+    db_terms = d64.sum(axis=0) * scale + np.abs(db0)
+    assert_close(dw, rdw, tol, "dw", np.nan_to_num(dw_terms))
+    assert_close(db, rdb, tol, "db", np.nan_to_num(db_terms))
+    # wsq beyond n_out is never touched; when accumulating it is not touched at all.
+    assert (wsq[n_out:] == sentinel).all() and (rwsq[n_out:] == sentinel).all()
+    if accumulate:
+        assert (wsq == sentinel).all() and (rwsq == sentinel).all()
+        raw = delta.T.astype(np.float64) @ a_prev.astype(np.float64)
+        if dtype == np.float64:
+            assert_close(dw, dw0 + raw, 1e-12, "dw accumulated vs formula")
+    else:
+        assert_close(wsq[:n_out], rwsq[:n_out], tol, "wsq")
+        if dtype == np.float64:
+            expect = (delta.T @ a_prev + alpha * w) * scale
+            assert_close(dw, expect, 1e-12, "dw vs formula")
+            assert_close(wsq[:n_out], (w * w).sum(axis=1), 1e-12, "wsq vs formula")
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 4), (5, 1), (7, 13)])
+def test_finalize_params(rng, form, dtype, shape):
+    n_out, n_in = shape
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    dw = rng.standard_normal((n_out, n_in)).astype(dtype)
+    db = rng.standard_normal(n_out).astype(dtype)
+    wsq = np.full(n_out + 1, -7.0, dtype=dtype)
+    rdw, rdb, rwsq = dw.copy(), db.copy(), wsq.copy()
+    alpha, scale = 0.25, 1.0 / 3.0
+    single("finalize_params", form)(w, alpha, scale, dw, db, wsq)
+    kb.finalize_params(w, alpha, scale, rdw, rdb, rwsq)
+    tol = TOL[np.dtype(dtype)]
+    assert_close(dw, rdw, tol, "dw")
+    assert_close(db, rdb, tol, "db")
+    assert_close(wsq, rwsq, tol, "wsq")
+    assert wsq[-1] == -7.0
+
+
+# ---- output_delta ----------------------------------------------------------------
+
+def targets(rng, loss, act, n, k, dtype):
+    if loss == "log_loss" and act == "softmax":
+        Y = np.eye(k)[rng.integers(0, k, n)]
+    elif loss == "log_loss":
+        Y = (rng.random((n, k)) < 0.5).astype(float)
+    elif act == "logistic":
+        Y = rng.random((n, k))
+    else:
+        Y = rng.standard_normal((n, k)) * 1.5
+    return np.ascontiguousarray(Y, dtype=dtype)
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss,act", VALID_PAIRS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize("m,k", [(1, 1), (1, 3), (6, 1), (9, 4)])
+def test_output_delta(rng, form, dtype, loss, act, weighted, shuffled, m, k):
+    if act == "softmax" and k == 1:
+        k = 2
+    start = 3
+    n_total = m + start + 2
+    z, a = random_layer(rng, (m, k), act, dtype)
+    Y = targets(rng, loss, act, n_total, k, dtype)
+    sw = (rng.random(n_total) * 2).astype(dtype) if weighted else np.empty(0, dtype)
+    order = rng.permutation(n_total).astype(np.int64) if shuffled else np.empty(0, np.int64)
+    huber, eps = 0.5, float(np.finfo(dtype).eps)
+    lc, ac = LOSS_CODES[loss], ACTIVATION_CODES[act]
+    tol = TOL[np.dtype(dtype)]
+    totals = {}
+    for mean_outputs in (False, True):
+        delta = nan_like((m, k), dtype)
+        ref = nan_like((m, k), dtype)
+        total = single("output_delta", form)(a, Y, sw, order, start, lc, ac, huber, eps,
+                                             mean_outputs, delta)
+        rtotal = kb.output_delta(a, Y, sw, order, start, lc, ac, huber, eps, mean_outputs, ref)
+        assert_close(delta, ref, tol, f"delta {loss}+{act}")
+        assert_close(total, rtotal, tol, f"loss {loss}+{act}")
+        totals[mean_outputs] = total
+    assert_close(totals[True] * k, totals[False], tol, "mean_outputs divides by n_outputs")
+
+    # Independent check (float64): the per-sample reference loss and dC/dz.
+    if dtype == np.float64:
+        rows = order[start:start + m] if shuffled else np.arange(start, start + m)
+        s = sw[rows] if weighted else np.ones(m)
+        exp_total = sum(s[n] * reference.sample_loss(loss, act, a[n], Y[rows[n]], huber)
+                        for n in range(m))
+        exp_delta = np.array([s[n] * reference.output_delta(loss, act, z[n], a[n],
+                                                            Y[rows[n]], huber)
+                              for n in range(m)])
+        assert_close(totals[False], exp_total, 1e-12, "total vs reference")
+        assert_close(delta, exp_delta, 1e-12, "delta vs reference")
+
+
+# ---- optimizer_step ------------------------------------------------------------------
+
+OPTIMIZERS = [("sgd", OPT_SGD, False), ("sgd-nesterov", OPT_SGD, True),
+              ("adam", OPT_ADAM, False), ("rmsprop", OPT_RMSPROP, False),
+              ("adagrad", OPT_ADAGRAD, False)]
+
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name,code,nesterov", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+@pytest.mark.parametrize("p", [1, 7, 1001])
+def test_optimizer_step(rng, form, dtype, name, code, nesterov, p):
+    theta = rng.standard_normal(p).astype(dtype)
+    m1 = (rng.standard_normal(p) * 0.1).astype(dtype)
+    m2 = (rng.random(p) * 0.1).astype(dtype)
+    state = [theta.copy(), m1.copy(), m2.copy()]
+    ref = [theta.copy(), m1.copy(), m2.copy()]
+    beta1 = 0.9
+    beta2 = 0.999
+    eps = 1e-8
+    step = twin("optimizer_step", form)
+    for t in range(3):      # a few steps so the moments evolve
+        grad = rng.standard_normal(p).astype(dtype)
+        lr = 0.01 * (t + 1)
+        step(code, state[0], grad, state[1], state[2], lr, beta1, beta2, eps, nesterov)
+        kb.optimizer_step(code, ref[0], grad, ref[1], ref[2], lr, beta1, beta2, eps, nesterov)
+    tol = TOL[np.dtype(dtype)]
+    for got, want, what in zip(state, ref, ("theta", "m1", "m2")):
+        assert got.dtype == dtype
+        assert_close(got, want, tol, f"{name} {what}")
+    assert not np.array_equal(state[0], theta), "the parameters did not move"
+    if code == OPT_SGD:
+        assert np.array_equal(state[2], m2), "sgd must not touch the second moment"
+    if code in (OPT_RMSPROP, OPT_ADAGRAD):
+        assert np.array_equal(state[1], m1), f"{name} must not touch the first moment"
+
+
+def test_optimizer_step_sgd_formula(rng):
+    """One SGD step by hand: v <- mu v - lr g; theta += mu v - lr g (Nesterov) or v."""
+    theta = rng.standard_normal(5)
+    v = rng.standard_normal(5)
+    g = rng.standard_normal(5)
+    for nesterov in (False, True):
+        t1, v1 = theta.copy(), v.copy()
+        kl.optimizer_step_serial(OPT_SGD, t1, g, v1, np.zeros(5), 0.1, 0.9, 0.999, 1e-8,
+                                 nesterov)
+        v_new = 0.9 * v - 0.1 * g
+        expect = theta + (0.9 * v_new - 0.1 * g if nesterov else v_new)
+        assert_close(v1, v_new, 1e-15, "velocity")
+        assert_close(t1, expect, 1e-15, "theta")
+
+
+# ---- layer_sq_norms ------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [[1, 1], [3, 1, 2], [5, 7, 4, 3], [2, 40, 1, 9, 3]])
+def test_layer_sq_norms(rng, form, dtype, sizes):
+    layout = Layout(sizes, [ACTIVATION_CODES["tanh"]] * (len(sizes) - 1))
+    grad = rng.standard_normal(layout.n_params).astype(dtype)
+    out = nan_like(layout.n_layers, dtype)
+    ref = nan_like(layout.n_layers, dtype)
+    single("layer_sq_norms", form)(grad, layout.table, out)
+    kb.layer_sq_norms(grad, layout.table, ref)
+    tol = TOL[np.dtype(dtype)]
+    assert_close(out, ref, tol, "layer_sq_norms")
+    g64 = grad.astype(np.float64)
+    expect = [np.sum(w.astype(np.float64) ** 2) + np.sum(b.astype(np.float64) ** 2)
+              for w, b in zip(layout.weights(g64), layout.biases(g64))]
+    assert_close(out, expect, tol, "layer_sq_norms vs formula")
+
+
+# ---- numerical stability of the activations -------------------------------------------
+
+EXTREME = np.array([-1e4, -1e3, -745.5, -50.0, -1.0, 0.0, 1.0, 50.0, 745.5, 1e3, 1e4])
+
+
+def _expected(act, z):
+    """float64 values of g at z, written directly (no overflow-prone formula)."""
+    if act == "softmax":
+        e = np.zeros_like(z)
+        e[np.argmax(z)] = 1.0         # 1e4 dominates every other entry completely
+        return e
+    return reference.g(act, z)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", list(ACTIVATION_CODES))
+@pytest.mark.parametrize("form", ["loop-compiled", "loop-python", "numpy"])
+def test_activations_stable_for_large_z(dtype, act, form):
+    code = ACTIVATION_CODES[act]
+    z = EXTREME.astype(dtype)
+    a = z.copy()
+    with warnings.catch_warnings(), np.errstate(over="raise", divide="raise",
+                                                invalid="raise", under="ignore"):
+        warnings.simplefilter("error")
+        if form == "loop-compiled":
+            activate_row(a, code)
+        elif form == "loop-python":
+            plain(activate_row)(a, code)
+        else:
+            a2 = a[None, :].copy()
+            activate(a2, code)
+            a = a2[0]
+        assert np.isfinite(a).all(), f"{act}: non-finite outputs {a}"
+        expect = _expected(act, EXTREME)
+        tol = 1e-6 if dtype == np.float32 else 1e-15
+        np.testing.assert_allclose(a.astype(np.float64), expect, rtol=tol, atol=tol)
+        if act != "softmax":
+            delta = np.ones_like(a)
+            if form == "loop-compiled":
+                derivative_row(a, delta, code)
+            elif form == "loop-python":
+                plain(derivative_row)(a, delta, code)
+            else:
+                d2 = delta[None, :].copy()
+                derivative(a[None, :].copy(), d2, code)
+                delta = d2[0]
+            assert np.isfinite(delta).all(), f"{act}: non-finite derivative {delta}"
+            # g' is bounded by 1 for all our activations and >= 0
+            assert (delta >= 0).all() and (delta <= 1).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["logistic", "softmax"])
+@pytest.mark.parametrize("form", ["loop-compiled", "loop-python", "numpy"])
+def test_log_loss_finite_for_saturated_outputs(dtype, act, form):
+    """Probabilities of exactly 0 and 1 (saturated outputs) give a finite, clipped loss."""
+    a = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=dtype)
+    Y = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=dtype)
+    sw = np.empty(0, dtype)
+    order = np.empty(0, np.int64)
+    eps = float(np.finfo(dtype).eps)
+    delta = nan_like(a.shape, dtype)
+    args = (a, Y, sw, order, 0, LOSS_CODES["log_loss"], ACTIVATION_CODES[act], 1.0, eps,
+            False, delta)
+    with warnings.catch_warnings(), np.errstate(over="raise", divide="raise",
+                                                invalid="raise", under="ignore"):
+        warnings.simplefilter("error")
+        if form == "loop-compiled":
+            total = kl.output_delta(*args)
+        elif form == "loop-python":
+            total = plain(kl.output_delta)(*args)
+        else:
+            total = kb.output_delta(*args)
+    assert np.isfinite(total)
+    # sample 0 puts probability 0 on its true class: -log(eps) (plus, for logistic,
+    # -log(eps) again for the wrong class at probability 1); sample 1 is right: ~0.
+    n_clipped = 1 if act == "softmax" else 2
+    np.testing.assert_allclose(total, -n_clipped * np.log(eps), rtol=1e-5)
+    np.testing.assert_array_equal(delta, a - Y)
