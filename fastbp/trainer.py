@@ -133,7 +133,7 @@ class EpochResult:
 class Checkpoints:
     """Parameters and optimizer state at the start of the last ``keep`` epochs."""
 
-    def __init__(self, keep=2):
+    def __init__(self, keep=3):
         self.keep = keep
         self.items = []
 
