@@ -1,0 +1,321 @@
+"""The command line, run as users run it: ``python -m fastbp ...`` in subprocesses.
+
+Success paths (demo, train, predict, info, --help) and error paths (missing file,
+missing column, non-numeric feature, bad option, corrupted model): exit status,
+outputs, and stderr that is one clean line on errors, with no traceback and no
+control character when it is a pipe.  Commands that do not depend on each other
+run a few at a time (the cost of a run is mostly interpreter and Numba start-up).
+"""
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+TIMEOUT = 300
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t and \n
+Result = collections.namedtuple("Result", "returncode stdout stderr")
+SPECIES = {"setosa", "versicolor", "virginica"}
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("FASTBP_DEBUG", None)
+    return env
+
+
+def run(args, cwd):
+    """``python -m fastbp *args`` with stdin, stdout and stderr not terminals."""
+    proc = subprocess.run([sys.executable, "-m", "fastbp", *args], cwd=cwd, env=_env(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_all(commands, cwd, workers=3):
+    """{name: Result} for {name: args}, a few processes at a time."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(run, args, cwd) for name, args in commands.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def assert_clean(result):
+    """No traceback and no control characters in what a pipe or log file receives."""
+    for text in (result.stdout, result.stderr):
+        assert "Traceback" not in text, text
+        assert not CONTROL.search(text), repr(text)
+
+
+def assert_ok(result):
+    assert result.returncode == 0, result.stderr
+    assert_clean(result)
+
+
+# -- data -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from sklearn.datasets import load_diabetes, load_iris
+    path = tmp_path_factory.mktemp("cli")
+    iris = load_iris(as_frame=True)
+    frame = iris.data.copy()
+    frame["species"] = iris.target_names[iris.target]
+    frame.to_csv(path / "iris.csv", index=False)
+    # same rows, columns reordered, the target kept: predict must match by name
+    frame[["species"] + list(iris.data.columns[::-1])].to_csv(path / "iris_reordered.csv",
+                                                              index=False)
+    text = iris.data.copy()
+    text["petal width (cm)"] = text["petal width (cm)"].astype(str)
+    text.loc[3, "petal width (cm)"] = "wide"
+    text.to_csv(path / "iris_text_feature.csv", index=False)
+    diabetes = load_diabetes(as_frame=True, scaled=True)
+    diabetes.frame.to_csv(path / "diabetes.csv", index=False)
+    (path / "colors.csv").write_text("a,b,color,y\n1,2,red,x\n3,4,blue,y\n5,6,red,x\n")
+    (path / "garbage.fbp").write_bytes(bytes(range(256)) * 4)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """Two models trained through the CLI: iris (text classes) and diabetes (regression).
+
+    The first run is alone: on a fresh install it compiles the kernels into Numba's
+    cache once, so the processes started together afterwards only load them.
+    """
+    results = {"classify": run(
+        ["train", "iris.csv", "--target", "species", "--hidden", "16", "--epochs", "100",
+         "--batch-size", "16", "--learning-rate", "0.01", "--patience", "20",
+         "--validation-fraction", "0.2", "--out", "iris.fbp"], workdir)}
+    results["regress"] = run(
+        ["train", "diabetes.csv", "--target", "target", "--hidden", "16,8", "--epochs", "5",
+         "--learning-rate", "0.05", "--out", "diabetes.fbp"], workdir)
+    data = (workdir / "iris.fbp").read_bytes()
+    (workdir / "truncated.fbp").write_bytes(data[:len(data) // 2])
+    return results
+
+
+# -- train ------------------------------------------------------------------------------------
+def test_train_classifier_with_text_target(workdir, trained):
+    result = trained["classify"]
+    assert_ok(result)
+    out = result.stdout
+    assert "task: classify (the target is not numeric): 3 classes" in out
+    assert "120 for training, 30 held out for validation" in out
+    score = float(re.search(r"validation accuracy: ([0-9.]+)", out).group(1))
+    assert 0.0 <= score <= 1.0
+    assert "saved iris.fbp" in out
+    assert (workdir / "iris.fbp").is_file()
+    # piped stderr: plain per-epoch lines, no progress bar
+    assert re.search(r"^epoch +1/100: loss [0-9.]+, validation [0-9.]+", result.stderr, re.M)
+    assert "\r" not in result.stderr and "[#" not in result.stderr
+
+
+def test_train_regressor_inferred_task(workdir, trained):
+    result = trained["regress"]
+    assert_ok(result)
+    assert "task: regress" in result.stdout
+    assert re.search(r"validation R\^2: -?[0-9.]+", result.stdout)
+    assert "ran all 5 epochs" in result.stdout
+    assert "note: the target is not scaled" in result.stderr
+    assert len(re.findall(r"^epoch [1-5]/5: ", result.stderr, re.M)) == 5
+
+
+def test_train_quiet_and_lbfgs(workdir):
+    result = run(["train", "iris.csv", "--target", "species", "--solver", "lbfgs", "--epochs",
+                  "30", "--hidden", "8", "--quiet", "--out", "lbfgs.fbp"], workdir)
+    assert_ok(result)
+    assert re.search(r"^ran \d+ lbfgs iterations \(at most --epochs 30\)$", result.stdout, re.M)
+    assert "validation accuracy:" in result.stdout
+    assert "epoch" not in result.stderr
+    assert (workdir / "lbfgs.fbp").is_file()
+
+
+# -- predict ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def predicted(workdir, trained):
+    return run(["predict", "iris.fbp", "iris.csv"], workdir)
+
+
+def test_predict_to_stdout_matches_the_loaded_model(workdir, predicted):
+    import fastbp
+    result = predicted
+    assert_ok(result)
+    assert result.stdout.startswith("prediction\n")
+    lines = result.stdout.splitlines()[1:]
+    assert len(lines) == 150 and set(lines) <= SPECIES
+    frame = pd.read_csv(workdir / "iris.csv")
+    model = fastbp.load(workdir / "iris.fbp")
+    expected = model.predict(frame[list(model.feature_names_in_)])
+    assert lines == [str(label) for label in expected]
+    assert np.mean(np.array(lines) == frame["species"].to_numpy()) > 0.6
+
+
+def test_predict_matches_columns_by_name_and_writes_probabilities(workdir, predicted):
+    plain = predicted
+    result = run(["predict", "iris.fbp", "iris_reordered.csv", "--proba", "--out",
+                  "pred.csv"], workdir)
+    assert_ok(result)
+    assert "wrote 150 predictions to pred.csv" in result.stdout
+    pred = pd.read_csv(workdir / "pred.csv")
+    assert list(pred.columns) == ["prediction", "proba_setosa", "proba_versicolor",
+                                  "proba_virginica"]
+    assert list(pred["prediction"]) == plain.stdout.splitlines()[1:]
+    np.testing.assert_allclose(pred.iloc[:, 1:].sum(axis=1), 1.0, rtol=1e-12)
+    chosen = pred.iloc[:, 1:].to_numpy().argmax(axis=1)
+    assert list(pred["prediction"]) == [sorted(SPECIES)[k] for k in chosen]
+
+
+def test_predict_regressor(workdir, trained):
+    result = run(["predict", "diabetes.fbp", "diabetes.csv"], workdir)
+    assert_ok(result)
+    values = pd.read_csv(pd.io.common.StringIO(result.stdout))
+    assert list(values.columns) == ["prediction"] and len(values) == 442
+    assert np.isfinite(values["prediction"]).all()
+
+
+# -- info -------------------------------------------------------------------------------------
+def test_info(workdir, trained):
+    results = run_all({"classifier": ["info", "iris.fbp"],
+                       "regressor": ["info", "diabetes.fbp"]}, workdir)
+    clf = results["classifier"]
+    assert_ok(clf)
+    assert "iris.fbp: MLPClassifier" in clf.stdout
+    assert "4 inputs -> 16 relu -> 3 softmax" in clf.stdout
+    assert "float64" in clf.stdout
+    assert "'setosa', 'versicolor', 'virginica' (3)" in clf.stdout
+    assert "'sepal length (cm)'" in clf.stdout
+    assert re.search(r"history: +\d+ epochs, final loss [0-9.e-]+, best validation score "
+                     r"[0-9.]+ \(epoch \d+\)", clf.stdout)
+    reg = results["regressor"]
+    assert_ok(reg)
+    assert "diabetes.fbp: MLPRegressor" in reg.stdout
+    assert "10 inputs -> 16 relu -> 8 relu -> 1 identity" in reg.stdout
+    assert re.search(r"history: +5 epochs", reg.stdout)
+
+
+# -- demo -------------------------------------------------------------------------------------
+def test_demo_without_comparison(workdir):
+    result = run(["demo", "--epochs", "2", "--hidden", "16", "--no-compare"], workdir)
+    assert_ok(result)
+    assert "fastbp demo: scikit-learn's digits (1797 8x8 images" in result.stdout
+    assert re.search(r"^test accuracy: 0\.\d{4}$", result.stdout, re.M)
+    assert "Timing" not in result.stdout
+    assert re.search(r"^epoch 1/2: loss", result.stderr, re.M)
+
+
+def test_default_command_is_demo_with_timing(workdir):
+    result = run(["--epochs", "1", "--hidden", "8", "--batch-size", "64", "--quiet"], workdir)
+    assert_ok(result)
+    out = result.stdout
+    assert "test accuracy:" in out
+    assert "Numba JIT warmed up first by a 1-epoch fit" in out
+    for name in ("fastbp backend='loops'", "fastbp backend='blas'", "sklearn MLPClassifier"):
+        assert re.search(re.escape(name) + r" +[0-9.]+ +[0-9.]+x +0\.\d{4}", out), out
+    assert re.search(r"fastbp \(loops\) was .* scikit-learn", out)
+    assert result.stderr == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_progress_bar_only_on_a_terminal(workdir):
+    import pty
+    master, slave = pty.openpty()
+    env = _env()
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen([sys.executable, "-m", "fastbp", "demo", "--epochs", "3",
+                             "--hidden", "8", "--no-compare"], cwd=workdir, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    stdout = proc.stdout.read().decode()
+    proc.wait(timeout=TIMEOUT)
+    os.close(master)
+    terminal = b"".join(chunks).decode()
+    assert proc.returncode == 0, terminal
+    assert "\r" in terminal and "epoch 3/3 [" + "#" * 24 + "]" in terminal
+    assert "test accuracy:" in stdout and not CONTROL.search(stdout)
+
+
+# -- help, version, console script ------------------------------------------------------------
+def test_help_on_every_command(workdir):
+    commands = {"top": ["--help"]}
+    commands.update({name: [name, "--help"] for name in ("demo", "train", "predict", "info")})
+    results = run_all(commands, workdir)
+    for name, result in results.items():
+        assert_ok(result)
+    assert "usage: fastbp" in results["top"].stdout
+    for name in ("demo", "train", "predict", "info"):
+        assert name in results["top"].stdout
+        assert f"usage: fastbp {name}" in results[name].stdout
+    assert "--target COLUMN" in results["train"].stdout
+    assert "--no-compare" in results["demo"].stdout
+
+
+@pytest.mark.skipif(shutil.which("fastbp") is None, reason="console script not installed")
+def test_console_script(workdir):
+    proc = subprocess.run([shutil.which("fastbp"), "--version"], cwd=workdir, env=_env(),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0 and proc.stdout.startswith("fastbp 0.")
+
+
+# -- errors -----------------------------------------------------------------------------------
+ERRORS = {
+    "missing data file": (["train", "nope.csv", "--target", "species"],
+                          "nope.csv: no such file"),
+    "missing target column": (["train", "iris.csv", "--target", "colour"],
+                              "iris.csv: no column 'colour' (columns: 'sepal length (cm)'"),
+    "non-numeric feature": (["train", "colors.csv", "--target", "y"],
+                            "colors.csv: feature column 'color' is not numeric (e.g. 'red' "
+                            "on line 2)"),
+    "non-numeric regression target": (["train", "iris.csv", "--target", "species", "--task",
+                                       "regress"], "target column 'species' is not numeric"),
+    "missing --target": (["train", "iris.csv"], "the following arguments are required: "
+                                                "--target"),
+    "bad option value": (["train", "iris.csv", "--target", "species", "--epochs", "ten"],
+                         "argument --epochs: expected a positive integer, got 'ten'"),
+    "unknown option": (["info", "iris.fbp", "--verbose"], "unrecognized arguments: --verbose"),
+    "unknown command": (["fit", "iris.csv"], "invalid choice: 'fit'"),
+    "missing model file": (["info", "nope.fbp"], "nope.fbp: no such file"),
+    "corrupted model (info)": (["info", "truncated.fbp"], "truncated.fbp: unreadable, "
+                                                          "truncated or corrupted model file"),
+    "corrupted model (predict)": (["predict", "garbage.fbp", "iris.csv"], "garbage.fbp: "),
+    "predict: missing feature column": (["predict", "iris.fbp", "colors.csv"],
+                                        "colors.csv: missing feature column(s) 'sepal length "
+                                        "(cm)'"),
+    "predict: non-numeric feature": (["predict", "iris.fbp", "iris_text_feature.csv"],
+                                     "feature column 'petal width (cm)' is not numeric (e.g. "
+                                     "'wide' on line 5)"),
+    "predict: --proba on a regressor": (["predict", "diabetes.fbp", "diabetes.csv", "--proba"],
+                                        "is a regressor"),
+}
+
+
+@pytest.fixture(scope="module")
+def error_results(workdir, trained):
+    return run_all({name: args for name, (args, _) in ERRORS.items()}, workdir)
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_error_is_one_clean_line_with_status_2(case, error_results):
+    result = error_results[case]
+    message = ERRORS[case][1]
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert_clean(result)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fastbp: error: "), lines[0]
+    assert message in lines[0], lines[0]

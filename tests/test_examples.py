@@ -1,0 +1,76 @@
+"""Every script in examples/ runs to the end in a subprocess and prints what it promises."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TIMEOUT = 300
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def run_example(args, cwd):
+    env = dict(os.environ)
+    env.setdefault("MPLBACKEND", "Agg")
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stdout
+
+
+def test_quickstart(tmp_path):
+    path = tmp_path / "digits.fbp"
+    out = run_example([str(EXAMPLES / "quickstart.py"), str(path)], tmp_path)
+    accuracy = float(re.search(r"^test accuracy: ([0-9.]+)$", out, re.M).group(1))
+    assert accuracy > 0.9
+    assert "first 10 predictions:" in out
+    assert f"saved to {path} and loaded back: identical predictions" in out
+    assert path.is_file()
+
+
+def test_replace_python_loop(tmp_path):
+    out = run_example([str(EXAMPLES / "replace_python_loop.py")], tmp_path)
+    diff = float(re.search(r"same weights: largest difference (\S+)", out).group(1))
+    assert diff < 1e-9  # the example asserts it too
+    accuracies = re.findall(r"training accuracy ([0-9.]+)", out)
+    assert len(accuracies) == 2 and accuracies[0] == accuracies[1]
+    speedup = float(re.search(r"^speed-up: ([0-9.]+)x$", out, re.M).group(1))
+    assert speedup > 1
+
+
+def test_pipeline_gridsearch(tmp_path):
+    out = run_example([str(EXAMPLES / "pipeline_gridsearch.py")], tmp_path)
+    assert len(re.findall(r"cv accuracy [0-9.]+ \+/- [0-9.]+", out)) == 4
+    assert "best parameters: {'mlp__alpha'" in out
+    assert float(re.search(r"^test accuracy: ([0-9.]+)$", out, re.M).group(1)) > 0.9
+    assert "classes: ['benign', 'malignant']" in out
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed (fastbp[plot])")
+def test_training_curves(tmp_path):
+    png = tmp_path / "curves.png"
+    out = run_example([str(EXAMPLES / "training_curves.py"), str(png)], tmp_path)
+    assert re.search(r"^\d+ epochs, best validation accuracy 0\.\d+ at epoch \d+$", out, re.M)
+    assert f"wrote {png}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_curves_without_matplotlib(tmp_path):
+    """The example explains itself and exits 0 when matplotlib cannot be imported."""
+    script = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+              f"runpy.run_path({str(EXAMPLES / 'training_curves.py')!r}, run_name='__main__')")
+    out = run_example(["-c", script, str(tmp_path / "curves.png")], tmp_path)
+    assert "matplotlib is not installed: skipping the plot" in out
+    assert not (tmp_path / "curves.png").exists()
+
+
+def test_benchmarks_dashboard_gives_the_commands():
+    text = (EXAMPLES / "benchmarks_dashboard.md").read_text()
+    for command in ("asv run --python=same --quick", "asv continuous main HEAD",
+                    "asv publish", "asv preview", "python benchmarks/compare.py"):
+        assert command in text
