@@ -118,11 +118,15 @@ def save(model, path):
 
 def _read(path):
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = set(npz.files)
-            if "meta" not in files:
-                raise ModelFileError(f"{path}: not a fastbp model file (no 'meta' entry)")
-            data = {k: npz[k] for k in files}
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                raise ModelFileError(f"{path}: not a fastbp model file (not an npz archive)")
+            fh.seek(0)
+            with np.load(fh, allow_pickle=False) as npz:
+                files = set(npz.files)
+                if "meta" not in files:
+                    raise ModelFileError(f"{path}: not a fastbp model file (no 'meta' entry)")
+                data = {k: npz[k] for k in files}
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except ModelFileError:
