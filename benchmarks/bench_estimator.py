@@ -1,0 +1,115 @@
+"""Estimator benchmarks: whole fits and predictions on the workloads of ``common.WORKLOADS``.
+
+Parameters: workload x backend x threads.  Every fit runs exactly
+``EPOCHS`` epoch(s) (fixed ``max_iter``, sgd + momentum 0.9, no early stopping,
+no tolerance stop), so ``time_fit_epoch`` is seconds per epoch (plus the fit's
+small fixed cost: validation, initialisation).  The python backend runs the
+'tiny' workload only; serial backends run with 1 thread only (other
+combinations are skipped with NotImplementedError in ``setup``).
+
+``track_train_loss`` is the training loss after the fit: a speed-up that
+changes the numbers shows up there (it should agree across backends and
+thread counts to rounding).
+"""
+import warnings
+
+import fastbp  # noqa: F401  (imported once by asv's forkserver, see common.py)
+
+from .common import WORKLOADS, Benchmark, ThreadLimit, skip_single_threaded, wall_seconds
+
+EPOCHS = 1
+WORKLOAD_NAMES = list(WORKLOADS)          # 'tiny' first (the tiniest)
+BACKENDS = ["loops", "loops-serial", "blas", "python"]
+THREADS = [1, 2]
+PREDICT_ROWS = 10_000
+
+
+def _skip(workload, backend, threads):
+    skip_single_threaded(backend, threads)
+    if backend == "python" and workload != "tiny":
+        raise NotImplementedError("the python backend runs the 'tiny' workload only")
+
+
+class _Estimator(Benchmark):
+    """Data, estimator, threads and a JIT warm-up fit; shared by the classes below."""
+
+    param_names = ["workload", "backend", "threads"]
+    params = [WORKLOAD_NAMES, BACKENDS, THREADS]
+    timeout = 900.0
+    warmup_time = 0.0  # setup warms up; W4/W5 epochs take seconds
+    number = 1
+
+    def setup(self, workload, backend, threads):
+        _skip(workload, backend, threads)
+        from sklearn.exceptions import ConvergenceWarning
+        self.threads = ThreadLimit(threads)
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the fixed epochs run out
+        self.wl = WORKLOADS[workload]
+        self.X, self.y = self.wl.data()
+        self.est = self.wl.fastbp_estimator(backend, max_iter=EPOCHS, n_jobs=threads)
+        rows = self.wl.warm_rows()
+        self.est.fit(self.X[:rows], self.y[:rows])  # JIT: compile or load the cache
+
+    def teardown(self, workload, backend, threads):
+        # asv also tears down the cases whose setup was skipped or failed part-way
+        if getattr(self, "quiet", None) is not None:
+            self.quiet.__exit__(None, None, None)
+            self.quiet = None
+        if getattr(self, "threads", None) is not None:
+            self.threads.restore()
+            self.threads = None
+
+
+class Fit(_Estimator):
+    """One fit of ``EPOCHS`` epoch(s) over the whole workload."""
+
+    def time_fit_epoch(self, workload, backend, threads):
+        self.est.fit(self.X, self.y)
+
+    def peakmem_fit(self, workload, backend, threads):
+        self.est.fit(self.X, self.y)
+
+    def track_gflops(self, workload, backend, threads):
+        seconds = wall_seconds(lambda: self.est.fit(self.X, self.y))
+        return self.wl.train_flops() * EPOCHS / seconds / 1e9
+
+    track_gflops.unit = "GFLOP/s"
+
+    def track_train_loss(self, workload, backend, threads):
+        self.est.fit(self.X, self.y)
+        return float(self.est.loss_)
+
+    track_train_loss.unit = "loss"
+
+
+class Predict(_Estimator):
+    """``predict`` on the first ``PREDICT_ROWS`` rows of the workload (fitted in setup)."""
+
+    def setup(self, workload, backend, threads):
+        super().setup(workload, backend, threads)
+        self.X_pred = self.X[:PREDICT_ROWS]
+        self.est.predict(self.X_pred)
+
+    def time_predict(self, workload, backend, threads):
+        self.est.predict(self.X_pred)
+
+
+class Speedup(_Estimator):
+    """Fit time of the BLAS backend over that of a loop backend, same threads, one process."""
+
+    params = [WORKLOAD_NAMES, ["loops", "loops-serial"], THREADS]
+
+    def setup(self, workload, backend, threads):
+        super().setup(workload, backend, threads)
+        self.blas = self.wl.fastbp_estimator("blas", max_iter=EPOCHS, n_jobs=threads)
+        rows = self.wl.warm_rows()
+        self.blas.fit(self.X[:rows], self.y[:rows])
+
+    def track_speedup_vs_blas(self, workload, backend, threads):
+        loops = wall_seconds(lambda: self.est.fit(self.X, self.y))
+        blas = wall_seconds(lambda: self.blas.fit(self.X, self.y))
+        return blas / loops
+
+    track_speedup_vs_blas.unit = "x"
