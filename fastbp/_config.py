@@ -7,9 +7,10 @@ this module, so the fastmath flag set and caching are decided here only.
 raising, so Numba emits no zero test in loops and divisions and square roots
 vectorise (Adam's step went from 4.2 to 1.1 ns per parameter).
 
-Numba's on-disk cache does not key on these options, so ``jit`` puts a digest
-of them into every compiled function's qualified name (``_options_tag``):
-changing an option here writes new cache files instead of loading stale code.
+Numba's on-disk cache does not key on these options, nor on the sources of the
+kernels a function links in, so ``jit`` puts a digest of both into every
+compiled function's qualified name (``_options_tag``): changing an option or a
+kernel writes new cache files instead of loading stale code.
 
 Fastmath: ``reassoc`` (lets LLVM vectorise reductions), ``contract`` (FMA) and
 ``nsz``.  Deliberately *not* ``nnan``/``ninf`` (Numba would delete ``isnan``
@@ -33,10 +34,14 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 FASTMATH = frozenset({"reassoc", "contract", "nsz"})
 CACHE = True
 
-# Work (multiply-adds per kernel call) below which the serial twin of a kernel
-# is used.  Depends on shapes only, never on the thread count, so results are
-# bitwise identical for any number of threads.
-PARALLEL_MIN_WORK = 1 << 17
+# Work (multiply-adds per kernel call, or elements for the optimizer step) below
+# which the serial twin of a kernel is used: about 50-100 us of serial work, so
+# that a parallel region's start-up (~2 us on a quiet machine, far more when the
+# other core is busy) stays small beside it.  On 2 cores prange pays on wide
+# layers only (784-512-512 at batch 256), not on batch-10 784-30 layers.
+# Depends on shapes only, never on the thread count, so results are bitwise
+# identical for any number of threads.
+PARALLEL_MIN_WORK = 1 << 20
 
 # Activation codes (see activations.py).
 IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, SOFTPLUS, SOFTMAX = range(7)
@@ -74,15 +79,33 @@ ST_LOSS, ST_SAMPLES, ST_DIVERGED, ST_BATCHES, ST_DATA, ST_REG, ST_SWSUM, ST_GNOR
 # per-layer gradient norms follow from ST_GNORM on
 
 
-def _options_tag(opts):
-    """Short digest of the compile options, part of every compiled function's name.
+def _sources_digest():
+    """Digest of every module whose code ends up in compiled fastbp functions."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha1()
+    for name in ("_config.py", "activations.py", "losses.py", "kernels_loop.py", "_engine.py"):
+        try:
+            with open(os.path.join(here, name), "rb") as fh:
+                h.update(fh.read())
+        except OSError:
+            h.update(name.encode())
+    return h.hexdigest()
 
-    Numba's cache index keys on the function's name, bytecode and signature but
-    not on its options; with the tag in the qualname, changing an option here
-    gives new cache files instead of loading stale machine code.
+
+_SOURCES = _sources_digest()
+
+
+def _options_tag(opts):
+    """Short digest of the compile options and kernel sources, put in every compiled name.
+
+    Numba's cache index keys on a function's name, bytecode and signature, and
+    checks only its own file's time stamp: not its options, nor the sources of
+    the kernels it calls and links in.  With this tag in the qualname, changing
+    an option or any kernel source gives new cache files instead of loading
+    stale machine code.
     """
     text = repr(sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v)
-                       for k, v in opts.items()))
+                       for k, v in opts.items())) + _SOURCES
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 

@@ -245,7 +245,7 @@ def test_clip_norm_bounds_the_step(rng, backend):
 
 # ---- (c) determinism -----------------------------------------------------------------
 
-BIG_SIZES = (64, 512, 256, 10)
+BIG_SIZES = (64, 1024, 1024, 10)
 BIG_BATCH = 128
 BIG_N = 3 * BIG_BATCH
 
