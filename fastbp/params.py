@@ -120,7 +120,7 @@ class Layout:
         ip[IP_WSQ_OFF] = off
         ip[IP_CAP] = cap
         off += max(max(self.sizes[1:]), self.n_layers)
-        return np.zeros(off, dtype=dtype), t, ip
+        return np.empty(off, dtype=dtype), t, ip  # every block is written before it is read
 
     def stats(self):
         """A zeroed statistics vector for the engine."""
