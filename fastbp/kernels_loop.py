@@ -125,8 +125,32 @@ def dense_forward(w, b, a_prev, act, a):
                 a[n0 + 3, j + 3] = s33
                 j += 4
             j_rest = j
-        else:
-            j_rest = 0
+        else:  # fewer than 4 samples left: one sample at a time, 4 units at a time
+            for n in range(n0, m):
+                x = a_prev[n]
+                row = a[n]
+                j = 0
+                while j + 4 <= n_out:
+                    w0 = w[j]
+                    w1 = w[j + 1]
+                    w2 = w[j + 2]
+                    w3 = w[j + 3]
+                    s0 = b[j]
+                    s1 = b[j + 1]
+                    s2 = b[j + 2]
+                    s3 = b[j + 3]
+                    for i in range(n_in):
+                        v = x[i]
+                        s0 += w0[i] * v
+                        s1 += w1[i] * v
+                        s2 += w2[i] * v
+                        s3 += w3[i] * v
+                    row[j] = s0
+                    row[j + 1] = s1
+                    row[j + 2] = s2
+                    row[j + 3] = s3
+                    j += 4
+            j_rest = j
         for n in range(n0, min(n0 + 4, m)):
             x = a_prev[n]
             row = a[n]
@@ -201,6 +225,23 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
                     p2[i] += u0 * d20 + u1 * d21 + u2 * d22 + u3 * d23
                     p3[i] += u0 * d30 + u1 * d31 + u2 * d32 + u3 * d33
                 j += 4
+        else:  # fewer than 4 samples left: one sample at a time, 4 units at a time
+            for n in range(n0, n1):
+                dp = delta_prev[n]
+                jb = 0
+                while jb + 4 <= n_out:
+                    w0 = w[jb]
+                    w1 = w[jb + 1]
+                    w2 = w[jb + 2]
+                    w3 = w[jb + 3]
+                    d0 = delta[n, jb]
+                    d1 = delta[n, jb + 1]
+                    d2 = delta[n, jb + 2]
+                    d3 = delta[n, jb + 3]
+                    for i in range(n_in):
+                        dp[i] += w0[i] * d0 + w1[i] * d1 + w2[i] * d2 + w3[i] * d3
+                    jb += 4
+                j = jb
         for n in range(n0, n1):
             dp = delta_prev[n]
             for jj in range(j, n_out):
@@ -437,14 +478,17 @@ def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
     BLAS twin: ``kernels_blas.optimizer_step``.
     """
     p = theta.shape[0]
-    if code == OPT_SGD:
+    if code == OPT_SGD and nesterov:  # branch outside the loop: it vectorises
+        for k in prange(p):
+            g = grad[k]
+            v = beta1 * m1[k] - lr * g
+            m1[k] = v
+            theta[k] += beta1 * v - lr * g
+    elif code == OPT_SGD:
         for k in prange(p):
             v = beta1 * m1[k] - lr * grad[k]
             m1[k] = v
-            if nesterov:
-                theta[k] += beta1 * v - lr * grad[k]
-            else:
-                theta[k] += v
+            theta[k] += v
     elif code == OPT_ADAM:
         for k in prange(p):
             g = grad[k]
