@@ -13,7 +13,8 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
+                          is_classifier)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
@@ -28,8 +29,9 @@ from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, col
 from ._config import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
 from .engine import BACKENDS
 from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
-from .trainer import (DivergenceError, EpochResult, Network, StoppingState, engine_input, run_epoch,
-                      sample_order, warn_not_converged, with_threads)
+from .trainer import (Checkpoints, DeferredInterrupt, DivergenceError, EpochResult, Network,
+                      StoppingState, engine_input, run_epoch, sample_order, warn_not_converged,
+                      with_threads)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning"]
 
@@ -119,7 +121,7 @@ def _common_constraints():
         "momentum": [Interval(Real, 0, 1, closed="both")],
         "nesterovs_momentum": ["boolean"],
         "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "beta_1": [Interval(Real, 0, 1, closed="left")],
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
@@ -193,7 +195,8 @@ class _BaseMLP(BaseEstimator):
             sizes = [sizes]
         sizes = list(sizes)
         for s in sizes:
-            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (Integral, np.integer)) or s <= 0:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (Integral, np.integer)) \
+                    or s <= 0:
                 raise ValueError(f"hidden_layer_sizes must be positive integers, got {sizes}.")
         return [int(s) for s in sizes]
 
@@ -226,20 +229,26 @@ class _BaseMLP(BaseEstimator):
 
     # -- fitting --------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
-        self._validate_params()
+        # parameters were validated by ``_fit_context`` (scikit-learn's decorator of
+        # fit/partial_fit: once per fit, once for a series of partial_fit calls)
         hidden_sizes = self._hidden_sizes()
         hidden_acts = self._hidden_activations(len(hidden_sizes))
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        # A failed fit leaves the estimator as it was: attributes are restored and
+        # the curves a warm start appends to (in place, as scikit-learn does) are cut
+        # back, which keeps each partial_fit call O(1) in the length of the history.
         saved_state = self.__dict__.copy()  # validation may set classes_ and friends
+        saved_lengths = _curve_lengths(self)
         try:
             X, Y, sw = self._prepare_data(X, y, sample_weight, incremental, first_pass)
             fit = self._fit_arrays(X, Y, sw, incremental, first_pass, hidden_sizes,
                                    hidden_acts)
+            self._commit(fit)
         except BaseException:
+            _cut_curves(saved_lengths)
             self.__dict__.clear()
             self.__dict__.update(saved_state)
             raise
-        self._commit(fit)
         return self
 
     def _prepare_data(self, X, y, sample_weight, incremental, first_pass):
@@ -276,28 +285,33 @@ class _BaseMLP(BaseEstimator):
             codes = net.layout.activations
             if isinstance(self.activation, str):  # scikit-learn: one factor for all layers
                 factor_codes = [ACTIVATION_CODES[self.activation]] * len(codes)
-            else:
+            elif hidden_acts:  # each layer its own; the output layer the last hidden one's
                 factor_codes = codes[:-1] + codes[-2:-1]
+            else:  # no hidden layer: scikit-learn's default factor
+                factor_codes = [ACTIVATION_CODES["relu"]]
             theta = net.layout.init(rng, X.dtype, self.init, factor_codes)
             fit = _Fit(n_iter_=0, t_=0, n_outputs_=n_outputs, n_layers_=len(hidden_sizes) + 2,
-                       out_activation_=out_act, _hidden_acts_=hidden_acts, loss_curve_=[],
-                       history_=_empty_history(), best_loss_=None, validation_scores_=None,
-                       best_validation_score_=None, _no_improvement_count=0,
-                       _optimizer=None)
-            if self.solver in STOCHASTIC_SOLVERS:
-                if self.early_stopping:
-                    fit.validation_scores_, fit.best_validation_score_ = [], -np.inf
-                else:
-                    fit.best_loss_ = np.inf
+                       out_activation_=out_act, _hidden_acts_=hidden_acts,
+                       history_=_empty_history(), _no_improvement_count=0, _optimizer=None)
         else:
             if [c.shape[1] for c in self.coefs_[:-1]] != hidden_sizes or \
                     self.coefs_[-1].shape[1] != n_outputs:
                 raise ValueError(
                     "warm_start/partial_fit: hidden_layer_sizes or the number of outputs "
                     "changed since the previous fit; fit a new model instead.")
-            net = self._network(n_features, n_outputs, X.dtype)
+            # scikit-learn continues with the current activation, the first fit's output
+            net = self._network(n_features, n_outputs, X.dtype, hidden_sizes, hidden_acts,
+                                self.out_activation_)
             theta = net.layout.pack(self.coefs_, self.intercepts_, X.dtype)
-            fit = _Fit(**{k: copy.deepcopy(getattr(self, k, None)) for k in _FIT_ATTRS})
+            # scalars and the curves (appended to in place) as they are; the optimizer's
+            # moments are updated in place, so they are copied
+            fit = _Fit(**{k: getattr(self, k) for k in _FIT_ATTRS if hasattr(self, k)})
+            fit._optimizer = copy.deepcopy(getattr(self, "_optimizer", None))
+            fit._hidden_acts_ = hidden_acts
+            if not hasattr(fit, "history_"):
+                fit.history_ = _empty_history()
+        if self.solver in STOCHASTIC_SOLVERS:
+            self._stochastic_state(fit)
         fit.net, fit.theta = net, theta
         if self.solver == "lbfgs":
             with_threads(self.n_jobs, self._fit_lbfgs, fit, X, Y, sw)
@@ -305,13 +319,35 @@ class _BaseMLP(BaseEstimator):
             with_threads(self.n_jobs, self._fit_stochastic, fit, X, Y, sw, rng, incremental)
         return fit
 
+    def _stochastic_state(self, fit):
+        """scikit-learn's stopping attributes, made where missing or of the other mode.
+
+        A first fit gets exactly scikit-learn's initial values.  A warm start
+        keeps the previous values; where the previous fit was 'lbfgs' or used the
+        other ``early_stopping`` setting (scikit-learn fails there) they are created.
+        """
+        if getattr(fit, "loss_curve_", None) is None:
+            fit.loss_curve_ = []
+        if getattr(fit, "_no_improvement_count", None) is None:
+            fit._no_improvement_count = 0
+        if self.early_stopping:
+            if getattr(fit, "validation_scores_", None) is None:
+                fit.validation_scores_ = []
+                fit.best_validation_score_ = -np.inf
+                fit.best_loss_ = None
+        elif getattr(fit, "best_loss_", None) is None:
+            fit.best_loss_ = np.inf
+            fit.validation_scores_ = None
+            fit.best_validation_score_ = None
+
     def _commit(self, fit):
         net, theta = fit.net, fit.theta
         if not np.isfinite(theta).all():  # never commit a broken model
             raise ValueError("Solver produced non-finite parameter weights. The input data "
                              "may contain large values and need to be preprocessed.")
-        for k in _FIT_ATTRS:
-            setattr(self, k, getattr(fit, k))
+        for k in _FIT_ATTRS:  # only those this solver makes (scikit-learn's set)
+            if hasattr(fit, k):
+                setattr(self, k, getattr(fit, k))
         self.coefs_ = net.layout.coefs(theta)
         self.intercepts_ = net.layout.biases(theta)
 
@@ -339,90 +375,38 @@ class _BaseMLP(BaseEstimator):
         return (_contiguous(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
                 X_val, y_val, sw_val)
 
+    def _batch_size(self, n):
+        if self.batch_size == "auto":
+            return min(200, n)
+        if self.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                          "It is going to be clipped")
+        return int(np.clip(self.batch_size, 1, n))
+
     def _fit_stochastic(self, fit, X, Y, sw, rng, incremental):
-        net, theta = fit.net, fit.theta
-        if not incremental or fit._optimizer is None:
-            fit._optimizer = self._make_optimizer(theta.size, X.dtype)
-        opt = fit._optimizer
+        """scikit-learn's ``_fit_stochastic``: epochs until max_iter or a stop.
+
+        The epoch loop lives in ``_Epochs``; this sets it up and finishes the
+        stopping attributes (best weights restored with early stopping).
+        """
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if not incremental or fit._optimizer is None:
+            fit._optimizer = self._make_optimizer(fit.theta.size, X.dtype)
+        val = None
         if self.early_stopping:
-            X, Y, sw, X_val, y_val, sw_val = self._split(X, Y, sw, rng)
-        n = X.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n)
-        else:
-            if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n))
-        grad = np.empty_like(theta)
-        best = theta.copy()
-        order = np.arange(n, dtype=np.int64) if self.shuffle else np.empty(0, dtype=np.int64)
-        X = engine_input(X, X.dtype)
-        stopping = StoppingState(self.tol, self.early_stopping,
-                                 fit.best_loss_ if fit.best_loss_ is not None else np.inf,
-                                 fit.best_validation_score_ if fit.best_validation_score_
-                                 is not None else -np.inf)
-        stopping.count = fit._no_improvement_count
-        callbacks = _as_list(self.callbacks)
-        clip = float(self.clip_norm) if self.clip_norm else 0.0
-        fit.n_iter_ = 0 if not incremental else fit.n_iter_
-        it = 0
-        try:
-            for it in range(self.max_iter):
-                t0 = time.perf_counter()
-                if self.shuffle:
-                    order = sample_order(rng, order)
-                lr = opt.learning_rate
-                try:
-                    loss, gnorms = run_epoch(net, theta, grad, opt, X, Y, sw, order,
-                                             batch_size, self.alpha, clip)
-                except DivergenceError as exc:
-                    if it == 0:
-                        raise
-                    warnings.warn(str(exc), DivergenceWarning)
-                    break
-                fit.n_iter_ += 1
-                fit.t_ += n
-                fit.loss_ = loss
-                fit.loss_curve_.append(loss)
-                score = None
-                if self.early_stopping:
-                    score = self._score_arrays(net, theta, X_val, y_val, sw_val)
-                    fit.validation_scores_.append(score)
-                is_best = stopping.update(loss, score)
-                if is_best:
-                    best[...] = theta
-                opt.iteration_ends(fit.t_)
-                seconds = time.perf_counter() - t0
-                info = EpochResult(fit.n_iter_, loss, score, lr, seconds,
-                                   [float(g) for g in gnorms])
-                _record(fit.history_, info)
-                if self.verbose:
-                    _progress(info)
-                stop = any(bool(cb(info)) for cb in callbacks)
-                if stopping.count > self.n_iter_no_change:
-                    what = "Validation score" if self.early_stopping else "Training loss"
-                    msg = ("%s did not improve more than tol=%f for %d consecutive epochs."
-                           % (what, self.tol, self.n_iter_no_change))
-                    if opt.trigger_stopping(msg, self.verbose):
-                        break
-                    stopping.count = 0
-                if stop or incremental:
-                    break
-                if fit.n_iter_ == self.max_iter:
-                    warn_not_converged(self.max_iter, ConvergenceWarning)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user: keeping the weights of the last "
-                          "completed epoch (the best ones with early_stopping).")
-        fit._no_improvement_count = stopping.count
+            X, Y, sw, *val = self._split(X, Y, sw, rng)
+        epochs = _Epochs(self, fit, engine_input(X, X.dtype), Y, sw, val,
+                         self._batch_size(X.shape[0]))
+        fit.n_iter_ = 0  # scikit-learn counts this call's epochs only (1 for partial_fit)
+        epochs.run(rng, incremental)
+        fit._no_improvement_count = epochs.stopping.count
         if self.early_stopping:
-            fit.best_validation_score_ = stopping.best_score
+            fit.best_validation_score_ = epochs.stopping.best_score
             if fit.validation_scores_:
-                theta[...] = best
+                fit.theta[...] = epochs.best
         else:
-            fit.best_loss_ = stopping.best_loss
+            fit.best_loss_ = epochs.stopping.best_loss
 
     def _fit_lbfgs(self, fit, X, Y, sw, rng=None):
         net, theta = fit.net, fit.theta
@@ -438,16 +422,21 @@ class _BaseMLP(BaseEstimator):
             return data + reg, g.astype(np.float64)
 
         t0 = [time.perf_counter()]
+        state = {"epoch": 0, "stopped": False}
+        callbacks = _as_list(self.callbacks)
 
         def callback(intermediate_result):
-            info = EpochResult(len(history["loss"]) + 1, self._report(net, last), None,
-                               None, time.perf_counter() - t0[0],
+            # called once per accepted L-BFGS iteration; the last evaluation is its point
+            state["epoch"] += 1
+            info = EpochResult(state["epoch"], float(intermediate_result.fun), None, None,
+                               time.perf_counter() - t0[0],
                                [float(np.linalg.norm(g)) for g in _layer_grads(net, grad)])
             _record(history, info)
             t0[0] = time.perf_counter()
             if self.verbose:
                 _progress(info)
-            if any(bool(cb(info)) for cb in _as_list(self.callbacks)):
+            if any([bool(cb(info)) for cb in callbacks]):  # call every callback
+                state["stopped"] = True
                 raise StopIteration
 
         x0 = theta.astype(np.float64)
@@ -459,7 +448,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn("Training interrupted by user: keeping the last weights.")
             res = None
         if res is not None:
-            if res.status != 0:
+            if res.status != 0 and not state["stopped"]:
                 warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s"
                               % (res.nit, res.status, res.message), ConvergenceWarning)
             fit.n_iter_ = min(int(res.nit), self.max_iter)
@@ -469,9 +458,9 @@ class _BaseMLP(BaseEstimator):
 
     @staticmethod
     def _report(net, last):
-        """scikit-learn's reported loss (squared error averaged over outputs)."""
-        k = net.layout.sizes[-1] if net.mean_outputs else 1
-        return float(last["data"] / k + last["reg"])
+        """scikit-learn's reported loss: the engine's data term (already averaged
+        over the outputs for regressors, ``Network.mean_outputs``) plus the L2 term."""
+        return float(last["data"] + last["reg"])
 
     # -- prediction -----------------------------------------------------------
     def _forward(self, X, check_input=True):
@@ -502,9 +491,182 @@ class _BaseMLP(BaseEstimator):
         return save(self, path)
 
 
+class _Epochs:
+    """The epoch loop of one stochastic fit (scikit-learn's, plus fastbp's safety).
+
+    * Divergence: ``run_epoch`` rolls the weights back to the newest of the last
+      few epoch starts with a finite training loss (``trainer.Checkpoints``); the
+      epochs undone are removed from the curves, counters and stopping state too,
+      so ``n_iter_``, ``loss_curve_`` and the weights always agree.  Divergence
+      with no surviving epoch of this call raises ``DivergenceError``.
+    * Ctrl-C: the first one ends training after the current epoch
+      (``trainer.DeferredInterrupt``); a second one, or a ``KeyboardInterrupt``
+      from a callback, stops at once with the last completed epoch's weights.
+    """
+
+    def __init__(self, est, fit, X, Y, sw, val, batch_size):
+        self.est, self.fit, self.X, self.Y, self.sw = est, fit, X, Y, sw
+        self.val = val  # (X_val, y_val, sw_val) with early stopping, else None
+        self.n = X.n_rows
+        self.batch_size = batch_size
+        self.grad = np.empty_like(fit.theta)
+        self.best = fit.theta.copy()
+        self.stopping = StoppingState(
+            est.tol, est.early_stopping,
+            fit.best_loss_ if fit.best_loss_ is not None else np.inf,
+            fit.best_validation_score_ if fit.best_validation_score_ is not None else -np.inf)
+        self.stopping.count = fit._no_improvement_count
+        self.checkpoints = Checkpoints()
+        self.marks = []  # stopping state at each checkpoint, for undoing epochs
+        self.callbacks = _as_list(est.callbacks)
+        self.clip = float(est.clip_norm) if est.clip_norm else 0.0
+
+    def run(self, rng, incremental):
+        est, fit = self.est, self.fit
+        order = (np.arange(self.n, dtype=np.int64) if est.shuffle
+                 else np.empty(0, dtype=np.int64))
+        start = None  # how to abandon the epoch under way
+        with DeferredInterrupt() as interrupt:
+            try:
+                for _ in range(est.max_iter):
+                    t0 = time.perf_counter()
+                    if est.shuffle:
+                        order = sample_order(rng, order)
+                    start = self._start_epoch()
+                    info = self._epoch(order, t0)
+                    start = None
+                    if info is None:  # diverged; rolled back
+                        break
+                    stop = any([bool(cb(info)) for cb in self.callbacks])  # call them all
+                    if interrupt.requested:
+                        _warn_interrupted()
+                        break
+                    if self.stopping.count > est.n_iter_no_change and self._stalled():
+                        break
+                    if stop or incremental:
+                        break
+                    if fit.n_iter_ == est.max_iter:
+                        warn_not_converged(est.max_iter, ConvergenceWarning)
+            except KeyboardInterrupt:
+                if start is not None:  # interrupted inside an epoch: as if it never ran
+                    self._abandon(start)
+                _warn_interrupted()
+
+    def _start_epoch(self):
+        """Note the stopping state (for undoing) and what abandoning this epoch needs."""
+        fit = self.fit
+        self.marks = (self.marks + [self._mark()])[-self.checkpoints.keep:]
+        newest = self.checkpoints.items[-1] if self.checkpoints.items else None
+        return fit.n_iter_, fit.t_, getattr(fit, "loss_", None), _curve_lengths(fit), newest
+
+    def _abandon(self, start):
+        fit = self.fit
+        fit.n_iter_, fit.t_, loss, lengths, newest = start
+        _cut_curves(lengths)
+        if loss is None:
+            fit.__dict__.pop("loss_", None)
+        else:
+            fit.loss_ = loss
+        if self.checkpoints.items and self.checkpoints.items[-1] is not newest:
+            theta, snap = self.checkpoints.items[-1]  # this epoch's start
+            fit.theta[...] = theta
+            fit._optimizer.restore(snap)
+        self._restore_mark(self.marks[-1])
+
+    def _epoch(self, order, t0):
+        """Train, record and report one epoch; None when it diverged (rolled back)."""
+        est, fit, opt = self.est, self.fit, self.fit._optimizer
+        lr = opt.learning_rate
+        try:
+            loss, gnorms = run_epoch(fit.net, fit.theta, self.grad, opt, self.X, self.Y,
+                                     self.sw, order, self.batch_size, est.alpha, self.clip,
+                                     self.checkpoints)
+        except DivergenceError as exc:
+            undone = (exc.epochs_lost or 1) - 1  # recorded epochs the rollback undid
+            if undone >= fit.n_iter_:  # nothing of this call survives
+                raise
+            self._undo(undone)
+            warnings.warn(str(exc), DivergenceWarning)
+            return None
+        fit.n_iter_ += 1
+        fit.t_ += self.n
+        fit.loss_ = loss
+        fit.loss_curve_.append(loss)
+        score = None
+        if self.val is not None:
+            score = est._score_arrays(fit.net, fit.theta, *self.val)
+            fit.validation_scores_.append(score)
+        if self.stopping.update(loss, score):
+            self.best[...] = fit.theta
+        opt.iteration_ends(fit.t_)
+        info = EpochResult(fit.n_iter_, loss, score, lr, time.perf_counter() - t0,
+                           [float(g) for g in gnorms])
+        _record(fit.history_, info)
+        if est.verbose:
+            _progress(info)
+        return info
+
+    def _stalled(self):
+        """n_iter_no_change epochs without progress: True to stop (else lr was cut)."""
+        est = self.est
+        what = "Validation score" if est.early_stopping else "Training loss"
+        msg = ("%s did not improve more than tol=%f for %d consecutive epochs."
+               % (what, est.tol, est.n_iter_no_change))
+        if self.fit._optimizer.trigger_stopping(msg, est.verbose):
+            return True
+        self.stopping.count = 0
+        return False
+
+    def _mark(self):
+        s = self.stopping
+        best = self.best.copy() if self.val is not None else None
+        return (s.count, s.best_loss, s.best_score, best)
+
+    def _undo(self, k):
+        """Forget the last k recorded epochs (their weights were rolled back)."""
+        if k <= 0:
+            return
+        fit = self.fit
+        fit.n_iter_ -= k
+        fit.t_ -= k * self.n
+        lists = [fit.loss_curve_] + list(fit.history_.values())
+        if self.val is not None:
+            lists.append(fit.validation_scores_)
+        for x in lists:
+            del x[len(x) - k:]
+        fit.loss_ = fit.loss_curve_[-1]
+        self._restore_mark(self.marks[-1 - k])
+
+    def _restore_mark(self, mark):
+        count, best_loss, best_score, best = mark
+        self.stopping.count = count
+        self.stopping.best_loss, self.stopping.best_score = best_loss, best_score
+        if best is not None:
+            self.best[...] = best
+
+
+def _warn_interrupted():
+    warnings.warn("Training interrupted by user: keeping the weights of the last completed "
+                  "epoch (the best ones with early_stopping).")
+
+
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
               "loss_curve_", "history_", "best_loss_", "validation_scores_",
               "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_")
+
+
+def _curve_lengths(model):
+    """[(list, length)] for every per-epoch list a warm start appends to."""
+    lists = [getattr(model, "loss_curve_", None), getattr(model, "validation_scores_", None)]
+    history = getattr(model, "history_", None)
+    if isinstance(history, dict):
+        lists.extend(history.values())
+    return [(x, len(x)) for x in lists if isinstance(x, list)]
+
+
+def _cut_curves(lengths):
+    for x, n in lengths:
+        del x[n:]
 
 
 def _contiguous(X, dtype=None):
@@ -602,11 +764,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y = self._label_binarizer.transform(y).astype(X.dtype)
         return X, y
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     @available_if(_stochastic_only)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y); ``classes`` is required on the first call."""
         saved = self.__dict__.copy()
@@ -624,7 +788,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise
 
     def _decode(self, y_pred):
-        if self.n_outputs_ == 1:
+        if y_pred.shape[1] == 1:  # not n_outputs_: also used mid-fit, before it is set
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
 
@@ -703,11 +867,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             y = column_or_1d(y, warn=True)
         return X, y
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     @available_if(_stochastic_only)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y)."""
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
@@ -720,3 +886,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X):
         """Predicted values, (n_samples,) or (n_samples, n_outputs)."""
         return self._decode(self._forward(X))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # multi-output targets are supported (so are they by scikit-learn's MLPRegressor,
+        # whose tag stays False); the tag enables scikit-learn's multi-output checks
+        tags.target_tags.multi_output = True
+        return tags
