@@ -52,7 +52,6 @@ CHECKED = [
 
 
 @parametrize_with_checks(CHECKED, expected_failed_checks=lambda est: {})
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -238,21 +237,20 @@ def test_clone_keeps_parameters_and_drops_fitted_state(blobs):
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
 def test_pickle_round_trip_predicts_identically(blobs, name, solver):
     X, y = blobs
+    if name == "MLPRegressor":
+        y = X @ [1.0, -1.0, 0.5, 2.0]
     model = getattr(fastbp, name)(hidden_layer_sizes=(6,), max_iter=8, solver=solver,
-                                  random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y if name == "MLPClassifier" else X @ [1.0, -1.0, 0.5, 2.0])
+                                  random_state=0).fit(X, y)
     copy = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(copy.predict(X), model.predict(X))
     if name == "MLPClassifier":
         np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
     assert copy.get_params() == model.get_params()
     assert copy.n_iter_ == model.n_iter_ and copy.loss_ == model.loss_
-    # an unfitted estimator pickles too, and a pickled fitted one keeps training
+    # an unfitted estimator pickles too, and a pickled fitted one trains on identically
     assert pickle.loads(pickle.dumps(clone(model))).get_params() == model.get_params()
     if solver == "adam":
-        copy.partial_fit(X, y) if name == "MLPRegressor" else copy.partial_fit(X, y)
+        copy.partial_fit(X, y)
         model.partial_fit(X, y)
         np.testing.assert_array_equal(copy.coefs_[0], model.coefs_[0])
 
@@ -263,9 +261,7 @@ def test_pipeline_with_standard_scaler(blobs):
     pipe = Pipeline([("scale", StandardScaler()),
                      ("mlp", fastbp.MLPClassifier((8,), max_iter=60, random_state=0,
                                                   learning_rate_init=0.02))])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        pipe.fit(X, y)
+    pipe.fit(X, y)
     Xs = StandardScaler().fit_transform(X)
     assert pipe.score(X, y) >= 0.9
     np.testing.assert_array_equal(pipe.predict_proba(X),
@@ -280,9 +276,7 @@ def test_grid_search_with_two_worker_processes(blobs):
     results = []
     for n_jobs in (1, 2):
         search = GridSearchCV(base, grid, cv=3, n_jobs=n_jobs, error_score="raise")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            search.fit(X, y)
+        search.fit(X, y)
         results.append(search)
     serial, parallel = results
     assert parallel.best_params_ == serial.best_params_
@@ -309,9 +303,7 @@ def test_backends_give_the_loops_result(rng, params, sparse):
     kw.update(params)
     fitted = {}
     for backend in ("loops", "loops-serial", "blas", "python"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            fitted[backend] = fastbp.MLPClassifier(backend=backend, **kw).fit(X, y)
+        fitted[backend] = fastbp.MLPClassifier(backend=backend, **kw).fit(X, y)
     ref = fitted["loops"]
     for backend, model in fitted.items():
         assert model.n_iter_ == ref.n_iter_
@@ -348,9 +340,7 @@ def test_per_layer_activations_forward_and_train(blobs, acts):
     X, y = blobs
     model = fastbp.MLPClassifier((6, 5, 4), activation=acts, max_iter=40, random_state=0,
                                  learning_rate_init=0.01)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
+    model.fit(X, y)
     np.testing.assert_allclose(model.predict_proba(X), _numpy_forward(model, X, acts, _softmax),
                                rtol=1e-12, atol=1e-14)
     assert model.loss_curve_[-1] < 0.8 * model.loss_curve_[0]
@@ -395,9 +385,7 @@ def test_huber_loss_value_and_gradient_are_right(outliers):
     model = fastbp.MLPRegressor(loss="huber", huber_delta=delta, hidden_layer_sizes=(4,),
                                 activation="tanh", solver="lbfgs", alpha=alpha, max_iter=25,
                                 random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
+    model.fit(X, y)
     coefs, intercepts = model.coefs_, model.intercepts_
     f = _huber_objective(coefs, intercepts, X, y, delta, alpha)
     assert model.loss_ == pytest.approx(f, rel=1e-12)
@@ -426,11 +414,9 @@ def test_huber_resists_outliers_and_large_delta_is_squared_error(outliers, rng):
     X, y_clean, y = outliers
     kw = dict(hidden_layer_sizes=(8,), solver="adam", learning_rate_init=0.02, max_iter=150,
               random_state=0, batch_size=20)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        huber = fastbp.MLPRegressor(loss="huber", huber_delta=0.5, **kw).fit(X, y)
-        square = fastbp.MLPRegressor(loss="squared_error", **kw).fit(X, y)
-        wide = fastbp.MLPRegressor(loss="huber", huber_delta=1e6, **kw).fit(X, y)
+    huber = fastbp.MLPRegressor(loss="huber", huber_delta=0.5, **kw).fit(X, y)
+    square = fastbp.MLPRegressor(loss="squared_error", **kw).fit(X, y)
+    wide = fastbp.MLPRegressor(loss="huber", huber_delta=1e6, **kw).fit(X, y)
     Xt = rng.standard_normal((200, 3))
     yt = Xt @ [1.5, -2.0, 0.5]
     assert huber.score(Xt, yt) > 0.95  # learns the clean relation
@@ -476,24 +462,22 @@ def test_history_is_always_recorded(blobs):
     model = fastbp.MLPClassifier((5, 4), solver="sgd", learning_rate="invscaling",
                                  learning_rate_init=0.1, power_t=0.5, max_iter=4,
                                  batch_size=n, shuffle=False, warm_start=True, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
-        h = model.history_
-        assert set(h) == {"loss", "validation_score", "learning_rate", "seconds", "grad_norms"}
-        assert all(len(v) == 4 for v in h.values())
-        assert h["loss"] == model.loss_curve_
-        assert h["validation_score"] == [None] * 4
-        # invscaling: the rate used in epoch k is lr0 / (1 + samples seen before it)^power_t
-        assert h["learning_rate"] == pytest.approx([0.1 / (1 + k * n) ** 0.5 if k else 0.1
-                                                    for k in range(4)])
-        assert all(s >= 0 for s in h["seconds"])
-        assert all(len(g) == 3 and np.isfinite(g).all() for g in h["grad_norms"])
-        # full batch: epoch 1's norms are those of the gradient at the starting weights
-        start_w = [c.copy() for c in model.coefs_]
-        start_b = [b.copy() for b in model.intercepts_]
-        model.set_params(max_iter=1)
-        model.fit(X, y)  # warm start from start_w
+    model.fit(X, y)
+    h = model.history_
+    assert set(h) == {"loss", "validation_score", "learning_rate", "seconds", "grad_norms"}
+    assert all(len(v) == 4 for v in h.values())
+    assert h["loss"] == model.loss_curve_
+    assert h["validation_score"] == [None] * 4
+    # invscaling: the rate used in epoch k is lr0 / (1 + samples seen before it)^power_t
+    assert h["learning_rate"] == pytest.approx([0.1 / (1 + k * n) ** 0.5 if k else 0.1
+                                                for k in range(4)])
+    assert all(s >= 0 for s in h["seconds"])
+    assert all(len(g) == 3 and np.isfinite(g).all() for g in h["grad_norms"])
+    # full batch: epoch 1's norms are those of the gradient at the starting weights
+    start_w = [c.copy() for c in model.coefs_]
+    start_b = [b.copy() for b in model.intercepts_]
+    model.set_params(max_iter=1)
+    model.fit(X, y)  # warm start from start_w
     Y = np.eye(3)[y]
     _, gw, gb = fastbp.loss_and_gradient(start_w, start_b, X, Y, activation="relu",
                                          out_activation="softmax", loss="log_loss",
@@ -502,9 +486,7 @@ def test_history_is_always_recorded(blobs):
     np.testing.assert_allclose(model.history_["grad_norms"][-1], expected, rtol=1e-10)
     assert len(model.history_["loss"]) == 5  # warm starts append
     es = fastbp.MLPClassifier((5,), early_stopping=True, max_iter=3, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        es.fit(X, y)
+    es.fit(X, y)
     assert es.history_["validation_score"] == es.validation_scores_
 
 
@@ -512,9 +494,7 @@ def test_verbose_prints_one_line_per_epoch(blobs, capsys):
     X, y = blobs
     model = fastbp.MLPClassifier((5,), max_iter=4, early_stopping=True, verbose=True,
                                  random_state=0, n_iter_no_change=100)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X, y)
+    model.fit(X, y)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == model.n_iter_ == 4
     pattern = re.compile(r"Iteration (\d+), loss = ([0-9.]+), validation score = ([0-9.]+), "
@@ -526,9 +506,7 @@ def test_verbose_prints_one_line_per_epoch(blobs, capsys):
         assert float(m.group(2)) == pytest.approx(model.loss_curve_[k], abs=1e-8)
         assert float(m.group(3)) == pytest.approx(model.validation_scores_[k], abs=1e-6)
     quiet = clone(model).set_params(verbose=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        quiet.fit(X, y)
+    quiet.fit(X, y)
     assert capsys.readouterr().out == ""
 
 
@@ -543,9 +521,7 @@ def test_n_jobs_sets_and_restores_numba_threads(blobs):
             model = fastbp.MLPClassifier(
                 (5,), max_iter=2, random_state=0, n_jobs=n_jobs,
                 callbacks=lambda info: inside.append(numba.get_num_threads()))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                model.fit(X, y)
+            model.fit(X, y)
             assert inside[-2:] == [expected, expected]
             assert numba.get_num_threads() == before
             model.predict(X)
@@ -579,9 +555,7 @@ def test_digits_accuracy():
     Xtr, Xte, ytr, yte = train_test_split(X / 16.0, y, test_size=0.25, random_state=0,
                                           stratify=y)
     model = fastbp.MLPClassifier((64,), max_iter=30, learning_rate_init=0.01, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(Xtr, ytr)
+    model.fit(Xtr, ytr)
     assert model.score(Xte, yte) >= 0.95
 
 
@@ -591,9 +565,7 @@ def test_breast_cancer_accuracy():
     model = make_pipeline(StandardScaler(),
                           fastbp.MLPClassifier((16,), max_iter=50, learning_rate_init=0.01,
                                                random_state=0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(Xtr, ytr)
+    model.fit(Xtr, ytr)
     assert model.score(Xte, yte) >= 0.95
 
 
@@ -604,7 +576,5 @@ def test_friedman_regression_r2():
     model = make_pipeline(StandardScaler(),
                           fastbp.MLPRegressor(hidden_layer_sizes=(32, 16), max_iter=200,
                                               learning_rate_init=0.01, random_state=0))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(Xtr, ytr)
+    model.fit(Xtr, ytr)
     assert model.score(Xte, yte) >= 0.9

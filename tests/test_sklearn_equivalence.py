@@ -146,15 +146,19 @@ def test_shuffle_changes_the_result(rng):
 # -- sample weights x batch sizes (1, partial last batch, full batch) --------------------
 @pytest.mark.parametrize("batch_size", [1, 10, 37, 500], ids=["b1", "b10", "full", "big"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("solver", ["adam", "sgd-nesterov"])
 @pytest.mark.parametrize("name,kind", [TARGETS[1], TARGETS[2], TARGETS[4]],
                          ids=["multiclass", "multilabel", "multioutput"])
-def test_batch_sizes_and_sample_weight_match_sklearn(rng, name, kind, weighted, batch_size):
+def test_batch_sizes_and_sample_weight_match_sklearn(rng, name, kind, solver, weighted,
+                                                     batch_size):
     X, y = make_data(rng, kind)
     sw = rng.uniform(0.0, 3.0, X.shape[0]) if weighted else None
     if weighted and batch_size > 1:  # (scikit-learn fails on an all-zero batch)
         sw[:3] = 0.0  # zero weights are allowed
-    params = {**BASE, **SOLVERS["adam"], "batch_size": batch_size, "max_iter": 3,
+    params = {**BASE, **SOLVERS[solver], "batch_size": batch_size, "max_iter": 3,
               "shuffle": True}
+    if batch_size == 1 and solver != "adam":
+        params["learning_rate_init"] = 0.01  # 37 momentum steps per epoch
     if batch_size > X.shape[0]:  # scikit-learn clips with this warning; so must we
         with pytest.warns(UserWarning, match="batch_size"):
             fastbp.MLPClassifier(**params).fit(X, y) if name == "MLPClassifier" else \
