@@ -3,7 +3,6 @@
 Python runs once per epoch; everything per mini-batch happens inside one call
 of the engine's ``train_epoch``.  Knows nothing of scikit-learn.
 """
-import time
 import warnings
 
 import numba
@@ -237,12 +236,6 @@ class StoppingState:
 def sample_order(rng, previous):
     """The next epoch's sample order (scikit-learn's shuffle of the previous one)."""
     return _sk_shuffle(previous, random_state=rng).astype(np.int64, copy=False)
-
-
-def timed(func, *args):
-    t0 = time.perf_counter()
-    out = func(*args)
-    return out, time.perf_counter() - t0
 
 
 def warn_not_converged(max_iter, category):
