@@ -43,6 +43,32 @@ CACHE = True
 # identical for any number of threads.
 PARALLEL_MIN_WORK = 1 << 20
 
+
+_threads_started = False
+
+
+def start_threads():
+    """Start Numba's threading layer; call before any compiled engine function runs.
+
+    The engine functions are serial and call the ``_parallel`` kernel twins.  A
+    parallel function records in its cache entry that loading it must first
+    start the threading layer, and a caller compiled in the same process
+    inherits that record; but a caller compiled in a process that *loaded* its
+    callees from the cache does not (the record is not restored with cached
+    code), so once such a caller is itself cached, a fresh process loading it
+    calls into a threading layer that was never started and segfaults (Numba
+    issue #8578).  Which process cached which function is luck, so fastbp never
+    relies on the record: ``backends.get_engine`` calls this before handing out
+    compiled code.  ``numba.get_num_threads()`` is Numba's public call that
+    starts the layer (idempotent, ~30 ms once per process).  It is not done at
+    import: a started GNU OpenMP layer makes ``fork`` unsafe, and a process that
+    only imports fastbp should stay fork-safe.
+    """
+    global _threads_started
+    if not _threads_started:
+        numba.get_num_threads()
+        _threads_started = True
+
 # Activation codes (see activations.py).
 IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, SOFTPLUS, SOFTMAX = range(7)
 ACTIVATION_CODES = {

@@ -5,11 +5,15 @@ import functools
 import types
 
 from . import _engine, kernels_blas
-from ._config import PARALLEL_MIN_WORK, pure_python
+from ._config import PARALLEL_MIN_WORK, pure_python, start_threads
 
 BACKENDS = ("loops", "loops-serial", "blas", "python")
 
 _NEVER = 1 << 62
+
+# The compiled functions Python calls; get_engine is the only way to reach them,
+# so that the threading layer is started first (a test keeps this list whole).
+ENTRY_POINTS = ("train_epoch", "loss_grad", "predict")
 
 _BLAS_NAMES = {}
 for _name in ("gather_rows", "dense_forward", "dense_backward_input",
@@ -27,12 +31,12 @@ def get_engine(backend):
     """The engine functions for ``backend`` and its parallel threshold."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    names = ("train_epoch", "loss_grad", "predict")
     if backend in ("loops", "loops-serial"):
-        funcs = {n: getattr(_engine, n) for n in names}
+        start_threads()  # before any cached compiled code runs: see start_threads
+        funcs = {n: getattr(_engine, n) for n in ENTRY_POINTS}
     else:
         memo = {}
         ns = _BLAS_NAMES if backend == "blas" else None
-        funcs = {n: pure_python(getattr(_engine, n), ns, memo) for n in names}
+        funcs = {n: pure_python(getattr(_engine, n), ns, memo) for n in ENTRY_POINTS}
     par_min = PARALLEL_MIN_WORK if backend == "loops" else _NEVER
     return types.SimpleNamespace(name=backend, par_min=par_min, **funcs)
