@@ -257,6 +257,14 @@ def _build_parser():
                     "history summary.")
     info.add_argument("model", metavar="MODEL.fbp")
     info.set_defaults(func=cmd_info)
+
+    cache = sub.add_parser(
+        "cache", help="show or clear fastbp's cache of compiled kernels",
+        description="fastbp compiles its kernels once per machine and keeps them in Numba's "
+                    "on-disk cache. 'info' prints where and how much; 'clear' deletes them "
+                    "(the next fit or predict compiles again, about a minute per dtype).")
+    cache.add_argument("action", choices=("info", "clear"))
+    cache.set_defaults(func=cmd_cache)
     return parser
 
 
@@ -618,6 +626,23 @@ def cmd_info(args):
         best = "best validation score n/a (none recorded during training)"
     unit = "iterations" if params["solver"] == "lbfgs" else "epochs"
     print(f"  history:    {epochs} {unit}, {final}, {best}")
+    return 0
+
+
+def cmd_cache(args):
+    from .kernel_cache import cache_dirs, cache_files, clear_cache
+
+    if args.action == "clear":
+        n, size = clear_cache()
+        print(f"removed {n} compiled-kernel file(s), {size / 2**20:.1f} MiB, from "
+              f"{', '.join(cache_dirs())}")
+        return 0
+    files = cache_files()
+    size = sum(os.path.getsize(f) for f in files if os.path.exists(f))
+    functions = sum(f.endswith(".nbi") for f in files)
+    print(f"cache directory: {', '.join(cache_dirs())}")
+    print(f"  {functions} compiled function(s), {len(files) - functions} compiled "
+          f"variant(s), {size / 2**20:.1f} MiB")
     return 0
 
 

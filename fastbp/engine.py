@@ -5,6 +5,7 @@ import functools
 import types
 
 from . import _engine, kernels_blas
+from .kernel_cache import guarded
 from ._config import PARALLEL_MIN_WORK, pure_python, start_threads
 
 BACKENDS = ("loops", "loops-serial", "blas", "python")
@@ -33,7 +34,7 @@ def get_engine(backend):
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if backend in ("loops", "loops-serial"):
         start_threads()  # before any cached compiled code runs: see start_threads
-        funcs = {n: getattr(_engine, n) for n in ENTRY_POINTS}
+        funcs = {n: guarded(getattr(_engine, n)) for n in ENTRY_POINTS}
     else:
         memo = {}
         ns = _BLAS_NAMES if backend == "blas" else None

@@ -1,0 +1,245 @@
+"""The life of a model across processes, with Numba's on-disk cache fresh and warm.
+
+One process trains and saves (and predicts nothing); then fresh processes load
+the model (``fastbp.load``, pickle, joblib) and make each public method their
+first compiled call, twice each, so that the second process runs from the cache
+the first one wrote.  That is the sequence that segfaulted (Numba issue #8578:
+a ``predict`` compiled in a process that loaded its callees from the cache was
+cached without the note that the threading layer must be started first).  The
+reading processes also run with another ``NUMBA_NUM_THREADS`` than the writer,
+and under each threading layer this machine has.  Every process gets its own
+``NUMBA_CACHE_DIR`` (one per test module), so CI, whose cache starts empty,
+creates both the writing and the reading processes itself.
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lifecycle_child as child
+
+pytestmark = pytest.mark.slow
+
+CHILD = pathlib.Path(child.__file__)
+TIMEOUT = 600
+
+# (method, loader, dtype, sparse): every public method first at least once; loaders,
+# dtypes and dense/sparse input rotate so that each meets each method family.
+CASES = [
+    ("predict", "fbp", "float64", False),
+    ("predict", "pickle", "float32", True),
+    ("predict", "joblib", "float64", True),
+    ("predict", "joblib", "float32", False),
+    ("predict_proba", "pickle", "float64", False),
+    ("predict_proba", "fbp", "float32", True),
+    ("predict_log_proba", "joblib", "float32", False),
+    ("predict_log_proba", "fbp", "float64", True),
+    ("score", "fbp", "float32", False),
+    ("score", "pickle", "float64", True),
+    ("regressor-predict", "pickle", "float64", False),
+    ("regressor-predict", "joblib", "float32", True),
+    ("partial_fit", "fbp", "float64", True),
+    ("partial_fit", "joblib", "float32", False),
+    ("fit-sgd", "-", "float32", True),
+    ("fit-adam", "-", "float64", False),
+    ("fit-lbfgs", "-", "float64", True),
+    ("fit-lbfgs", "-", "float32", False),
+    ("loss_and_gradient", "fbp", "float64", False),
+    ("loss_and_gradient", "pickle", "float32", True),
+    ("check_gradients", "joblib", "float64", True),
+]
+
+
+def _env(root, threads, **extra):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(root / "numba-cache"),
+               NUMBA_NUM_THREADS=str(threads), **extra)
+    env.pop("NUMBA_DISABLE_JIT", None)
+    env.pop("FASTBP_DEBUG", None)
+    return env
+
+
+def _run(args, env, cwd):
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, args))} exited with {proc.returncode}"
+        f"{' (segmentation fault)' if proc.returncode == -11 else ''}\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def _call(root, case, threads, **extra):
+    method, loader, dtype, sparse = case
+    out = _run([sys.executable, str(CHILD), "call", str(root), method, loader, dtype,
+                "sparse" if sparse else "dense"], _env(root, threads, **extra), root)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _seed(root):
+    """Give ``root``'s private cache the suite's compiled *kernels*, but none of the engine
+    functions Python calls, so that the processes below compile every entry point
+    themselves from cached callees: the way the poisoned cache entries arise."""
+    from fastbp.engine import ENTRY_POINTS
+    from fastbp.kernel_cache import cache_files
+    entries = tuple(f"_engine.{name}__" for name in ENTRY_POINTS)
+    target = _run([sys.executable, "-m", "fastbp", "cache", "info"], _env(root, 2), root)
+    target = pathlib.Path(target.splitlines()[0].split(": ", 1)[1])
+    target.mkdir(parents=True, exist_ok=True)
+    for path in map(pathlib.Path, cache_files()):
+        if not path.name.startswith(entries):
+            shutil.copy2(path, target / path.name)
+
+
+@pytest.fixture(scope="module")
+def life(tmp_path_factory):
+    """A folder with saved models whose writer trained (2 threads) and predicted nothing,
+    then one reader that compiled ``predict`` from cached callees: the state that
+    crashed the next process."""
+    root = tmp_path_factory.mktemp("life")
+    _seed(root)
+    _run([sys.executable, str(CHILD), "write", str(root)], _env(root, 2), root)
+    _call(root, CASES[0], threads=1)
+    return root
+
+
+def test_issue_sequence_from_an_empty_cache(tmp_path):
+    # The report's own sequence, with nothing cached: train and save; predict, which
+    # compiles predict from the cached callees; predict again, from the cache.
+    root = tmp_path
+    _run([sys.executable, "-c", "import numpy as np, fastbp; "
+          "X = np.random.default_rng(0).random((50, 4)); y = np.arange(50) % 2; "
+          "fastbp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2).fit(X, y).save('t.fbp')"],
+         _env(root, 2), root)
+    X = np.random.default_rng(1).random((6, 4))
+    np.save(root / "X.npy", X)
+    import fastbp
+    expected = fastbp.load(root / "t.fbp").predict(X).tolist()
+    for threads in (1, 2, 2):
+        out = _run([sys.executable, "-c", "import numpy as np, fastbp; "
+                    "print(fastbp.load('t.fbp').predict(np.load('X.npy')).tolist())"],
+                   _env(root, threads), root)
+        assert json.loads(out) == expected
+
+
+def _same(actual, expected):
+    np.testing.assert_allclose(np.asarray(actual, dtype=float),
+                               np.asarray(expected, dtype=float), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_first_compiled_call_of_a_fresh_process_fresh_then_warm_cache(life, case):
+    expected = child.perform(str(life), *case)
+    first = _call(life, case, threads=1)   # writer used 2 threads
+    second = _call(life, case, threads=2)  # reads what the first wrote with 1 thread
+    _same(first, expected)
+    _same(second, expected)
+
+
+def _layers():
+    """Threading layers Numba can load here (tbb only if its library is installed)."""
+    found = []
+    for layer, module in (("omp", "numba.np.ufunc.omppool"), ("tbb", "numba.np.ufunc.tbbpool"),
+                          ("workqueue", "numba.np.ufunc.workqueue")):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+        found.append(layer)
+    return found
+
+
+@pytest.mark.parametrize("layer", ["omp", "tbb", "workqueue"])
+def test_cached_predict_under_each_threading_layer(life, layer):
+    if layer not in _layers():
+        pytest.skip(f"Numba's {layer} threading layer is not available here")
+    case = ("predict", "fbp", "float64", True)
+    _same(_call(life, case, threads=2, NUMBA_THREADING_LAYER=layer),
+          child.perform(str(life), *case))
+
+
+def test_dask_client_first_call_is_incremental_predict(life):
+    pytest.importorskip("dask_ml")
+    pytest.importorskip("distributed")
+    X, _, _ = child.data("float64", sparse=False, n=120, seed=3)
+    # the client's predict is the cached one that crashed: compiled by the fixture's reader
+    out = _run([sys.executable, str(CHILD), "dask", str(life)], _env(life, 1), life)
+    pred = json.loads(out.strip().splitlines()[-1])
+    import fastbp
+    assert pred == fastbp.load(life / "dask_trained.fbp").predict(X).tolist()
+
+
+def _cli(life, *args):
+    return _run([sys.executable, "-m", "fastbp", *args], _env(life, 1), life)
+
+
+def test_cli_predict_and_info_as_first_calls(life):
+    pytest.importorskip("pandas")
+    for _ in range(2):
+        out = _cli(life, "predict", "clf_float64.fbp", "new.csv")
+        labels = [int(v) for v in out.split()[1:]]
+        X = np.loadtxt(life / "new.csv", delimiter=",", skiprows=1)
+        expected = child.load(str(life), "clf", "float64", "fbp").predict(X)
+        assert labels == expected.tolist()
+        info = _cli(life, "info", "clf_float32.fbp")
+        assert "MLPClassifier" in info and "float32" in info
+
+
+@pytest.mark.parametrize("damage", ["data", "index"])
+def test_damaged_cache_is_recompiled_with_a_warning_never_a_crash(life, tmp_path, damage):
+    # a copy of the warm cache whose cached predict is cut short (its code or its index)
+    shutil.copytree(life, tmp_path / "damaged")
+    root = tmp_path / "damaged"
+    pattern = "_engine.predict__*" + (".nbc" if damage == "data" else ".nbi")
+    files = list((root / "numba-cache").rglob(pattern))
+    assert files
+    for f in files:
+        f.write_bytes(f.read_bytes()[:64])
+    case = ("predict_proba", "fbp", "float64", False)
+    args = [sys.executable, str(CHILD), "call", str(root), *case[:3], "dense"]
+    env = _env(root, 2, PYTHONWARNINGS="default")
+    proc = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("KernelCacheWarning") == 1, proc.stderr
+    assert "_engine.predict__" in proc.stderr and "recompiling" in proc.stderr
+    _same(json.loads(proc.stdout.strip().splitlines()[-1]), child.perform(str(life), *case))
+    # the broken entry was replaced by a good one: the next process loads it quietly
+    proc = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 0 and "KernelCacheWarning" not in proc.stderr, proc.stderr
+
+
+def test_cache_command_reports_and_clears_the_cache(life, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(life, root)
+    env = _env(root, 1)
+    info = _run([sys.executable, "-m", "fastbp", "cache", "info"], env, root)
+    assert str(root / "numba-cache") in info
+    n_functions = int(info.split("\n")[1].split()[0])
+    assert n_functions > 0
+    out = _run([sys.executable, "-m", "fastbp", "cache", "clear"], env, root)
+    assert out.startswith("removed ")
+    assert not list((root / "numba-cache").rglob("*.nb[ic]"))
+    info = _run([sys.executable, "-m", "fastbp", "cache", "info"], env, root)
+    assert "  0 compiled function(s)" in info
+
+
+def test_every_compiled_entry_point_is_reached_through_get_engine():
+    # get_engine starts the threading layer before handing out compiled code: an engine
+    # function Python calls that is not in ENTRY_POINTS would bypass that.
+    from numba.core.registry import CPUDispatcher
+
+    from fastbp import _engine
+    from fastbp.engine import ENTRY_POINTS, get_engine
+    public = {name for name, obj in vars(_engine).items()
+              if isinstance(obj, CPUDispatcher) and not name.startswith("_")
+              and obj.py_func.__module__ == _engine.__name__}
+    assert public == set(ENTRY_POINTS)
+    engine = get_engine("loops")
+    for name in ENTRY_POINTS:
+        assert getattr(engine, name).dispatcher is getattr(_engine, name)
