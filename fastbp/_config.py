@@ -32,6 +32,10 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
 
 FASTMATH = frozenset({"reassoc", "contract", "nsz"})
+# For functions whose order of evaluation is their accuracy (range reductions,
+# Cody-Waite splits, scaling by 2^k in two steps): no ``reassoc``.  LLVM keeps
+# these flags per instruction when it inlines such a function into a kernel.
+FASTMATH_ORDERED = frozenset({"contract", "nsz"})
 CACHE = True
 
 # Work (multiply-adds per kernel call, or elements for the optimizer step) below
@@ -109,7 +113,8 @@ def _sources_digest():
     """Digest of every module whose code ends up in compiled fastbp functions."""
     here = os.path.dirname(os.path.abspath(__file__))
     h = hashlib.sha1()
-    for name in ("_config.py", "activations.py", "losses.py", "kernels_loop.py", "_engine.py"):
+    for name in ("_config.py", "vecmath.py", "activations.py", "losses.py", "kernels_loop.py",
+                 "_engine.py"):
         try:
             with open(os.path.join(here, name), "rb") as fh:
                 h.update(fh.read())
@@ -148,6 +153,11 @@ def jit(func=None, **options):
     if func is None:
         return compile_
     return compile_(func)
+
+
+def jit_ordered(func):
+    """:func:`jit` without ``reassoc`` (see ``FASTMATH_ORDERED``)."""
+    return jit(func, fastmath=set(FASTMATH_ORDERED))
 
 
 def _renamed(func, suffix, namespace=None):

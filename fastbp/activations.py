@@ -16,14 +16,18 @@ softplus    log(1 + exp(z))                  1 - exp(-a)  (= sigmoid(z))
 softmax     exp(z_j - max z) / sum(...)      (output layer only, canonical pair)
 =========== ================================ ==============================
 
-All forms are overflow free for any finite z (|z| up to 1e308): logistic and
-softplus branch on the sign of z, softmax shifts by the row maximum.
+All forms are overflow free for any finite z (|z| up to 1e308): logistic is
+``1 / (1 + e^-z)`` (inf in the denominator gives 0), softplus branches on the
+sign of z, softmax shifts by the row maximum.  exp, expm1, tanh and logistic
+come from ``vecmath`` (arithmetic only, so the loops over units vectorise;
+within 3 ulp of NumPy's).
 
 The code integers and the name table live in ``_config``; the branch on the
 code is taken once per row, outside the loop over units.
 """
 import numpy as np
 
+from . import vecmath
 from ._config import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU,
                       LEAKY_SLOPE, LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX,
                       SOFTPLUS, TANH, jit)
@@ -40,15 +44,10 @@ def activate_row(a, code):
         return
     elif code == LOGISTIC:
         for j in range(m):
-            z = a[j]
-            if z >= 0:
-                a[j] = 1.0 / (1.0 + np.exp(-z))
-            else:
-                e = np.exp(z)
-                a[j] = e / (1.0 + e)
+            a[j] = vecmath.logistic(float(a[j]))
     elif code == TANH:
         for j in range(m):
-            a[j] = np.tanh(a[j])
+            a[j] = vecmath.tanh(float(a[j]))
     elif code == RELU:
         for j in range(m):
             if a[j] < 0:
@@ -71,9 +70,8 @@ def activate_row(a, code):
                 zmax = a[j]
         total = 0.0
         for j in range(m):
-            e = np.exp(a[j] - zmax)
-            a[j] = e
-            total += e
+            a[j] = vecmath.exp(float(a[j] - zmax))
+            total += a[j]
         inv = 1.0 / total
         for j in range(m):
             a[j] = a[j] * inv
@@ -105,7 +103,7 @@ def derivative_row(a, delta, code):
                 delta[j] = delta[j] * LEAKY_SLOPE
     elif code == SOFTPLUS:
         for j in range(m):
-            delta[j] = delta[j] * -np.expm1(-a[j])
+            delta[j] = delta[j] * -vecmath.expm1(-float(a[j]))
 
 
 # ---- matrix forms (NumPy), used by the BLAS twin -------------------------------

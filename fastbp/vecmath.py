@@ -1,0 +1,166 @@
+"""exp, expm1, tanh and the logistic function in a form LLVM can vectorise.
+
+Numba compiles ``np.exp``/``np.tanh`` to calls of the C library, one element at
+a time: LLVM vectorises such calls only with Intel's SVML, which the
+``llvmlite`` wheels on the package index are not built with.  In a loop over a
+row of activations that makes tanh cost ~15 ns per element against ~0.3 ns for
+relu.  Here the same functions are written with nothing but arithmetic,
+comparisons and bit moves, as SLEEF and Eigen write theirs, so the loops that
+call them vectorise:
+
+* range reduction ``x = k ln2 + r``, ``|r| <= ln2 / 2``, with ln2 split in a
+  high part exact in 33 bits and a low part (Cody and Waite), so ``k ln2_hi`` is
+  exact for every ``|k| <= 1100``;
+* ``e^r - 1 = r + r^2/2! + ... + r^13/13!`` by Horner's rule: the truncation
+  error is below ``0.347^14 / 14! = 4e-18``, far under one ulp;
+* ``2^k`` built from the exponent bits (``(k + 1023) << 52`` read as a
+  float64), applied as two factors ``2^(k//2) 2^(k - k//2)`` so that results
+  overflow to inf and underflow through the subnormals to 0 exactly where the C
+  library's do.
+
+Compiled without ``reassoc`` (``_config.jit_ordered``): reassociation would
+fold the two halves of ln2 into one and multiply the two scale factors first
+(overflowing where the result is finite).  LLVM inlines these small functions
+into the kernels with their own flags, and the kernels' loops still vectorise.
+
+Accuracy: within 2 ulp of the C library over the whole float64 range (tested),
+NaN in gives NaN out, so the 1e-12 agreement with the NumPy (BLAS) twin and
+the 1e-9 agreement with scikit-learn hold.  Every function takes and returns
+float64 scalars; float32 callers convert on the way in and out, which also
+vectorises.
+"""
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from ._config import jit_ordered
+
+LOG2E = 1.4426950408889634
+LN2_HI = 0.6931471803691238  # 33 significant bits: k * LN2_HI is exact for |k| < 2^20
+LN2_LO = 1.9082149292705877e-10
+EXP_MAX = 709.782712893384  # log(DBL_MAX): above, exp is inf
+EXP_MIN = -745.1332191019412  # log of half the smallest subnormal: below, exp is 0
+TANH_LARGE = 22.0  # tanh(x) == 1.0 in float64 for x > 19.06
+
+# 1/n! (Taylor coefficients of e^r), exact to the last bit as float64 constants
+(_F2, _F3, _F4, _F5, _F6, _F7, _F8, _F9, _F10, _F11, _F12,
+ _F13) = (1.0 / math.factorial(n) for n in range(2, 14))
+
+
+def pow2(k):
+    """``2.0 ** k`` for an integer ``-1022 <= k <= 1023`` (Python form; the compiled form
+    builds the float from its exponent bits)."""
+    return float(np.int64((int(k) + 1023) << 52).view(np.float64))
+
+
+@intrinsic
+def _bits_as_float64(typingctx, bits):
+    """Reinterpret an int64's bits as a float64 (compiles to one bitcast)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@overload(pow2, jit_options=dict(inline="always"))
+def _pow2_compiled(k):
+    def impl(k):
+        return _bits_as_float64((k + 1023) << 52)
+    return impl
+
+
+@jit_ordered
+def _reduce(x):
+    """(k, r) with ``x = k ln2 + r``, ``|r| <= ln2 / 2``, for x clamped to about
+    [EXP_MIN, EXP_MAX].  NaN gives k = 0 (never a NaN cast to int) and r = NaN."""
+    kf = np.floor(x * LOG2E + 0.5)
+    r = (x - kf * LN2_HI) - kf * LN2_LO
+    kf = kf if kf == kf else 0.0
+    return int(kf), r
+
+
+@jit_ordered
+def _expm1_reduced(r):
+    """``e^r - 1`` for ``|r| <= ln2 / 2``: the Taylor series to degree 13 by Horner."""
+    p = _F13 * r + _F12
+    p = p * r + _F11
+    p = p * r + _F10
+    p = p * r + _F9
+    p = p * r + _F8
+    p = p * r + _F7
+    p = p * r + _F6
+    p = p * r + _F5
+    p = p * r + _F4
+    p = p * r + _F3
+    p = p * r + _F2
+    return (p * r + 1.0) * r
+
+
+@jit_ordered
+def _clamp(x):
+    """x limited to [EXP_MIN - 1, EXP_MAX + 1]; NaN stays NaN (its comparisons are false)."""
+    x = EXP_MAX + 1.0 if x > EXP_MAX + 1.0 else x
+    return EXP_MIN - 1.0 if x < EXP_MIN - 1.0 else x
+
+
+@jit_ordered
+def exp(x):
+    """``e^x`` for a float64 scalar, vectorisable (see the module docstring)."""
+    k, r = _reduce(_clamp(x))
+    half = k >> 1
+    s1 = pow2(half)
+    s2 = pow2(k - half)
+    return (s1 * (_expm1_reduced(r) + 1.0)) * s2
+
+
+@jit_ordered
+def expm1(x):
+    """``e^x - 1`` for a float64 scalar, accurate also near 0, vectorisable.
+
+    ``e^x - 1 = 2^k (e^r - 1) + (2^k - 1)``: for ``k = 0`` the series itself; for
+    ``|k| >= 1`` the result is at least 0.29 in size, so the sum loses nothing.
+    """
+    k, r = _reduce(_clamp(x))
+    half = k >> 1
+    s1 = pow2(half)
+    s2 = pow2(k - half)
+    s = s1 * s2
+    em1 = _expm1_reduced(r)
+    large = (s1 * (em1 + 1.0)) * s2  # k > 1000: the -1 is lost to rounding; s may overflow
+    if k > 1000:
+        return large
+    return em1 if k == 0 else s * em1 + (s - 1.0)  # k == 0: keeps the sign of -0.0
+
+
+@jit_ordered
+def tanh(x):
+    """``tanh x = -expm1(-2|x|) / (2 + expm1(-2|x|))`` with the sign of x, vectorisable.
+
+    ``|x|`` is capped at 22 (tanh is 1.0 in float64 beyond 19.1), so
+    ``y = -2|x|`` has ``k`` in [-64, 0] and ``2^k`` needs one factor; expm1(y)
+    as in :func:`expm1`, written out so that LLVM inlines one level only.
+    """
+    ax = abs(x)
+    ax = TANH_LARGE if ax > TANH_LARGE else ax  # NaN passes (the comparison is false)
+    k, r = _reduce(-2.0 * ax)
+    s = pow2(k)
+    e = s * _expm1_reduced(r) + (s - 1.0)
+    return math.copysign(-e / (2.0 + e), x)
+
+
+@jit_ordered
+def logistic(x):
+    """``1 / (1 + e^-x)``: accurate for every x (the sum never cancels), vectorisable.
+
+    ``e^-x`` as in :func:`exp`, written out so that LLVM inlines one level only.
+    """
+    k, r = _reduce(_clamp(-x))
+    half = k >> 1
+    e = (pow2(half) * (_expm1_reduced(r) + 1.0)) * pow2(k - half)
+    return 1.0 / (1.0 + e)
