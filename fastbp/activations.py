@@ -19,14 +19,14 @@ softmax     exp(z_j - max z) / sum(...)      (output layer only, canonical pair)
 All forms are overflow free for any finite z (|z| up to 1e308): logistic and
 softplus branch on the sign of z, softmax shifts by the row maximum.
 
-The code integers and the name table live in ``_config``; the branch on the
+The code integers and the name table live in ``codes``; the branch on the
 code is taken once per row, outside the loop over units.
 """
 import numpy as np
 
-from ._config import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU,
-                      LEAKY_SLOPE, LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX,
-                      SOFTPLUS, TANH, jit)
+from .codes import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU, LEAKY_SLOPE,
+                    LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX, SOFTPLUS, TANH)
+from .jit import jit
 
 __all__ = ["ACTIVATION_CODES", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS",
            "activate_row", "derivative_row", "activate", "derivative"]

@@ -51,7 +51,7 @@ from sklearn.utils.validation import validate_data
 import dask
 import distributed
 
-from ._config import ACTIVATION_CODES
+from .codes import ACTIVATION_CODES
 from .estimators import (MLPClassifier, DivergenceWarning, _as_list, _BaseMLP, _curve_lengths,
                          _cut_curves, _empty_history, _Fit, _FIT_ATTRS, _progress, _record)
 from .optimizers import STOCHASTIC_SOLVERS

@@ -6,6 +6,7 @@ give the same weights epoch by epoch), trained by fastbp's compiled engine.
 This module validates, encodes labels and delegates to ``trainer``.
 """
 import copy
+import os
 import time
 import warnings
 from numbers import Integral, Real
@@ -26,14 +27,16 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
                                       validate_data)
 
-from ._config import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
-from .engine import BACKENDS
+from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
+from . import io
+from .backends import BACKENDS
+from .io import ModelFileError, jsonable
 from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
 from .trainer import (Checkpoints, DeferredInterrupt, DivergenceError, EpochResult, Network,
                       StoppingState, engine_input, run_epoch, sample_order, warn_not_converged,
                       with_threads)
 
-__all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning"]
+__all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning", "load"]
 
 SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
 
@@ -487,8 +490,71 @@ class _BaseMLP(BaseEstimator):
 
     def save(self, path):
         """Write this fitted model to ``path`` (see ``fastbp.io``; atomic, no pickle)."""
-        from .io import save
-        return save(self, path)
+        check_is_fitted(self)
+        arrays = {}
+        for l, (c, b) in enumerate(zip(self.coefs_, self.intercepts_)):
+            arrays[f"coef_{l}"] = np.ascontiguousarray(c)
+            arrays[f"intercept_{l}"] = np.ascontiguousarray(b)
+        meta = {
+            "estimator": type(self).__name__,
+            "params": {k: jsonable(v) for k, v in self.get_params().items()
+                       if k not in ("callbacks",)},
+            "n_layers": len(self.coefs_),
+            "n_features_in": int(self.n_features_in_),
+            "feature_names_in": jsonable(getattr(self, "feature_names_in_", None)),
+        }
+        for key, (attr, convert, default) in _FILE_ATTRS.items():
+            if key == "dtype":
+                meta[key] = str(self.coefs_[0].dtype)
+            elif default is _REQUIRED:
+                meta[key] = jsonable(getattr(self, attr))
+            else:
+                meta[key] = jsonable(getattr(self, attr, default))
+        self._save_labels(arrays, meta)
+        return io.write(path, arrays, meta)
+
+    def _save_labels(self, arrays, meta):
+        pass
+
+    def _load_labels(self, meta, arrays, path):
+        pass
+
+    @classmethod
+    def _from_file(cls, meta, data, path):
+        """The fitted model a file's (meta, arrays) describe (``load``)."""
+        n_layers = int(meta["n_layers"])
+        coefs = [data[f"coef_{l}"] for l in range(n_layers)]
+        intercepts = [data[f"intercept_{l}"] for l in range(n_layers)]
+        dtype = np.dtype(meta["dtype"])
+        sizes = [int(meta["n_features_in"])] + [c.shape[1] for c in coefs]
+        for l, (c, b) in enumerate(zip(coefs, intercepts)):
+            if c.dtype != dtype or b.dtype != dtype or c.shape != (sizes[l], sizes[l + 1]) \
+                    or b.shape != (sizes[l + 1],):
+                raise ModelFileError(f"{path}: layer {l} arrays have inconsistent shapes or "
+                                     "dtype")
+            if not (np.isfinite(c).all() and np.isfinite(b).all()):
+                raise ModelFileError(f"{path}: layer {l} holds non-finite weights")
+        params = {k: v for k, v in meta["params"].items() if k in cls().get_params()}
+        if isinstance(params.get("hidden_layer_sizes"), list):
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        model = cls(**params)
+        model.coefs_ = coefs
+        model.intercepts_ = intercepts
+        model.n_features_in_ = sizes[0]
+        if meta.get("feature_names_in") is not None:
+            model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+        model.n_layers_ = n_layers + 1
+        for key, (attr, convert, default) in _FILE_ATTRS.items():
+            if attr is None:
+                continue
+            value = meta[key] if default is _REQUIRED else meta.get(key, default)
+            setattr(model, attr, convert(value) if convert is not None else value)
+        for attr, value in _FRESH_ON_LOAD.items():
+            setattr(model, attr, value)
+        model._load_labels(meta, data, path)
+        if model.n_outputs_ != sizes[-1]:
+            raise ModelFileError(f"{path}: n_outputs does not match the last layer")
+        return model
 
 
 class _Epochs:
@@ -650,9 +716,44 @@ def _warn_interrupted():
                   "epoch (the best ones with early_stopping).")
 
 
+# The fitted attributes a fit commits (besides coefs_/intercepts_ and the input
+# checks' n_features_in_, feature_names_in_, classes_): only those its solver made.
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
               "loss_curve_", "history_", "best_loss_", "validation_scores_",
               "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_")
+_REQUIRED = object()
+# What a model file keeps of them: file key -> (attribute, conversion on load, default;
+# _REQUIRED: the file must have it).  n_layers_ is len(coefs_) + 1.
+_FILE_ATTRS = {
+    "out_activation": ("out_activation_", None, _REQUIRED),
+    "hidden_activations": ("_hidden_acts_", list, _REQUIRED),
+    "dtype": (None, None, _REQUIRED),
+    "n_outputs": ("n_outputs_", int, _REQUIRED),
+    "n_iter": ("n_iter_", int, _REQUIRED),
+    "t": ("t_", int, 0),
+    "loss": ("loss_", None, None),
+    "loss_curve": ("loss_curve_", None, None),
+    "validation_scores": ("validation_scores_", None, None),
+    "history": ("history_", None, None),
+}
+# ...and what a loaded model starts afresh (a warm start from it begins new stopping
+# bookkeeping and optimizer moments).
+_FRESH_ON_LOAD = {"best_loss_": None, "best_validation_score_": None,
+                  "_no_improvement_count": 0, "_optimizer": None}
+
+
+def load(path):
+    """Read a model written by ``save``; returns a fitted estimator (``fastbp.load``)."""
+    path = os.fspath(path)
+    meta, data = io.read(path)
+    try:
+        cls = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}[meta["estimator"]]
+        return cls._from_file(meta, data, path)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: incomplete or inconsistent model file "
+                             f"({type(exc).__name__}: {exc})") from None
 
 
 def _curve_lengths(model):
@@ -816,6 +917,33 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+    def _save_labels(self, arrays, meta):
+        classes = np.asarray(self.classes_)
+        if classes.dtype == object:
+            try:
+                classes = classes.astype(str)
+            except (TypeError, ValueError) as exc:
+                raise ValueError("class labels must be numbers or strings to be saved") from exc
+        arrays["classes"] = classes
+        lb = self._label_binarizer
+        meta["label_binarizer"] = {"y_type": lb.y_type_, "neg_label": int(lb.neg_label),
+                                   "pos_label": int(lb.pos_label),
+                                   "classes_dtype": str(np.asarray(self.classes_).dtype)}
+
+    def _load_labels(self, meta, data, path):
+        lbm = meta["label_binarizer"]
+        classes = data["classes"]
+        lb = LabelBinarizer(neg_label=lbm["neg_label"], pos_label=lbm["pos_label"])
+        if lbm["y_type"] == "multilabel-indicator":
+            lb.fit(np.eye(len(classes), dtype=int)[:, :] if len(classes) > 1
+                   else np.array([[0], [1]]))
+        else:
+            lb.fit(classes)
+        if lb.y_type_ != lbm["y_type"]:
+            raise ModelFileError(f"{path}: label information is inconsistent")
+        self._label_binarizer = lb
+        self.classes_ = lb.classes_
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):

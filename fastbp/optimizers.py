@@ -13,8 +13,8 @@ The semantics and names are scikit-learn's (``_stochastic_optimizers``):
 """
 import numpy as np
 
-from ._config import (HP_BETA1, HP_BETA2, HP_EPS, HP_LR, IP_NESTEROV, IP_OPT, IP_STEP,
-                      OPT_ADAGRAD, OPT_ADAM, OPT_NONE, OPT_RMSPROP, OPT_SGD)
+from .codes import (HP_BETA1, HP_BETA2, HP_EPS, HP_LR, HP_MOMENTUM, IP_NESTEROV, IP_OPT, IP_STEP,
+                    OPT_ADAGRAD, OPT_ADAM, OPT_NONE, OPT_RMSPROP, OPT_SGD)
 
 SOLVER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,
                 "adagrad": OPT_ADAGRAD, "none": OPT_NONE}
@@ -46,7 +46,8 @@ class Optimizer:
     def fill(self, hp, ip):
         """Write this optimizer's hyper-parameters into the engine vectors."""
         hp[HP_LR] = self.learning_rate
-        hp[HP_BETA1] = self.momentum if self.code == OPT_SGD else self.beta_1
+        hp[HP_MOMENTUM] = self.momentum
+        hp[HP_BETA1] = self.beta_1
         hp[HP_BETA2] = self.beta_2
         hp[HP_EPS] = self.epsilon
         ip[IP_OPT] = self.code

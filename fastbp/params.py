@@ -8,8 +8,8 @@ offsets.  scikit-learn's ``coefs_[l]`` (n_in, n_out) is the transposed view
 """
 import numpy as np
 
-from ._config import (IP_CAP, IP_SIZE, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_COLS,
-                      L_DOFF, L_NIN, L_NOUT, L_WOFF, LOGISTIC, ST_GNORM)
+from .codes import (IP_BATCH, IP_CHUNK, IP_SIZE, IP_WSQ_OFF, LOGISTIC, L_ACT, L_AOFF, L_BOFF, L_COLS,
+                    L_DOFF, L_NIN, L_NOUT, L_WOFF, ST_GNORM)
 
 __all__ = ["Layout"]
 
@@ -118,7 +118,8 @@ class Layout:
             off += cap * self.sizes[l + 1]
         ip = np.zeros(IP_SIZE, dtype=np.int64)
         ip[IP_WSQ_OFF] = off
-        ip[IP_CAP] = cap
+        ip[IP_BATCH] = cap
+        ip[IP_CHUNK] = cap
         off += max(max(self.sizes[1:]), self.n_layers)
         return np.empty(off, dtype=dtype), t, ip  # every block is written before it is read
 

@@ -10,10 +10,10 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import shuffle as _sk_shuffle
 
-from ._config import (ACTIVATION_CODES, HP_ALPHA, HP_CLIP, HP_HUBER, HP_PROB_EPS, HP_SIZE,
-                      IP_LOSS, IP_MEAN_OUT, IP_PAR_MIN, LOSS_CODES, SOFTMAX, ST_DATA,
-                      ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM)
-from .engine import get_engine
+from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_CLIP, HP_HUBER, HP_PROB_EPS, HP_SIZE,
+                    IP_LOSS, IP_MEAN_OUT, IP_PAR_MIN, LOSS_CODES, SOFTMAX, ST_DATA,
+                    ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM)
+from .backends import get_engine
 from .losses import check_pair
 from .params import Layout
 

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastbp._config import IP_PAR_MIN, PARALLEL_MIN_WORK
+from fastbp.codes import IP_PAR_MIN
+from fastbp.config import PARALLEL_MIN_WORK
 from fastbp.optimizers import Optimizer
 from fastbp.trainer import DivergenceError, Network, run_epoch
 

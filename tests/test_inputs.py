@@ -16,7 +16,7 @@ import sklearn.neural_network as sk
 from sklearn.exceptions import ConvergenceWarning
 
 import fastbp
-from fastbp.engine import get_engine
+from fastbp.backends import get_engine
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

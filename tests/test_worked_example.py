@@ -41,7 +41,7 @@ The numbers are chosen so every value is exact in binary except ln 3:
 import numpy as np
 import pytest
 
-from fastbp._config import ACTIVATION_CODES
+from fastbp.codes import ACTIVATION_CODES
 from fastbp.api import loss_and_gradient
 from fastbp.optimizers import Optimizer
 from fastbp.params import Layout
