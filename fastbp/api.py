@@ -5,7 +5,7 @@ import scipy.sparse as sp
 
 from .codes import HIDDEN_ACTIVATIONS
 from .backends import BACKENDS
-from .trainer import Network, engine_input
+from .network import Network, engine_input
 
 __all__ = ["loss_and_gradient", "check_gradients", "GradientCheck"]
 

@@ -55,7 +55,8 @@ from .codes import ACTIVATION_CODES
 from .estimators import (MLPClassifier, DivergenceWarning, _as_list, _BaseMLP, _curve_lengths,
                          _cut_curves, _empty_history, _Fit, _FIT_ATTRS, _progress, _record)
 from .optimizers import STOCHASTIC_SOLVERS
-from .trainer import (DeferredInterrupt, DivergenceError, EpochResult, Network, StoppingState,
+from .network import Network
+from .trainer import (DeferredInterrupt, DivergenceError, EpochResult, StoppingState,
                       run_epoch, sample_order, warn_not_converged, with_threads)
 
 __all__ = ["fit", "task_threads", "benchmark"]
@@ -97,9 +98,7 @@ def _network(spec):
     """This process's Network for ``spec`` (workspaces are kept between iterations)."""
     net = _NETS.get(spec)
     if net is None:
-        sizes, hidden, output, loss, dtype, backend, huber, mean_outputs = spec
-        net = Network(list(sizes), list(hidden), output, loss, dtype, backend, huber,
-                      mean_outputs)
+        net = Network(*spec)
         if len(_NETS) >= 4:
             _NETS.clear()
         _NETS[spec] = net
@@ -539,10 +538,7 @@ class _DataParallelFit:
         if not self.weight_sum > 0:
             raise ValueError("sample_weight must have a positive sum.")
         fit, net, self.rng = self._start(head.shape[1], summaries[0][1], dtype, first_pass)
-        spec = (tuple(net.layout.sizes), tuple(fit._hidden_acts_), fit.out_activation_,
-                est._loss_name(), np.dtype(dtype).str, est.backend, est._huber_delta(),
-                net.mean_outputs)
-        return fit, net, _Cluster(client, self.parts, spec, self.threads, self.retries)
+        return fit, net, _Cluster(client, self.parts, net.args, self.threads, self.retries)
 
     def solve(self, fit, net, cluster):
         """Run the estimator's solver over the cluster and commit the result to it."""

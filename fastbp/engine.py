@@ -1,6 +1,6 @@
 """The compiled training engine: whole epochs, full-batch gradients, prediction.
 
-One source serves all three backends (``get_engine``):
+One source serves all three backends (``backends.get_engine``):
 
 * ``loops``  -- this module compiled with Numba; kernels from ``kernels_loop``,
   the serial or parallel twin picked per call by work size;
@@ -8,20 +8,26 @@ One source serves all three backends (``get_engine``):
   kernels (the slow loop fastbp replaces; tests and benchmarks only);
 * ``blas``   -- the same code run as Python over ``kernels_blas`` (NumPy GEMM).
 
-Arguments shared by the engine functions:
+The entry points take a few grouped arguments (tuples; ``network.Network``
+builds them):
 
-* ``X`` (n, n_features) C, ``Y`` (n, n_outputs) C, ``sw`` (n,) or empty;
-  all of the model dtype.  ``Xs`` = (data, indices, indptr) of a CSR matrix
-  (int64 indices, sorted) for sparse input, consumed row by row by the first
-  layer; then X is an empty (0, n_features) array.  Dense input passes empty
-  arrays in Xs.  ``order`` (n,) int64 sample order, or empty for
-  the natural order (rows are then used in place, no copy).
-* ``theta`` flat parameters; ``grad``, ``m1``, ``m2`` buffers of the same
-  length and offsets (``params.Layout``).
-* ``layers`` int64 table (n_layers, L_COLS); ``work`` flat workspace for one
-  batch of activations and deltas (``params.Layout.workspace``).
-* ``hp`` float64 hyper-parameters (HP_*), ``ip`` int64 controls (IP_*),
-  ``stats`` float64 outputs (ST_*) -- indices in ``codes``.
+* ``data = (X, Xs, Y, sw)``: ``X`` (n, n_features) C, ``Y`` (n, n_outputs) C,
+  ``sw`` (n,) or empty; all of the model dtype.  ``Xs`` = (data, indices,
+  indptr) of a CSR matrix (int64 indices, sorted) for sparse input, consumed
+  row by row by the first layer; then X is an empty (0, n_features) array.
+  Dense input passes empty arrays in Xs.
+* ``order`` (n,) int64 sample order, or empty for the natural order (rows are
+  then used in place, no copy).
+* ``state = (theta, grad, m1, m2)``: flat parameters, and buffers of the same
+  length and offsets (``params.Layout``) for the gradient and the optimizer's
+  moments.
+* ``context = (layers, work, hp, ip, stats)``: ``layers`` int64 table
+  (n_layers, L_COLS); ``work`` flat workspace for one block of activations and
+  deltas; ``hp`` float64 hyper-parameters (HP_*), ``ip`` int64 controls (IP_*),
+  ``stats`` float64 outputs (ST_*) -- slots named in ``codes``.
+
+Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]``
+(or ``start:start + m`` in the natural order).
 """
 import numpy as np
 
@@ -43,12 +49,29 @@ from .kernels_loop import (copy_rows, csr_backward_params_parallel,
 
 
 @jit
-def _input_block(X, order, start, m, work, par_min):
+def _layer_params(buf, layers, l):
+    """Layer l's views ``(w (n_out, n_in), b (n_out,))`` of a flat buffer laid out as theta."""
+    n_in = layers[l, L_NIN]
+    n_out = layers[l, L_NOUT]
+    wo = layers[l, L_WOFF]
+    bo = layers[l, L_BOFF]
+    return buf[wo:wo + n_out * n_in].reshape((n_out, n_in)), buf[bo:bo + n_out]
+
+
+@jit
+def _rows(work, off, m, n_units):
+    """The (m, n_units) block of the workspace at ``off`` (activations or deltas)."""
+    return work[off:off + m * n_units].reshape((m, n_units))
+
+
+@jit
+def _input_block(X, batch, work, par_min):
     """The batch's input rows: a view of X, or rows gathered into work[0:]."""
+    order, start, m = batch
     d = X.shape[1]
     if order.shape[0] == 0:
         return X[start:start + m]
-    xb = work[0:m * d].reshape((m, d))
+    xb = _rows(work, 0, m, d)
     if m * d >= par_min and m > 1:
         gather_rows_parallel(X, order, start, xb)
     else:
@@ -64,24 +87,21 @@ def _n_rows(X, Xs):
 
 
 @jit
-def _forward(a0, Xs, order, start, m, theta, layers, work, par_min):
+def _forward(a0, Xs, batch, theta, layers, work, par_min):
     """Forward pass of one batch through every layer; returns the output block.
 
     a0 is the batch's dense input block (ignored for CSR input Xs, whose rows
     order[start:start + m] feed the first layer directly).
     """
+    order, start, m = batch
     sparse = Xs[2].shape[0] > 0
     a_prev = a0
     a = a0
     for l in range(layers.shape[0]):
         n_in = layers[l, L_NIN]
         n_out = layers[l, L_NOUT]
-        wo = layers[l, L_WOFF]
-        bo = layers[l, L_BOFF]
-        w = theta[wo:wo + n_out * n_in].reshape((n_out, n_in))
-        b = theta[bo:bo + n_out]
-        ao = layers[l, L_AOFF]
-        a = work[ao:ao + m * n_out].reshape((m, n_out))
+        w, b = _layer_params(theta, layers, l)
+        a = _rows(work, layers[l, L_AOFF], m, n_out)
         par = m * n_in * n_out >= par_min and m > 1
         if l == 0 and sparse:
             if par:
@@ -97,8 +117,7 @@ def _forward(a0, Xs, order, start, m, theta, layers, work, par_min):
 
 
 @jit
-def _batch_gradient(X, Xs, Y, sw, order, start, m, theta, grad, layers, work, hp, ip,
-                    accumulate, scale):
+def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     """Forward, output delta and backward for one batch.
 
     Writes the finished gradient into ``grad`` (``accumulate`` false; scale =
@@ -106,33 +125,29 @@ def _batch_gradient(X, Xs, Y, sw, order, start, m, theta, grad, layers, work, hp
     true).  Returns (sum_n s_n C_n, sum of squared weights); the second is 0
     when accumulating.
     """
+    X, Xs, Y, sw = data
+    layers, work, hp, ip, _ = context
+    order, start, m = batch
     par_min = ip[IP_PAR_MIN]
     n_layers = layers.shape[0]
     sparse = Xs[2].shape[0] > 0
-    a0 = X[0:0] if sparse else _input_block(X, order, start, m, work, par_min)
-    out = _forward(a0, Xs, order, start, m, theta, layers, work, par_min)
+    a0 = X[0:0] if sparse else _input_block(X, batch, work, par_min)
+    out = _forward(a0, Xs, batch, theta, layers, work, par_min)
     last = n_layers - 1
-    k = layers[last, L_NOUT]
-    do = layers[last, L_DOFF]
-    delta = work[do:do + m * k].reshape((m, k))
-    data = output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[last, L_ACT],
-                        hp[HP_HUBER], hp[HP_PROB_EPS], ip[IP_MEAN_OUT] != 0, delta)
+    delta = _rows(work, layers[last, L_DOFF], m, layers[last, L_NOUT])
+    data_sum = output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[last, L_ACT],
+                            hp[HP_HUBER], hp[HP_PROB_EPS], ip[IP_MEAN_OUT] != 0, delta)
     wsq_off = ip[IP_WSQ_OFF]
     alpha = hp[HP_ALPHA]
     wsq_total = 0.0
     for l in range(last, -1, -1):
         n_in = layers[l, L_NIN]
         n_out = layers[l, L_NOUT]
-        wo = layers[l, L_WOFF]
-        bo = layers[l, L_BOFF]
-        w = theta[wo:wo + n_out * n_in].reshape((n_out, n_in))
-        dw = grad[wo:wo + n_out * n_in].reshape((n_out, n_in))
-        db = grad[bo:bo + n_out]
-        do = layers[l, L_DOFF]
-        delta = work[do:do + m * n_out].reshape((m, n_out))
+        w, _ = _layer_params(theta, layers, l)
+        dw, db = _layer_params(grad, layers, l)
+        delta = _rows(work, layers[l, L_DOFF], m, n_out)
         if l > 0:
-            ao = layers[l - 1, L_AOFF]
-            a_prev = work[ao:ao + m * n_in].reshape((m, n_in))
+            a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
         else:
             a_prev = a0
         wsq = work[wsq_off:wsq_off + n_out]
@@ -154,20 +169,20 @@ def _batch_gradient(X, Xs, Y, sw, order, start, m, theta, grad, layers, work, hp
             for j in range(n_out):
                 wsq_total += wsq[j]
         if l > 0:
-            dpo = layers[l - 1, L_DOFF]
-            delta_prev = work[dpo:dpo + m * n_in].reshape((m, n_in))
+            delta_prev = _rows(work, layers[l - 1, L_DOFF], m, n_in)
             if big and m > 1:
                 dense_backward_input_parallel(w, delta, a_prev, layers[l - 1, L_ACT],
                                               delta_prev)
             else:
                 dense_backward_input_serial(w, delta, a_prev, layers[l - 1, L_ACT],
                                             delta_prev)
-    return data, wsq_total
+    return data_sum, wsq_total
 
 
 @jit
-def _weight_sum(sw, order, start, m):
+def _weight_sum(sw, batch):
     """sum of the batch's sample weights (m when unweighted), in sample order."""
+    order, start, m = batch
     if sw.shape[0] == 0:
         return float(m)
     total = 0.0
@@ -181,7 +196,7 @@ def _weight_sum(sw, order, start, m):
 
 
 @jit
-def train_epoch(X, Xs, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, stats):
+def train_epoch(data, order, state, context):
     """One epoch of mini-batch training, without returning to Python.
 
     Walks the batches of ``ip[IP_BATCH]`` samples in ``order``; for each: forward,
@@ -193,6 +208,9 @@ def train_epoch(X, Xs, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, 
     batch loss times the batch size, the samples seen and per-layer gradient
     norms summed over batches.
     """
+    X, Xs, _, sw = data
+    theta, grad, m1, m2 = state
+    layers, work, hp, ip, stats = context
     n = _n_rows(X, Xs)
     bs = ip[IP_BATCH]
     n_layers = layers.shape[0]
@@ -211,11 +229,12 @@ def train_epoch(X, Xs, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, 
     start = 0
     while start < n:
         m = min(bs, n - start)
-        swsum = _weight_sum(sw, order, start, m)
+        batch = (order, start, m)
+        swsum = _weight_sum(sw, batch)
         if swsum > 0.0:
-            data, wsq = _batch_gradient(X, Xs, Y, sw, order, start, m, theta, grad, layers,
-                                        work, hp, ip, False, 1.0 / swsum)
-            batch_loss = (data + 0.5 * hp[HP_ALPHA] * wsq) / swsum
+            data_sum, wsq = _batch_gradient(data, batch, theta, grad, context, False,
+                                            1.0 / swsum)
+            batch_loss = (data_sum + 0.5 * hp[HP_ALPHA] * wsq) / swsum
             layer_sq_norms(grad, layers, norms)
             total = 0.0
             for l in range(n_layers):
@@ -247,7 +266,7 @@ def train_epoch(X, Xs, Y, sw, order, theta, grad, m1, m2, layers, work, hp, ip, 
 
 
 @jit
-def loss_grad(X, Xs, Y, sw, theta, grad, layers, work, hp, ip, stats):
+def loss_grad(data, theta, grad, context):
     """Full-data loss and gradient, in chunks of ``ip[IP_CHUNK]`` rows, chunk order fixed.
 
     ``grad`` is overwritten with ``(sum_n delta a^T + alpha W) / sum_n s_n``
@@ -255,47 +274,47 @@ def loss_grad(X, Xs, Y, sw, theta, grad, layers, work, hp, ip, stats):
     ``stats[ST_REG]`` = 0.5 alpha sum W^2 / sum_n s_n, ``stats[ST_SWSUM]``.
     Returns nothing; the objective is ST_DATA + ST_REG.
     """
+    X, Xs, _, sw = data
+    layers, work, hp, ip, stats = context
     n = _n_rows(X, Xs)
     cap = ip[IP_CHUNK]
     empty = np.empty(0, dtype=np.int64)
     for k in range(grad.shape[0]):
         grad[k] = 0.0
-    data = 0.0
+    data_sum = 0.0
     swsum = 0.0
     start = 0
     while start < n:
         m = min(cap, n - start)
-        swsum += _weight_sum(sw, empty, start, m)
-        d, _ = _batch_gradient(X, Xs, Y, sw, empty, start, m, theta, grad, layers, work,
-                               hp, ip, True, 1.0)
-        data += d
+        batch = (empty, start, m)
+        swsum += _weight_sum(sw, batch)
+        d, _ = _batch_gradient(data, batch, theta, grad, context, True, 1.0)
+        data_sum += d
         start += m
     alpha = hp[HP_ALPHA]
     wsq_off = ip[IP_WSQ_OFF]
     wsq_total = 0.0
     scale = 1.0 / swsum if swsum > 0.0 else 0.0
     for l in range(layers.shape[0]):
-        n_in = layers[l, L_NIN]
         n_out = layers[l, L_NOUT]
-        wo = layers[l, L_WOFF]
-        bo = layers[l, L_BOFF]
-        w = theta[wo:wo + n_out * n_in].reshape((n_out, n_in))
-        dw = grad[wo:wo + n_out * n_in].reshape((n_out, n_in))
+        w, _ = _layer_params(theta, layers, l)
+        dw, db = _layer_params(grad, layers, l)
         wsq = work[wsq_off:wsq_off + n_out]
-        finalize_params(w, alpha, scale, dw, grad[bo:bo + n_out], wsq)
+        finalize_params(w, alpha, scale, dw, db, wsq)
         for j in range(n_out):
             wsq_total += wsq[j]
-    stats[ST_DATA] = data * scale
+    stats[ST_DATA] = data_sum * scale
     stats[ST_REG] = 0.5 * alpha * wsq_total * scale
     stats[ST_SWSUM] = swsum
 
 
 @jit
-def predict(X, Xs, theta, layers, work, ip, out):
+def predict(X, Xs, theta, context, out):
     """Network output for every row of X, in chunks of ``ip[IP_CHUNK]`` rows.
 
     out: (n, n_outputs) C, overwritten.
     """
+    layers, work, _, ip, _ = context
     n = _n_rows(X, Xs)
     cap = ip[IP_CHUNK]
     par_min = ip[IP_PAR_MIN]
@@ -303,6 +322,6 @@ def predict(X, Xs, theta, layers, work, ip, out):
     start = 0
     while start < n:
         m = min(cap, n - start)
-        a = _forward(X[start:start + m], Xs, empty, start, m, theta, layers, work, par_min)
+        a = _forward(X[start:start + m], Xs, (empty, start, m), theta, layers, work, par_min)
         copy_rows(a, out, start)
         start += m

@@ -13,7 +13,6 @@ from numbers import Integral, Real
 
 import numpy as np
 import scipy.optimize
-import scipy.sparse as sp
 from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
                           is_classifier)
 from sklearn.exceptions import ConvergenceWarning
@@ -32,9 +31,9 @@ from . import io
 from .backends import BACKENDS
 from .io import ModelFileError, jsonable
 from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
-from .trainer import (Checkpoints, DeferredInterrupt, DivergenceError, EpochResult, Network,
-                      StoppingState, engine_input, run_epoch, sample_order, warn_not_converged,
-                      with_threads)
+from .network import Network, as_rows, engine_input
+from .trainer import (Checkpoints, DeferredInterrupt, DivergenceError, EpochResult,
+                      StoppingState, run_epoch, sample_order, warn_not_converged, with_threads)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning", "load"]
 
@@ -258,11 +257,7 @@ class _BaseMLP(BaseEstimator):
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if not first_pass and X.dtype != self.coefs_[0].dtype:
             X = X.astype(self.coefs_[0].dtype)
-        if sp.issparse(X):
-            X = sp.csr_matrix(X)
-            X.sort_indices()
-        else:
-            X = np.ascontiguousarray(X)
+        X = as_rows(X)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
         Y = np.ascontiguousarray(y, dtype=X.dtype)
@@ -351,8 +346,15 @@ class _BaseMLP(BaseEstimator):
         for k in _FIT_ATTRS:  # only those this solver makes (scikit-learn's set)
             if hasattr(fit, k):
                 setattr(self, k, getattr(fit, k))
+        net.release()  # the training workspace; prediction takes its own
+        self._keep(net, theta)
+
+    def _keep(self, net, theta):
+        """Expose ``theta`` as ``coefs_``/``intercepts_`` (views) and keep both for predict."""
         self.coefs_ = net.layout.coefs(theta)
         self.intercepts_ = net.layout.biases(theta)
+        self._predictor = (net, theta, tuple(self.coefs_), tuple(self.intercepts_),
+                           self.out_activation_, tuple(self._hidden_acts_))
 
     def _make_optimizer(self, n_params, dtype):
         return Optimizer(self.solver, n_params, dtype, self.learning_rate_init,
@@ -375,7 +377,7 @@ class _BaseMLP(BaseEstimator):
                                                             else Y_val.ravel())
         else:
             y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
-        return (_contiguous(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
+        return (as_rows(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
                 X_val, y_val, sw_val)
 
     def _batch_size(self, n):
@@ -472,10 +474,30 @@ class _BaseMLP(BaseEstimator):
             X = validate_data(self, X, accept_sparse=["csr", "csc"],
                               dtype=(np.float64, np.float32), reset=False)
         dtype = self.coefs_[0].dtype
-        X = _contiguous(X, dtype)
-        net = self._network(X.shape[1], self.n_outputs_, dtype)
-        theta = net.layout.pack(self.coefs_, self.intercepts_, dtype)
+        X = engine_input(X, dtype)
+        net, theta = self._predictor_net(X[0].shape[1], dtype)
         return with_threads(self.n_jobs, net.predict, theta, X)
+
+    def _predictor_net(self, n_features, dtype):
+        """(Network, flat parameters) for prediction.
+
+        The kept ones while ``coefs_``/``intercepts_`` are still the committed
+        arrays (in-place edits of them reach the kept buffer, which they view);
+        packed anew when a user assigned other arrays, or changed the backend
+        or activations.
+        """
+        kept = self.__dict__.get("_predictor")
+        if kept is not None:
+            net, theta, coefs, intercepts, out_act, hidden = kept
+            if (net.engine.name == self.backend and out_act == self.out_activation_
+                    and hidden == tuple(self._hidden_acts_)
+                    and len(coefs) == len(self.coefs_)
+                    and len(intercepts) == len(self.intercepts_)
+                    and all(a is b for a, b in zip(coefs, self.coefs_))
+                    and all(a is b for a, b in zip(intercepts, self.intercepts_))):
+                return net, theta
+        net = self._network(n_features, self.n_outputs_, dtype)
+        return net, net.layout.pack(self.coefs_, self.intercepts_, dtype)
 
     def _score_arrays(self, net, theta, X, y, sw):
         pred = self._decode(net.predict(theta, X))
@@ -487,6 +509,12 @@ class _BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # coefs_ view the kept buffer; a copy (pickle, deepcopy) would split them apart
+        state.pop("_predictor", None)
+        return state
 
     def save(self, path):
         """Write this fitted model to ``path`` (see ``fastbp.io``; atomic, no pickle)."""
@@ -554,6 +582,8 @@ class _BaseMLP(BaseEstimator):
         model._load_labels(meta, data, path)
         if model.n_outputs_ != sizes[-1]:
             raise ModelFileError(f"{path}: n_outputs does not match the last layer")
+        net = model._network(sizes[0], model.n_outputs_, dtype)
+        model._keep(net, net.layout.pack(coefs, intercepts, dtype))
         return model
 
 
@@ -768,14 +798,6 @@ def _curve_lengths(model):
 def _cut_curves(lengths):
     for x, n in lengths:
         del x[n:]
-
-
-def _contiguous(X, dtype=None):
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=dtype if dtype is not None else X.dtype)
-        X.sort_indices()
-        return X
-    return np.ascontiguousarray(X, dtype=dtype)
 
 
 def _as_list(callbacks):

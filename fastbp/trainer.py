@@ -1,114 +1,20 @@
 """The thin Python trainer: buffers, epochs, schedules, stopping, callbacks.
 
 Python runs once per epoch; everything per mini-batch happens inside one call
-of the engine's ``train_epoch``.  Knows nothing of scikit-learn.
+of the engine's ``train_epoch`` (``network.Network.train_epoch``).
 """
 import warnings
 
 import numba
 import numpy as np
-import scipy.sparse as sp
 from sklearn.utils import shuffle as _sk_shuffle
 
-from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_CLIP, HP_HUBER, HP_PROB_EPS, HP_SIZE,
-                    IP_LOSS, IP_MEAN_OUT, IP_PAR_MIN, LOSS_CODES, SOFTMAX, ST_DATA,
-                    ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM)
-from .backends import get_engine
-from .losses import check_pair
-from .params import Layout
-
-PREDICT_CHUNK = 1024
+from .codes import ST_DIVERGED, ST_GNORM, ST_LOSS, ST_SAMPLES
+from .network import engine_input
 
 
 class DivergenceError(ValueError, FloatingPointError):
     """Training produced a non-finite loss or gradient; parameters were rolled back."""
-
-
-class EngineInput(tuple):
-    """(X, Xs) as the engine takes them: dense rows, or CSR triplet with an empty X."""
-
-    __slots__ = ()
-
-    @property
-    def n_rows(self):
-        indptr = self[1][2]
-        return indptr.shape[0] - 1 if indptr.shape[0] else self[0].shape[0]
-
-
-def engine_input(X, dtype):
-    """Dense C-contiguous X (no copy when it already is) or a CSR matrix, for the engine.
-
-    Sparse input keeps its CSR arrays (indices as int64, sorted); it is never densified.
-    """
-    if isinstance(X, EngineInput):
-        return X
-    dtype = np.dtype(dtype)
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=dtype)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
-        Xs = (np.ascontiguousarray(X.data, dtype=dtype),
-              np.ascontiguousarray(X.indices, dtype=np.int64),
-              np.ascontiguousarray(X.indptr, dtype=np.int64))
-        return EngineInput((np.empty((0, X.shape[1]), dtype=dtype), Xs))
-    empty = np.empty(0, dtype=np.int64)
-    return EngineInput((np.ascontiguousarray(X, dtype=dtype),
-                        (np.empty(0, dtype=dtype), empty, empty)))
-
-
-class Network:
-    """A network's architecture bound to a backend and dtype.
-
-    ``sizes`` = [n_features, hidden..., n_outputs]; ``hidden`` = activation names
-    per hidden layer; ``output`` = output activation name; ``loss`` = loss name.
-    """
-
-    def __init__(self, sizes, hidden, output, loss, dtype, backend="loops", huber_delta=1.0,
-                 mean_outputs=False):
-        codes = [ACTIVATION_CODES[a] for a in hidden] + [ACTIVATION_CODES[output]]
-        if SOFTMAX in codes[:-1]:
-            raise ValueError("softmax is only available as the output activation")
-        self.loss_code = LOSS_CODES[loss]
-        check_pair(self.loss_code, codes[-1])
-        self.layout = Layout(sizes, codes)
-        self.dtype = np.dtype(dtype)
-        self.engine = get_engine(backend)
-        self.hp = np.zeros(HP_SIZE)
-        self.hp[HP_HUBER] = huber_delta
-        self.hp[HP_PROB_EPS] = np.finfo(self.dtype).eps
-        self.mean_outputs = bool(mean_outputs)
-        self._work = {}
-
-    def buffers(self, cap):
-        """(work, table, ip) for batches of ``cap`` rows, made once per cap."""
-        if cap not in self._work:
-            work, table, ip = self.layout.workspace(cap, self.dtype)
-            ip[IP_PAR_MIN] = self.engine.par_min
-            ip[IP_LOSS] = self.loss_code
-            ip[IP_MEAN_OUT] = int(self.mean_outputs)
-            self._work = {cap: (work, table, ip)}  # keep one: bounded memory
-        return self._work[cap]
-
-    def loss_grad(self, theta, X, Y, sw, alpha, grad=None, chunk=PREDICT_CHUNK):
-        """(data term, L2 term, flat gradient) of the objective at ``theta``."""
-        if grad is None:
-            grad = np.empty_like(theta)
-        X = engine_input(X, self.dtype)
-        work, table, ip = self.buffers(min(chunk, max(1, X.n_rows)))
-        self.hp[HP_ALPHA] = alpha
-        stats = self.layout.stats()
-        self.engine.loss_grad(X[0], X[1], Y, sw, theta, grad, table, work, self.hp, ip, stats)
-        return stats[ST_DATA], stats[ST_REG], grad
-
-    def predict(self, theta, X, chunk=PREDICT_CHUNK):
-        """Output activations (n, n_outputs) for X."""
-        X = engine_input(X, self.dtype)
-        n = X.n_rows
-        out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
-        if n:
-            work, table, ip = self.buffers(min(chunk, n))
-            self.engine.predict(X[0], X[1], theta, table, work, ip, out)
-        return out
 
 
 class EpochResult:
@@ -157,18 +63,10 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
     None when no checkpoint had a finite loss: then the start of this epoch).
     """
     X = engine_input(X, net.dtype)
-    work, table, ip = net.buffers(batch_size)
-    hp = net.hp
-    hp[HP_ALPHA] = alpha
-    hp[HP_CLIP] = clip
-    opt.fill(hp, ip)
-    stats = net.layout.stats()
     if checkpoints is None:
         checkpoints = Checkpoints(keep=1)
     checkpoints.push(theta, opt)
-    net.engine.train_epoch(X[0], X[1], Y, sw, order, theta, grad, opt.m1, opt.m2, table,
-                           work, hp, ip, stats)
-    opt.read_back(ip)
+    stats = net.train_epoch(theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip)
     if stats[ST_DIVERGED] or not np.isfinite(theta).all():
         lost = None
         for k, (saved, snap) in enumerate(reversed(checkpoints.items)):
