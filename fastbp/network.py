@@ -11,7 +11,7 @@ indices), made in :func:`as_rows` only.
 import numpy as np
 import scipy.sparse as sp
 
-from .backends import get_engine
+from .backends import BACKENDS, get_engine
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
                     HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, IP_BATCH, IP_CHUNK, IP_LOSS,
                     IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
@@ -79,7 +79,10 @@ class Network:
         check_pair(self.loss_code, codes[-1])
         self.layout = Layout(sizes, codes)
         self.dtype = np.dtype(dtype)
-        self.engine = get_engine(backend)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        self.backend = backend
+        self._engine = None  # bound at first use: loading a model starts no threads
         self.hp = np.zeros(HP_SIZE)
         self.hp[HP_HUBER] = huber_delta
         self.hp[HP_PROB_EPS] = np.finfo(self.dtype).eps
@@ -88,7 +91,13 @@ class Network:
         self.args = (tuple(int(s) for s in sizes), tuple(hidden), output, loss, self.dtype.str,
                      backend, float(huber_delta), self.mean_outputs)
         self._work = {}
-        self._spare = []  # prediction workspaces, one per concurrent predict
+
+    @property
+    def engine(self):
+        """The backend's engine functions (``backends.get_engine``)."""
+        if self._engine is None:
+            self._engine = get_engine(self.backend)
+        return self._engine
 
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap):
@@ -182,23 +191,15 @@ class Network:
     def predict(self, theta, X, chunk=PREDICT_CHUNK):
         """Output activations (n, n_outputs) for X.
 
-        Safe to call from several threads at once on one Network (a fitted
-        model keeps its Network): each call takes a workspace of its own.
+        Each call takes a workspace of its own (one allocation per call, none
+        per chunk): a fitted model keeps its Network, and may predict from
+        several threads at once; nothing stays allocated between calls.
         """
         X = engine_input(X, self.dtype)
         n = X.n_rows
         out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
         if n:
-            cap = min(chunk, n)
-            try:
-                item = self._spare.pop()
-            except IndexError:
-                item = None
-            if item is None or item[0] != cap:
-                item = (cap, self._new_buffers(cap))
-            work, table, ip = item[1]
+            work, table, ip = self._new_buffers(min(chunk, n))
             self.engine.predict(X[0], X[1], theta, (table, work, self.hp, ip, self.stats()),
                                 out)
-            if len(self._spare) < 2:
-                self._spare.append(item)
         return out
