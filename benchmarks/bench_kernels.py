@@ -19,7 +19,7 @@ allocate nothing, the BLAS twin allocates temporaries.
 """
 import numpy as np
 from fastbp import kernels_blas, kernels_loop
-from fastbp._config import LOG_LOSS, OPT_SGD, RELU, SOFTMAX
+from fastbp.codes import LOG_LOSS, OPT_SGD, RELU, SOFTMAX
 from fastbp.params import Layout
 
 from .common import (SEED, Benchmark, ThreadLimit, median_seconds, random_array,

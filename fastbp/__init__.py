@@ -1,9 +1,8 @@
 """fastbp: multilayer perceptrons trained by loop-form backpropagation compiled with Numba."""
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import GradientCheck, check_gradients, loss_and_gradient
-from .estimators import DivergenceWarning, MLPClassifier, MLPRegressor
-from .io import ModelFileError, load
+from .estimators import DivergenceWarning, MLPClassifier, MLPRegressor, load
+from .io import ModelFileError
 from .trainer import DivergenceError
 
 __all__ = ["MLPClassifier", "MLPRegressor", "loss_and_gradient", "check_gradients",

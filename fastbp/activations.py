@@ -22,15 +22,15 @@ sign of z, softmax shifts by the row maximum.  exp, expm1, tanh and logistic
 come from ``vecmath`` (arithmetic only, so the loops over units vectorise;
 within 3 ulp of NumPy's).
 
-The code integers and the name table live in ``_config``; the branch on the
+The code integers and the name table live in ``codes``; the branch on the
 code is taken once per row, outside the loop over units.
 """
 import numpy as np
 
-from . import vecmath
-from ._config import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU,
-                      LEAKY_SLOPE, LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX,
-                      SOFTPLUS, TANH, jit)
+from .codes import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU, LEAKY_SLOPE,
+                    LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX, SOFTPLUS, TANH)
+from .jit import jit
+from .vecmath import exp as vexp, expm1 as vexpm1, logistic as vlogistic, tanh as vtanh
 
 __all__ = ["ACTIVATION_CODES", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS",
            "activate_row", "derivative_row", "activate", "derivative"]
@@ -44,10 +44,10 @@ def activate_row(a, code):
         return
     elif code == LOGISTIC:
         for j in range(m):
-            a[j] = vecmath.logistic(float(a[j]))
+            a[j] = vlogistic(float(a[j]))
     elif code == TANH:
         for j in range(m):
-            a[j] = vecmath.tanh(float(a[j]))
+            a[j] = vtanh(float(a[j]))
     elif code == RELU:
         for j in range(m):
             if a[j] < 0:
@@ -70,7 +70,7 @@ def activate_row(a, code):
                 zmax = a[j]
         total = 0.0
         for j in range(m):
-            a[j] = vecmath.exp(float(a[j] - zmax))
+            a[j] = vexp(float(a[j] - zmax))
             total += a[j]
         inv = 1.0 / total
         for j in range(m):
@@ -103,7 +103,7 @@ def derivative_row(a, delta, code):
                 delta[j] = delta[j] * LEAKY_SLOPE
     elif code == SOFTPLUS:
         for j in range(m):
-            delta[j] = delta[j] * -vecmath.expm1(-float(a[j]))
+            delta[j] = delta[j] * -vexpm1(-float(a[j]))
 
 
 # ---- matrix forms (NumPy), used by the BLAS twin -------------------------------

@@ -3,9 +3,9 @@ finite-difference gradient check users can run on their own configuration."""
 import numpy as np
 import scipy.sparse as sp
 
-from ._config import HIDDEN_ACTIVATIONS
-from .engine import BACKENDS
-from .trainer import Network, engine_input
+from .codes import HIDDEN_ACTIVATIONS
+from .backends import BACKENDS
+from .network import Network, engine_input
 
 __all__ = ["loss_and_gradient", "check_gradients", "GradientCheck"]
 

@@ -170,7 +170,7 @@ def _layer_sizes(text):
 
 
 def _build_parser():
-    from ._config import HIDDEN_ACTIVATIONS
+    from .codes import HIDDEN_ACTIVATIONS
     from .estimators import SOLVERS
 
     parser = _Parser(
@@ -178,7 +178,7 @@ def _build_parser():
         description="Train multilayer perceptrons with fastbp's compiled backpropagation. "
                     "Without a command, runs 'demo'.",
         epilog="Run 'fastbp COMMAND --help' for a command's options.")
-    from . import __version__
+    from ._version import __version__
     parser.add_argument("--version", action="version", version=f"fastbp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -357,7 +357,8 @@ def _target(y, task, path, name):
 
 
 def _load_model(path):
-    from .io import ModelFileError, load
+    from .estimators import load
+    from .io import ModelFileError
     try:
         return load(path)
     except ModelFileError as exc:

@@ -15,7 +15,7 @@ Two ways to train on data that live on a dask cluster:
   partitions it holds; the client adds them and takes the step.
 
   - ``solver='lbfgs'``: exact full-batch L-BFGS (``scipy.optimize.minimize``, the
-    single-machine ``_fit_lbfgs`` itself).  A worker returns the data loss
+    single-machine ``FitRun.lbfgs`` itself).  A worker returns the data loss
     and gradient *sums* of its partitions (``Network.loss_grad`` with
     ``alpha=0``, times the partition's weight sum); the client adds the L2 term
     ``alpha/2 ||W||^2`` (``alpha W`` on weights only) and divides by the total
@@ -43,20 +43,14 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import is_classifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 
 import dask
 import distributed
 
-from ._config import ACTIVATION_CODES
-from .estimators import (MLPClassifier, DivergenceWarning, _as_list, _BaseMLP, _curve_lengths,
-                         _cut_curves, _empty_history, _Fit, _FIT_ATTRS, _progress, _record)
-from .optimizers import STOCHASTIC_SOLVERS
-from .trainer import (DeferredInterrupt, DivergenceError, EpochResult, Network, StoppingState,
-                      run_epoch, sample_order, warn_not_converged, with_threads)
+from .estimators import FitRun, MLPClassifier, MLPRegressor
+from .network import Network, as_rows
+from .trainer import DivergenceError, run_epoch, sample_order, with_threads
 
 __all__ = ["fit", "task_threads", "benchmark"]
 
@@ -97,9 +91,7 @@ def _network(spec):
     """This process's Network for ``spec`` (workspaces are kept between iterations)."""
     net = _NETS.get(spec)
     if net is None:
-        sizes, hidden, output, loss, dtype, backend, huber, mean_outputs = spec
-        net = Network(list(sizes), list(hidden), output, loss, dtype, backend, huber,
-                      mean_outputs)
+        net = Network(*spec)
         if len(_NETS) >= 4:
             _NETS.clear()
         _NETS[spec] = net
@@ -191,9 +183,7 @@ def _where(index):
 def _rows(obj, dtype=None):
     """NumPy (or CSR) view of a block: ndarray, pandas object or scipy matrix."""
     if sp.issparse(obj):
-        X = sp.csr_matrix(obj, dtype=dtype)
-        X.sort_indices()
-        return X
+        return as_rows(obj, dtype)
     if hasattr(obj, "to_numpy"):
         return obj.to_numpy(dtype=dtype) if dtype is not None else obj.to_numpy()
     return np.asarray(obj, dtype=dtype)
@@ -236,8 +226,7 @@ def _prepare(index, x, y, sw, n_features, dtype, binarizer):
     if not np.isfinite(X.data if sp.issparse(X) else X).all():
         row = "" if sp.issparse(X) else f" (row {_first_bad_row(X)} of the partition)"
         raise ValueError(f"{where}: X contains NaN or infinity{row}.")
-    if not sp.issparse(X):
-        X = np.ascontiguousarray(X)
+    X = as_rows(X)
     y = _rows(y)
     if y.shape[0] != n:
         raise ValueError(f"{where}: X has {n} rows but y has {y.shape[0]}; partition y "
@@ -417,7 +406,7 @@ class _Cluster:
 
 
 class _DistributedNetwork:
-    """Duck-typed ``trainer.Network`` for ``_fit_lbfgs``: ``loss_grad`` over the cluster."""
+    """Duck-typed ``network.Network`` for ``FitRun.lbfgs``: ``loss_grad`` over the cluster."""
 
     def __init__(self, net, cluster, weight_sum):
         self.layout = net.layout
@@ -484,7 +473,7 @@ def fit(estimator, X, y, sample_weight=None, *, client=None, n_partitions=None,
         except ValueError as exc:
             raise ValueError("fastbp.dask.fit needs a distributed.Client: pass client=... "
                              "or create one first.") from exc
-    if not isinstance(estimator, _BaseMLP):
+    if not isinstance(estimator, (MLPClassifier, MLPRegressor)):
         raise TypeError("fastbp.dask.fit trains fastbp.MLPClassifier or fastbp.MLPRegressor, "
                         f"got {type(estimator).__name__}")
     if y is None:
@@ -493,25 +482,21 @@ def fit(estimator, X, y, sample_weight=None, *, client=None, n_partitions=None,
     if estimator.early_stopping:
         raise ValueError("fastbp.dask.fit does not support early_stopping=True; hold out "
                          "a validation set and use callbacks instead.")
-    saved_state = estimator.__dict__.copy()
-    saved_lengths = _curve_lengths(estimator)
-    run = _DataParallelFit(estimator, client, threads, retries)
-    try:
-        run.solve(*run.setup(X, y, sample_weight, n_partitions))
-    except BaseException:
-        _cut_curves(saved_lengths)
-        estimator.__dict__.clear()
-        estimator.__dict__.update(saved_state)
-        raise
-    finally:
-        run.close()
+    with FitRun(estimator) as lifecycle:  # start -> epochs -> commit, or nothing assigned
+        run = _DataParallelFit(estimator, client, threads, retries, lifecycle)
+        try:
+            run.solve(*run.setup(X, y, sample_weight, n_partitions))
+        finally:
+            run.close()
     return estimator
 
 
 class _DataParallelFit:
-    """One call of :func:`fit`: set-up as ``_BaseMLP._fit_arrays``, then a solver."""
+    """One call of :func:`fit`: the partitions, and the solver of the fit's lifecycle
+    (``estimators.FitRun``; a new one for ``est`` when none is given)."""
 
-    def __init__(self, est, client, threads, retries):
+    def __init__(self, est, client, threads, retries, lifecycle=None):
+        self.lifecycle = lifecycle if lifecycle is not None else FitRun(est)
         self.est = est
         self.client = client
         self.threads = threads
@@ -520,14 +505,14 @@ class _DataParallelFit:
 
     def setup(self, X, y, sample_weight, n_partitions=None):
         """Check and place the partitions; returns (fit record, Network, _Cluster)."""
-        est, client = self.est, self.client
-        first_pass = not hasattr(est, "coefs_") or not est.warm_start
+        est, client, lifecycle = self.est, self.client, self.lifecycle
+        first_pass = lifecycle.first_pass
         n_workers = len(client.scheduler_info()["workers"])
         xs, ys, ws = _partition(client, X, y, sample_weight, n_partitions or max(1, n_workers))
         head = validate_data(est, _head(X), accept_sparse=["csr", "csc"],
                              dtype=(np.float64, np.float32), reset=first_pass)
         dtype = head.dtype if first_pass else est.coefs_[0].dtype
-        binarizer = self._labels(ys, first_pass) if is_classifier(est) else None
+        binarizer = self._labels(ys) if is_classifier(est) else None
         self.parts = self._place(xs, ys, ws, head.shape[1], dtype, binarizer)
         summaries = client.gather(client.map(_summary, self.parts, pure=False))
         for i, s in enumerate(summaries):
@@ -538,21 +523,20 @@ class _DataParallelFit:
         self.weight_sum = float(sum(s[2] for s in summaries))
         if not self.weight_sum > 0:
             raise ValueError("sample_weight must have a positive sum.")
-        fit, net, self.rng = self._start(head.shape[1], summaries[0][1], dtype, first_pass)
-        spec = (tuple(net.layout.sizes), tuple(fit._hidden_acts_), fit.out_activation_,
-                est._loss_name(), np.dtype(dtype).str, est.backend, est._huber_delta(),
-                net.mean_outputs)
-        return fit, net, _Cluster(client, self.parts, spec, self.threads, self.retries)
+        fit = lifecycle.start(head.shape[1], summaries[0][1], dtype)
+        net = fit.net
+        return fit, net, _Cluster(client, self.parts, net.args, self.threads, self.retries)
 
     def solve(self, fit, net, cluster):
         """Run the estimator's solver over the cluster and commit the result to it."""
         if self.est.solver == "lbfgs":
             fit.net = _DistributedNetwork(net, cluster, self.weight_sum)
-            self.est._fit_lbfgs(fit, None, None, None)  # the single-machine L-BFGS loop
+            self.lifecycle.lbfgs(fit, None, None, None)  # the single-machine L-BFGS loop
         else:
-            self._averaging(fit, net, cluster, self.rng)
+            step = _AveragingEpoch(self.lifecycle, net, cluster, self.rows)
+            self.lifecycle.epochs(fit, step, sum(self.rows))  # the single-machine epoch loop
         fit.net = net
-        self.est._commit(fit)
+        self.lifecycle.commit(fit)
 
     def close(self):
         """Release the partitions on the workers."""
@@ -560,22 +544,14 @@ class _DataParallelFit:
             self.client.cancel(self.parts)
             self.parts = []
 
-    def _labels(self, ys, first_pass):
+    def _labels(self, ys):
         """The estimator's LabelBinarizer, fitted on the labels of all partitions."""
-        est, client = self.est, self.client
+        client = self.client
         uniques = client.gather(client.compute(
             [dask.delayed(_labels, pure=False)(i, yb) for i, yb in enumerate(ys)]))
         labels = (np.unique(np.concatenate(uniques, axis=0), axis=0) if uniques[0].ndim == 2
                   else np.unique(np.concatenate(uniques)))
-        if first_pass:
-            binarizer = LabelBinarizer().fit(labels)
-            est._label_binarizer = binarizer
-            est.classes_ = binarizer.classes_
-        elif set(LabelBinarizer().fit(labels).classes_) != set(est.classes_):
-            raise ValueError(
-                "warm_start can only be used where `y` has the same classes as in the "
-                f"previous call to fit. Previously got {est.classes_}, `y` has {labels}")
-        return est._label_binarizer
+        return self.lifecycle.set_classes(labels)
 
     def _place(self, xs, ys, ws, n_features, dtype, binarizer):
         """Futures of the checked partitions, spread round-robin over the workers."""
@@ -588,127 +564,54 @@ class _DataParallelFit:
             parts.append(self.client.compute(task, workers=home, allow_other_workers=True))
         return parts
 
-    def _start(self, n_features, n_outputs, dtype, first_pass):
-        """(fit record, Network, rng) as ``_BaseMLP._fit_arrays`` starts a fit."""
-        est = self.est
-        hidden_sizes = est._hidden_sizes()
-        hidden_acts = est._hidden_activations(len(hidden_sizes))
-        rng = check_random_state(est.random_state)
-        if first_pass:
-            out_act = est._output_activation()
-            net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts, out_act)
-            codes = net.layout.activations
-            if isinstance(est.activation, str):
-                factor_codes = [ACTIVATION_CODES[est.activation]] * len(codes)
-            elif hidden_acts:
-                factor_codes = codes[:-1] + codes[-2:-1]
-            else:
-                factor_codes = [ACTIVATION_CODES["relu"]]
-            theta = net.layout.init(rng, dtype, est.init, factor_codes)
-            fit = _Fit(n_iter_=0, t_=0, n_outputs_=n_outputs, n_layers_=len(hidden_sizes) + 2,
-                       out_activation_=out_act, _hidden_acts_=hidden_acts,
-                       history_=_empty_history(), _no_improvement_count=0, _optimizer=None)
-        else:
-            if [c.shape[1] for c in est.coefs_[:-1]] != hidden_sizes or \
-                    est.coefs_[-1].shape[1] != n_outputs:
-                raise ValueError(
-                    "warm_start: hidden_layer_sizes or the number of outputs changed since "
-                    "the previous fit; fit a new model instead.")
-            net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts,
-                               est.out_activation_)
-            theta = net.layout.pack(est.coefs_, est.intercepts_, dtype)
-            fit = _Fit(**{k: getattr(est, k) for k in _FIT_ATTRS if hasattr(est, k)})
-            fit._optimizer = copy.deepcopy(getattr(est, "_optimizer", None))
-            fit._hidden_acts_ = hidden_acts
-            if not hasattr(fit, "history_"):
-                fit.history_ = _empty_history()
-        fit.theta = theta
-        if est.solver in STOCHASTIC_SOLVERS:
-            est._stochastic_state(fit)
-        return fit, net, rng
 
-    # -- model averaging ------------------------------------------------------
-    def _averaging(self, fit, net, cluster, rng):
-        est = self.est
-        p = net.layout.n_params
-        moments = _MOMENTS[est.solver]
-        opt = fit._optimizer = est._make_optimizer(p, net.dtype)
-        job = {"optimizer": est._make_optimizer(0, net.dtype), "moments": moments,
-               "seed": int(rng.randint(np.iinfo(np.int32).max)), "shuffle": est.shuffle,
-               "batch_sizes": [est._batch_size(n) for n in self.rows], "alpha": est.alpha,
-               "clip": float(est.clip_norm) if est.clip_norm else 0.0}
-        stopping = StoppingState(est.tol, False, fit.best_loss_)
-        stopping.count = fit._no_improvement_count
-        callbacks = _as_list(est.callbacks)
-        fit.n_iter_ = 0
-        n_total = sum(self.rows)
-        with DeferredInterrupt() as interrupt:
-            try:
-                for epoch in range(est.max_iter):
-                    t0 = time.perf_counter()
-                    lr = opt.learning_rate
-                    state = np.concatenate([fit.theta] + [getattr(opt, m) for m in moments])
-                    job.update(epoch=epoch, learning_rate=lr, t=opt.t)
-                    results, sums = cluster.round(_epoch_task, state, job,
-                                                  per_group=lambda idx: idx)
-                    diverged = [int(r[5]) for r in results if r[5] >= 0]
-                    if diverged:  # keep the last averaged state
-                        self._diverged(fit, min(diverged), epoch)
-                        break
-                    opt.t = max(int(r[4]) for r in results)
-                    loss = self._take_average(fit, opt, sums, p, moments, net.layout.n_layers)
-                    fit.t_ += n_total
-                    stopping.update(loss, None)
-                    opt.iteration_ends(fit.t_)
-                    gn = sums[6:6 + net.layout.n_layers] / sums[3]
-                    info = EpochResult(fit.n_iter_, loss, None, lr, time.perf_counter() - t0,
-                                       [float(g) for g in gn])
-                    _record(fit.history_, info)
-                    if est.verbose:
-                        _progress(info)
-                    stop = any([bool(cb(info)) for cb in callbacks])
-                    if interrupt.requested:
-                        warnings.warn("Training interrupted by user: keeping the weights of "
-                                      "the last completed epoch.")
-                        break
-                    if stopping.count > est.n_iter_no_change:
-                        msg = ("Training loss did not improve more than tol=%f for %d "
-                               "consecutive epochs." % (est.tol, est.n_iter_no_change))
-                        if opt.trigger_stopping(msg, est.verbose):
-                            break
-                        stopping.count = 0
-                    if stop:
-                        break
-                    if fit.n_iter_ == est.max_iter:
-                        warn_not_converged(est.max_iter, ConvergenceWarning)
-            except KeyboardInterrupt:
-                warnings.warn("Training interrupted by user: keeping the weights of the last "
-                              "completed epoch.")
-        fit._no_improvement_count = stopping.count
-        fit.best_loss_ = stopping.best_loss
+class _AveragingEpoch:
+    """The step of ``trainer.EpochLoop`` for stochastic solvers on a cluster.
 
-    @staticmethod
-    def _take_average(fit, opt, sums, p, moments, n_layers):
-        head = 6 + n_layers
+    From the same start, each partition runs one compiled epoch over its own
+    rows; the averages of the parameters and the optimizer's moments, weighted
+    by the partitions' weight sums, become the new state.
+    """
+
+    def __init__(self, lifecycle, net, cluster, rows):
+        est = lifecycle.est
+        self.cluster = cluster
+        self.p = net.layout.n_params
+        self.n_layers = net.layout.n_layers
+        self.moments = _MOMENTS[est.solver]
+        self.job = {"optimizer": lifecycle.optimizer(0, net.dtype), "moments": self.moments,
+                    "seed": int(lifecycle.rng.randint(np.iinfo(np.int32).max)),
+                    "shuffle": est.shuffle,
+                    "batch_sizes": [lifecycle.batch_size(n) for n in rows],
+                    "alpha": est.alpha, "clip": lifecycle.clip}
+        self.epoch = 0  # rounds started: seeds the partitions' shuffles
+
+    def __call__(self, theta, opt, checkpoints):
+        """One round; (mean loss, per-layer gradient norms), or DivergenceError with
+        the last averaged state kept."""
+        p, moments = self.p, self.moments
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        checkpoints.push(theta, opt)
+        state = np.concatenate([theta] + [getattr(opt, m) for m in moments])
+        self.job.update(epoch=epoch, learning_rate=opt.learning_rate, t=opt.t)
+        results, sums = self.cluster.round(_epoch_task, state, self.job,
+                                           per_group=lambda idx: idx)
+        diverged = [int(r[5]) for r in results if r[5] >= 0]
+        if diverged:
+            msg = (f"training diverged in {_where(min(diverged))} at epoch {epoch + 1}: the "
+                   "loss or a parameter became non-finite. Try a lower learning_rate_init, "
+                   "clip_norm=..., or scaling the inputs (StandardScaler).")
+            err = DivergenceError(msg)
+            err.epochs_lost = 1  # this round only: the state is the last averaged one
+            err.warning = msg + " Keeping the weights of the last averaged epoch."
+            raise err
+        opt.t = max(int(r[4]) for r in results)
+        head = 6 + self.n_layers
         avg = sums[head:] / sums[0]
-        fit.theta[...] = avg[:p]
+        theta[...] = avg[:p]
         for k, name in enumerate(moments):
             getattr(opt, name)[...] = avg[(k + 1) * p:(k + 2) * p]
-        loss = float(sums[1] / sums[2])
-        fit.n_iter_ += 1
-        fit.loss_ = loss
-        fit.loss_curve_.append(loss)
-        return loss
-
-    @staticmethod
-    def _diverged(fit, index, epoch):
-        msg = (f"training diverged in {_where(index)} at epoch {epoch + 1}: the loss or a "
-               "parameter became non-finite. Try a lower learning_rate_init, clip_norm=..., "
-               "or scaling the inputs (StandardScaler).")
-        if fit.n_iter_ == 0:
-            raise DivergenceError(msg)
-        warnings.warn(msg + " Keeping the weights of the last averaged epoch.",
-                      DivergenceWarning)
+        return float(sums[1] / sums[2]), sums[6:head] / sums[3]
 
 
 # ---------------------------------------------------------------------------

@@ -1,43 +1,327 @@
-"""Backends: the one engine source bound to loop kernels (compiled or plain
-Python) or to their BLAS twin.  ``get_engine(name)`` returns an object with
-``train_epoch``, ``loss_grad`` and ``predict`` (see ``_engine``)."""
-import functools
-import types
+"""The compiled training engine: whole epochs, full-batch gradients, prediction.
 
-from . import _engine, kernels_blas
-from .kernel_cache import guarded
-from ._config import PARALLEL_MIN_WORK, pure_python, start_threads
+One source serves all three backends (``backends.get_engine``):
 
-BACKENDS = ("loops", "loops-serial", "blas", "python")
+* ``loops``  -- this module compiled with Numba; kernels from ``kernels_loop``,
+  the serial or parallel twin picked per call by work size;
+* ``python`` -- the same code run as plain Python over the plain-Python loop
+  kernels (the slow loop fastbp replaces; tests and benchmarks only);
+* ``blas``   -- the same code run as Python over ``kernels_blas`` (NumPy GEMM).
 
-_NEVER = 1 << 62
+The entry points take a few grouped arguments (tuples; ``network.Network``
+builds them):
 
-# The compiled functions Python calls; get_engine is the only way to reach them,
-# so that the threading layer is started first (a test keeps this list whole).
-ENTRY_POINTS = ("train_epoch", "loss_grad", "predict")
+* ``data = (X, Xs, Y, sw)``: ``X`` (n, n_features) C, ``Y`` (n, n_outputs) C,
+  ``sw`` (n,) or empty; all of the model dtype.  ``Xs`` = (data, indices,
+  indptr) of a CSR matrix (int64 indices, sorted) for sparse input, consumed
+  row by row by the first layer; then X is an empty (0, n_features) array.
+  Dense input passes empty arrays in Xs.
+* ``order`` (n,) int64 sample order, or empty for the natural order (rows are
+  then used in place, no copy).
+* ``state = (theta, grad, m1, m2)``: flat parameters, and buffers of the same
+  length and offsets (``params.Layout``) for the gradient and the optimizer's
+  moments.
+* ``context = (layers, work, hp, ip, stats)``: ``layers`` int64 table
+  (n_layers, L_COLS); ``work`` flat workspace for one block of activations and
+  deltas; ``hp`` float64 hyper-parameters (HP_*), ``ip`` int64 controls (IP_*),
+  ``stats`` float64 outputs (ST_*) -- slots named in ``codes``.
 
-_BLAS_NAMES = {}
-for _name in ("gather_rows", "dense_forward", "dense_backward_input",
-              "dense_backward_params", "optimizer_step", "csr_forward",
-              "csr_backward_params"):
-    _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
-    _BLAS_NAMES[_name + "_parallel"] = getattr(kernels_blas, _name)
-for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector",
-              "copy_rows"):
-    _BLAS_NAMES[_name] = getattr(kernels_blas, _name)
+Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]``
+(or ``start:start + m`` in the natural order).
+"""
+import numpy as np
+
+from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
+                    HP_MOMENTUM, HP_PROB_EPS, IP_BATCH, IP_CHUNK, IP_LOSS, IP_MEAN_OUT,
+                    IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF,
+                    L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF, OPT_ADAM, OPT_NONE, OPT_SGD,
+                    ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES,
+                    ST_SWSUM)
+from .jit import jit
+from .kernels_loop import (copy_rows, csr_backward_params_parallel,
+                           csr_backward_params_serial, csr_forward_parallel,
+                           csr_forward_serial, dense_backward_input_parallel,
+                           dense_backward_input_serial, dense_backward_params_parallel,
+                           dense_backward_params_serial, dense_forward_parallel,
+                           dense_forward_serial, finalize_params, gather_rows_parallel,
+                           gather_rows_serial, layer_sq_norms, optimizer_step_parallel,
+                           optimizer_step_serial, output_delta, scale_vector)
 
 
-@functools.lru_cache(maxsize=None)
-def get_engine(backend):
-    """The engine functions for ``backend`` and its parallel threshold."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    if backend in ("loops", "loops-serial"):
-        start_threads()  # before any cached compiled code runs: see start_threads
-        funcs = {n: guarded(getattr(_engine, n)) for n in ENTRY_POINTS}
+@jit
+def _layer_params(buf, layers, l):
+    """Layer l's views ``(w (n_out, n_in), b (n_out,))`` of a flat buffer laid out as theta."""
+    n_in = layers[l, L_NIN]
+    n_out = layers[l, L_NOUT]
+    wo = layers[l, L_WOFF]
+    bo = layers[l, L_BOFF]
+    return buf[wo:wo + n_out * n_in].reshape((n_out, n_in)), buf[bo:bo + n_out]
+
+
+@jit
+def _rows(work, off, m, n_units):
+    """The (m, n_units) block of the workspace at ``off`` (activations or deltas)."""
+    return work[off:off + m * n_units].reshape((m, n_units))
+
+
+@jit
+def _input_block(X, batch, work, par_min):
+    """The batch's input rows: a view of X, or rows gathered into work[0:]."""
+    order, start, m = batch
+    d = X.shape[1]
+    if order.shape[0] == 0:
+        return X[start:start + m]
+    xb = _rows(work, 0, m, d)
+    if m * d >= par_min and m > 1:
+        gather_rows_parallel(X, order, start, xb)
     else:
-        memo = {}
-        ns = _BLAS_NAMES if backend == "blas" else None
-        funcs = {n: pure_python(getattr(_engine, n), ns, memo) for n in ENTRY_POINTS}
-    par_min = PARALLEL_MIN_WORK if backend == "loops" else _NEVER
-    return types.SimpleNamespace(name=backend, par_min=par_min, **funcs)
+        gather_rows_serial(X, order, start, xb)
+    return xb
+
+
+@jit
+def _n_rows(X, Xs):
+    """Number of samples of dense X or of the CSR matrix Xs."""
+    indptr = Xs[2]
+    return indptr.shape[0] - 1 if indptr.shape[0] > 0 else X.shape[0]
+
+
+@jit
+def _forward(a0, Xs, batch, theta, layers, work, par_min):
+    """Forward pass of one batch through every layer; returns the output block.
+
+    a0 is the batch's dense input block (ignored for CSR input Xs, whose rows
+    order[start:start + m] feed the first layer directly).
+    """
+    order, start, m = batch
+    sparse = Xs[2].shape[0] > 0
+    a_prev = a0
+    a = a0
+    for l in range(layers.shape[0]):
+        n_in = layers[l, L_NIN]
+        n_out = layers[l, L_NOUT]
+        w, b = _layer_params(theta, layers, l)
+        a = _rows(work, layers[l, L_AOFF], m, n_out)
+        par = m * n_in * n_out >= par_min and m > 1
+        if l == 0 and sparse:
+            if par:
+                csr_forward_parallel(w, b, Xs, order, start, layers[l, L_ACT], a)
+            else:
+                csr_forward_serial(w, b, Xs, order, start, layers[l, L_ACT], a)
+        elif par:
+            dense_forward_parallel(w, b, a_prev, layers[l, L_ACT], a)
+        else:
+            dense_forward_serial(w, b, a_prev, layers[l, L_ACT], a)
+        a_prev = a
+    return a
+
+
+@jit
+def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
+    """Forward, output delta and backward for one batch.
+
+    Writes the finished gradient into ``grad`` (``accumulate`` false; scale =
+    1 / sum of the batch's weights) or adds raw sums to it (``accumulate``
+    true).  Returns (sum_n s_n C_n, sum of squared weights); the second is 0
+    when accumulating.
+    """
+    X, Xs, Y, sw = data
+    layers, work, hp, ip, _ = context
+    order, start, m = batch
+    par_min = ip[IP_PAR_MIN]
+    n_layers = layers.shape[0]
+    sparse = Xs[2].shape[0] > 0
+    a0 = X[0:0] if sparse else _input_block(X, batch, work, par_min)
+    out = _forward(a0, Xs, batch, theta, layers, work, par_min)
+    last = n_layers - 1
+    delta = _rows(work, layers[last, L_DOFF], m, layers[last, L_NOUT])
+    data_sum = output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[last, L_ACT],
+                            hp[HP_HUBER], hp[HP_PROB_EPS], ip[IP_MEAN_OUT] != 0, delta)
+    wsq_off = ip[IP_WSQ_OFF]
+    alpha = hp[HP_ALPHA]
+    wsq_total = 0.0
+    for l in range(last, -1, -1):
+        n_in = layers[l, L_NIN]
+        n_out = layers[l, L_NOUT]
+        w, _ = _layer_params(theta, layers, l)
+        dw, db = _layer_params(grad, layers, l)
+        delta = _rows(work, layers[l, L_DOFF], m, n_out)
+        if l > 0:
+            a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
+        else:
+            a_prev = a0
+        wsq = work[wsq_off:wsq_off + n_out]
+        big = m * n_in * n_out >= par_min
+        if l == 0 and sparse:
+            if big and n_out > 1:
+                csr_backward_params_parallel(w, delta, Xs, order, start, alpha, scale,
+                                             accumulate, dw, db, wsq)
+            else:
+                csr_backward_params_serial(w, delta, Xs, order, start, alpha, scale,
+                                           accumulate, dw, db, wsq)
+        elif big and n_out > 1:
+            dense_backward_params_parallel(w, delta, a_prev, alpha, scale, accumulate,
+                                           dw, db, wsq)
+        else:
+            dense_backward_params_serial(w, delta, a_prev, alpha, scale, accumulate,
+                                         dw, db, wsq)
+        if not accumulate:
+            for j in range(n_out):
+                wsq_total += wsq[j]
+        if l > 0:
+            delta_prev = _rows(work, layers[l - 1, L_DOFF], m, n_in)
+            if big and m > 1:
+                dense_backward_input_parallel(w, delta, a_prev, layers[l - 1, L_ACT],
+                                              delta_prev)
+            else:
+                dense_backward_input_serial(w, delta, a_prev, layers[l - 1, L_ACT],
+                                            delta_prev)
+    return data_sum, wsq_total
+
+
+@jit
+def _weight_sum(sw, batch):
+    """sum of the batch's sample weights (m when unweighted), in sample order."""
+    order, start, m = batch
+    if sw.shape[0] == 0:
+        return float(m)
+    total = 0.0
+    if order.shape[0] == 0:
+        for n in range(m):
+            total += sw[start + n]
+    else:
+        for n in range(m):
+            total += sw[order[start + n]]
+    return total
+
+
+@jit
+def train_epoch(data, order, state, context):
+    """One epoch of mini-batch training, without returning to Python.
+
+    Walks the batches of ``ip[IP_BATCH]`` samples in ``order``; for each: forward,
+    backward, optional clipping of the global gradient norm to
+    ``hp[HP_CLIP]`` (0 = off) and the optimizer step (``ip[IP_OPT]``; Adam's
+    step count is ``ip[IP_STEP]``, updated).  Stops at the first batch whose
+    loss or gradient is not finite (``stats[ST_DIVERGED] = 1``), before any
+    update from it.  ``stats`` gets the sum over batches of scikit-learn's
+    batch loss times the batch size, the samples seen and per-layer gradient
+    norms summed over batches.
+    """
+    X, Xs, _, sw = data
+    theta, grad, m1, m2 = state
+    layers, work, hp, ip, stats = context
+    n = _n_rows(X, Xs)
+    bs = ip[IP_BATCH]
+    n_layers = layers.shape[0]
+    par_min = ip[IP_PAR_MIN]
+    opt = ip[IP_OPT]
+    beta1 = hp[HP_MOMENTUM] if opt == OPT_SGD else hp[HP_BETA1]  # optimizer_step's beta1
+    p = theta.shape[0]
+    gsq = stats[ST_GNORM:ST_GNORM + n_layers]
+    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_layers]
+    for l in range(n_layers):
+        gsq[l] = 0.0
+    stats[ST_LOSS] = 0.0
+    stats[ST_SAMPLES] = 0.0
+    stats[ST_DIVERGED] = 0.0
+    stats[ST_BATCHES] = 0.0
+    start = 0
+    while start < n:
+        m = min(bs, n - start)
+        batch = (order, start, m)
+        swsum = _weight_sum(sw, batch)
+        if swsum > 0.0:
+            data_sum, wsq = _batch_gradient(data, batch, theta, grad, context, False,
+                                            1.0 / swsum)
+            batch_loss = (data_sum + 0.5 * hp[HP_ALPHA] * wsq) / swsum
+            layer_sq_norms(grad, layers, norms)
+            total = 0.0
+            for l in range(n_layers):
+                total += norms[l]
+            if not (np.isfinite(batch_loss) and np.isfinite(total)):
+                stats[ST_DIVERGED] = 1.0
+                return
+            for l in range(n_layers):
+                gsq[l] += np.sqrt(norms[l])
+            clip = hp[HP_CLIP]
+            if clip > 0.0 and total > clip * clip:
+                scale_vector(grad, clip / np.sqrt(total))
+            lr = hp[HP_LR]
+            if opt == OPT_ADAM:
+                ip[IP_STEP] += 1
+                t = ip[IP_STEP]
+                lr = lr * np.sqrt(1.0 - hp[HP_BETA2] ** t) / (1.0 - hp[HP_BETA1] ** t)
+            if opt != OPT_NONE:
+                if p >= par_min:
+                    optimizer_step_parallel(opt, theta, grad, m1, m2, lr, beta1,
+                                            hp[HP_BETA2], hp[HP_EPS], ip[IP_NESTEROV] != 0)
+                else:
+                    optimizer_step_serial(opt, theta, grad, m1, m2, lr, beta1,
+                                          hp[HP_BETA2], hp[HP_EPS], ip[IP_NESTEROV] != 0)
+            stats[ST_LOSS] += batch_loss * m
+            stats[ST_BATCHES] += 1.0
+        stats[ST_SAMPLES] += m
+        start += m
+
+
+@jit
+def loss_grad(data, theta, grad, context):
+    """Full-data loss and gradient, in chunks of ``ip[IP_CHUNK]`` rows, chunk order fixed.
+
+    ``grad`` is overwritten with ``(sum_n delta a^T + alpha W) / sum_n s_n``
+    per layer.  ``stats[ST_DATA]`` = sum_n s_n C_n / sum_n s_n (the data term),
+    ``stats[ST_REG]`` = 0.5 alpha sum W^2 / sum_n s_n, ``stats[ST_SWSUM]``.
+    Returns nothing; the objective is ST_DATA + ST_REG.
+    """
+    X, Xs, _, sw = data
+    layers, work, hp, ip, stats = context
+    n = _n_rows(X, Xs)
+    cap = ip[IP_CHUNK]
+    empty = np.empty(0, dtype=np.int64)
+    for k in range(grad.shape[0]):
+        grad[k] = 0.0
+    data_sum = 0.0
+    swsum = 0.0
+    start = 0
+    while start < n:
+        m = min(cap, n - start)
+        batch = (empty, start, m)
+        swsum += _weight_sum(sw, batch)
+        d, _ = _batch_gradient(data, batch, theta, grad, context, True, 1.0)
+        data_sum += d
+        start += m
+    alpha = hp[HP_ALPHA]
+    wsq_off = ip[IP_WSQ_OFF]
+    wsq_total = 0.0
+    scale = 1.0 / swsum if swsum > 0.0 else 0.0
+    for l in range(layers.shape[0]):
+        n_out = layers[l, L_NOUT]
+        w, _ = _layer_params(theta, layers, l)
+        dw, db = _layer_params(grad, layers, l)
+        wsq = work[wsq_off:wsq_off + n_out]
+        finalize_params(w, alpha, scale, dw, db, wsq)
+        for j in range(n_out):
+            wsq_total += wsq[j]
+    stats[ST_DATA] = data_sum * scale
+    stats[ST_REG] = 0.5 * alpha * wsq_total * scale
+    stats[ST_SWSUM] = swsum
+
+
+@jit
+def predict(X, Xs, theta, context, out):
+    """Network output for every row of X, in chunks of ``ip[IP_CHUNK]`` rows.
+
+    out: (n, n_outputs) C, overwritten.
+    """
+    layers, work, _, ip, _ = context
+    n = _n_rows(X, Xs)
+    cap = ip[IP_CHUNK]
+    par_min = ip[IP_PAR_MIN]
+    empty = np.empty(0, dtype=np.int64)
+    start = 0
+    while start < n:
+        m = min(cap, n - start)
+        a = _forward(X[start:start + m], Xs, (empty, start, m), theta, layers, work, par_min)
+        copy_rows(a, out, start)
+        start += m

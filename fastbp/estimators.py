@@ -6,13 +6,14 @@ give the same weights epoch by epoch), trained by fastbp's compiled engine.
 This module validates, encodes labels and delegates to ``trainer``.
 """
 import copy
+import functools
+import os
 import time
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.optimize
-import scipy.sparse as sp
 from sklearn.base import (BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context,
                           is_classifier)
 from sklearn.exceptions import ConvergenceWarning
@@ -26,20 +27,19 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_targ
 from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
                                       validate_data)
 
-from ._config import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
-from .engine import BACKENDS
+from . import io
+from .backends import BACKENDS
+from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
+from .io import ModelFileError, jsonable
+from .network import Network, as_rows, engine_input
 from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
-from .trainer import (Checkpoints, DeferredInterrupt, DivergenceError, EpochResult, Network,
-                      StoppingState, engine_input, run_epoch, sample_order, warn_not_converged,
+from .trainer import (DivergenceWarning, EpochLoop, EpochResult, LocalEpoch, as_list,
+                      curve_lengths, cut_curves, empty_history, progress, record,
                       with_threads)
 
-__all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning"]
+__all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning", "FitRun", "load"]
 
 SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
-
-
-class DivergenceWarning(UserWarning):
-    """Training stopped because the loss or a parameter became non-finite."""
 
 
 _PARAMS_DOC = """
@@ -227,39 +227,25 @@ class _BaseMLP(BaseEstimator):
     def _huber_delta(self):
         return 1.0
 
-    # -- fitting --------------------------------------------------------------
+    def _encode_labels(self, labels, first_pass):
+        return None  # regressors: targets are numbers
+
+    # -- fitting: the lifecycle is FitRun's ------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
         # parameters were validated by ``_fit_context`` (scikit-learn's decorator of
         # fit/partial_fit: once per fit, once for a series of partial_fit calls)
-        hidden_sizes = self._hidden_sizes()
-        hidden_acts = self._hidden_activations(len(hidden_sizes))
-        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        # A failed fit leaves the estimator as it was: attributes are restored and
-        # the curves a warm start appends to (in place, as scikit-learn does) are cut
-        # back, which keeps each partial_fit call O(1) in the length of the history.
-        saved_state = self.__dict__.copy()  # validation may set classes_ and friends
-        saved_lengths = _curve_lengths(self)
-        try:
-            X, Y, sw = self._prepare_data(X, y, sample_weight, incremental, first_pass)
-            fit = self._fit_arrays(X, Y, sw, incremental, first_pass, hidden_sizes,
-                                   hidden_acts)
-            self._commit(fit)
-        except BaseException:
-            _cut_curves(saved_lengths)
-            self.__dict__.clear()
-            self.__dict__.update(saved_state)
-            raise
+        with FitRun(self, incremental) as run:
+            X, Y, sw = self._prepare_data(X, y, sample_weight, incremental, run.first_pass)
+            fit = run.start(X.shape[1], Y.shape[1], X.dtype)
+            run.solve_local(fit, X, Y, sw)
+            run.commit(fit)
         return self
 
     def _prepare_data(self, X, y, sample_weight, incremental, first_pass):
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if not first_pass and X.dtype != self.coefs_[0].dtype:
             X = X.astype(self.coefs_[0].dtype)
-        if sp.issparse(X):
-            X = sp.csr_matrix(X)
-            X.sort_indices()
-        else:
-            X = np.ascontiguousarray(X)
+        X = as_rows(X)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
         Y = np.ascontiguousarray(y, dtype=X.dtype)
@@ -275,203 +261,42 @@ class _BaseMLP(BaseEstimator):
             sw = np.ascontiguousarray(sw)
         return X, Y, sw
 
-    def _fit_arrays(self, X, Y, sw, incremental, first_pass, hidden_sizes, hidden_acts):
-        n_features, n_outputs = X.shape[1], Y.shape[1]
-        rng = check_random_state(self.random_state)
-        if first_pass:
-            out_act = self._output_activation()
-            net = self._network(n_features, n_outputs, X.dtype, hidden_sizes, hidden_acts,
-                                out_act)
-            codes = net.layout.activations
-            if isinstance(self.activation, str):  # scikit-learn: one factor for all layers
-                factor_codes = [ACTIVATION_CODES[self.activation]] * len(codes)
-            elif hidden_acts:  # each layer its own; the output layer the last hidden one's
-                factor_codes = codes[:-1] + codes[-2:-1]
-            else:  # no hidden layer: scikit-learn's default factor
-                factor_codes = [ACTIVATION_CODES["relu"]]
-            theta = net.layout.init(rng, X.dtype, self.init, factor_codes)
-            fit = _Fit(n_iter_=0, t_=0, n_outputs_=n_outputs, n_layers_=len(hidden_sizes) + 2,
-                       out_activation_=out_act, _hidden_acts_=hidden_acts,
-                       history_=_empty_history(), _no_improvement_count=0, _optimizer=None)
-        else:
-            if [c.shape[1] for c in self.coefs_[:-1]] != hidden_sizes or \
-                    self.coefs_[-1].shape[1] != n_outputs:
-                raise ValueError(
-                    "warm_start/partial_fit: hidden_layer_sizes or the number of outputs "
-                    "changed since the previous fit; fit a new model instead.")
-            # scikit-learn continues with the current activation, the first fit's output
-            net = self._network(n_features, n_outputs, X.dtype, hidden_sizes, hidden_acts,
-                                self.out_activation_)
-            theta = net.layout.pack(self.coefs_, self.intercepts_, X.dtype)
-            # scalars and the curves (appended to in place) as they are; the optimizer's
-            # moments are updated in place, so they are copied
-            fit = _Fit(**{k: getattr(self, k) for k in _FIT_ATTRS if hasattr(self, k)})
-            fit._optimizer = copy.deepcopy(getattr(self, "_optimizer", None))
-            fit._hidden_acts_ = hidden_acts
-            if not hasattr(fit, "history_"):
-                fit.history_ = _empty_history()
-        if self.solver in STOCHASTIC_SOLVERS:
-            self._stochastic_state(fit)
-        fit.net, fit.theta = net, theta
-        if self.solver == "lbfgs":
-            with_threads(self.n_jobs, self._fit_lbfgs, fit, X, Y, sw)
-        else:
-            with_threads(self.n_jobs, self._fit_stochastic, fit, X, Y, sw, rng, incremental)
-        return fit
-
-    def _stochastic_state(self, fit):
-        """scikit-learn's stopping attributes, made where missing or of the other mode.
-
-        A first fit gets exactly scikit-learn's initial values.  A warm start
-        keeps the previous values; where the previous fit was 'lbfgs' or used the
-        other ``early_stopping`` setting (scikit-learn fails there) they are created.
-        """
-        if getattr(fit, "loss_curve_", None) is None:
-            fit.loss_curve_ = []
-        if getattr(fit, "_no_improvement_count", None) is None:
-            fit._no_improvement_count = 0
-        if self.early_stopping:
-            if getattr(fit, "validation_scores_", None) is None:
-                fit.validation_scores_ = []
-                fit.best_validation_score_ = -np.inf
-                fit.best_loss_ = None
-        elif getattr(fit, "best_loss_", None) is None:
-            fit.best_loss_ = np.inf
-            fit.validation_scores_ = None
-            fit.best_validation_score_ = None
-
-    def _commit(self, fit):
-        net, theta = fit.net, fit.theta
-        if not np.isfinite(theta).all():  # never commit a broken model
-            raise ValueError("Solver produced non-finite parameter weights. The input data "
-                             "may contain large values and need to be preprocessed.")
-        for k in _FIT_ATTRS:  # only those this solver makes (scikit-learn's set)
-            if hasattr(fit, k):
-                setattr(self, k, getattr(fit, k))
+    # -- prediction -----------------------------------------------------------
+    def _keep(self, net, theta):
+        """Expose ``theta`` as ``coefs_``/``intercepts_`` (views) and keep both for predict."""
         self.coefs_ = net.layout.coefs(theta)
         self.intercepts_ = net.layout.biases(theta)
+        self._predictor = (net, theta, tuple(self.coefs_), tuple(self.intercepts_),
+                           self.out_activation_, tuple(self._hidden_acts_))
 
-    def _make_optimizer(self, n_params, dtype):
-        return Optimizer(self.solver, n_params, dtype, self.learning_rate_init,
-                         self.learning_rate, self.momentum, self.nesterovs_momentum,
-                         self.power_t, self.beta_1, self.beta_2, self.epsilon)
+    def _predictor_net(self, n_features, dtype):
+        """(Network, flat parameters) for prediction.
 
-    def _split(self, X, Y, sw, rng):
-        """scikit-learn's early-stopping split (same random draws)."""
-        stratify = Y if (is_classifier(self) and Y.shape[1] == 1) else None
-        arrays = (X, Y) if not sw.shape[0] else (X, Y, sw)
-        parts = train_test_split(*arrays, random_state=rng, test_size=self.validation_fraction,
-                                 stratify=stratify)
-        X_tr, X_val, Y_tr, Y_val = parts[:4]
-        sw_tr, sw_val = (parts[4], parts[5]) if sw.shape[0] else (sw, None)
-        if X_val.shape[0] < 2:
-            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
-                             "or the size of your dataset.")
-        if is_classifier(self):
-            y_val = self._label_binarizer.inverse_transform(Y_val if Y_val.shape[1] > 1
-                                                            else Y_val.ravel())
-        else:
-            y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
-        return (_contiguous(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
-                X_val, y_val, sw_val)
-
-    def _batch_size(self, n):
-        if self.batch_size == "auto":
-            return min(200, n)
-        if self.batch_size > n:
-            warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                          "It is going to be clipped")
-        return int(np.clip(self.batch_size, 1, n))
-
-    def _fit_stochastic(self, fit, X, Y, sw, rng, incremental):
-        """scikit-learn's ``_fit_stochastic``: epochs until max_iter or a stop.
-
-        The epoch loop lives in ``_Epochs``; this sets it up and finishes the
-        stopping attributes (best weights restored with early stopping).
+        The kept ones while ``coefs_``/``intercepts_`` are still the committed
+        arrays (in-place edits of them reach the kept buffer, which they view);
+        packed anew when a user assigned other arrays, or changed the backend
+        or activations.
         """
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
-        if not incremental or fit._optimizer is None:
-            fit._optimizer = self._make_optimizer(fit.theta.size, X.dtype)
-        val = None
-        if self.early_stopping:
-            X, Y, sw, *val = self._split(X, Y, sw, rng)
-        epochs = _Epochs(self, fit, engine_input(X, X.dtype), Y, sw, val,
-                         self._batch_size(X.shape[0]))
-        fit.n_iter_ = 0  # scikit-learn counts this call's epochs only (1 for partial_fit)
-        epochs.run(rng, incremental)
-        fit._no_improvement_count = epochs.stopping.count
-        if self.early_stopping:
-            fit.best_validation_score_ = epochs.stopping.best_score
-            if fit.validation_scores_:
-                fit.theta[...] = epochs.best
-        else:
-            fit.best_loss_ = epochs.stopping.best_loss
+        kept = self.__dict__.get("_predictor")
+        if kept is not None:
+            net, theta, coefs, intercepts, out_act, hidden = kept
+            if (net.backend == self.backend and out_act == self.out_activation_
+                    and hidden == tuple(self._hidden_acts_)
+                    and len(coefs) == len(self.coefs_) and len(intercepts) == len(self.intercepts_)
+                    and all(a is b for a, b in zip(coefs, self.coefs_))
+                    and all(a is b for a, b in zip(intercepts, self.intercepts_))):
+                return net, theta
+        net = self._network(n_features, self.n_outputs_, dtype)
+        return net, net.layout.pack(self.coefs_, self.intercepts_, dtype)
 
-    def _fit_lbfgs(self, fit, X, Y, sw, rng=None):
-        net, theta = fit.net, fit.theta
-        dtype = theta.dtype
-        grad = np.empty_like(theta)
-        last = {}
-        history = fit.history_
-
-        def fun(x):
-            theta[...] = x
-            data, reg, g = net.loss_grad(theta, X, Y, sw, self.alpha, grad)
-            last["data"], last["reg"] = data, reg
-            return data + reg, g.astype(np.float64)
-
-        t0 = [time.perf_counter()]
-        state = {"epoch": 0, "stopped": False}
-        callbacks = _as_list(self.callbacks)
-
-        def callback(intermediate_result):
-            # called once per accepted L-BFGS iteration; the last evaluation is its point
-            state["epoch"] += 1
-            info = EpochResult(state["epoch"], float(intermediate_result.fun), None, None,
-                               time.perf_counter() - t0[0],
-                               [float(np.linalg.norm(g)) for g in _layer_grads(net, grad)])
-            _record(history, info)
-            t0[0] = time.perf_counter()
-            if self.verbose:
-                _progress(info)
-            if any([bool(cb(info)) for cb in callbacks]):  # call every callback
-                state["stopped"] = True
-                raise StopIteration
-
-        x0 = theta.astype(np.float64)
-        try:
-            res = scipy.optimize.minimize(
-                fun, x0, method="L-BFGS-B", jac=True, callback=callback,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user: keeping the last weights.")
-            res = None
-        if res is not None:
-            if res.status != 0 and not state["stopped"]:
-                warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s"
-                              % (res.nit, res.status, res.message), ConvergenceWarning)
-            fit.n_iter_ = min(int(res.nit), self.max_iter)
-            theta[...] = res.x.astype(dtype)
-        fun(theta.astype(np.float64))
-        fit.loss_ = self._report(net, last)
-
-    @staticmethod
-    def _report(net, last):
-        """scikit-learn's reported loss: the engine's data term (already averaged
-        over the outputs for regressors, ``Network.mean_outputs``) plus the L2 term."""
-        return float(last["data"] + last["reg"])
-
-    # -- prediction -----------------------------------------------------------
     def _forward(self, X, check_input=True):
         check_is_fitted(self)
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"],
                               dtype=(np.float64, np.float32), reset=False)
         dtype = self.coefs_[0].dtype
-        X = _contiguous(X, dtype)
-        net = self._network(X.shape[1], self.n_outputs_, dtype)
-        theta = net.layout.pack(self.coefs_, self.intercepts_, dtype)
+        X = engine_input(X, dtype)
+        net, theta = self._predictor_net(X[0].shape[1], dtype)
         return with_threads(self.n_jobs, net.predict, theta, X)
 
     def _score_arrays(self, net, theta, X, y, sw):
@@ -485,227 +310,371 @@ class _BaseMLP(BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        # coefs_ view the kept buffer; a copy (pickle, deepcopy) would split them apart
+        state.pop("_predictor", None)
+        return state
+
+    # -- model files (format: fastbp.io) ----------------------------------------
     def save(self, path):
         """Write this fitted model to ``path`` (see ``fastbp.io``; atomic, no pickle)."""
-        from .io import save
-        return save(self, path)
+        check_is_fitted(self)
+        return io.write(path, *_file_contents(self))
+
+    def _save_labels(self, arrays, meta):
+        pass
+
+    def _load_labels(self, meta, arrays, path):
+        pass
 
 
-class _Epochs:
-    """The epoch loop of one stochastic fit (scikit-learn's, plus fastbp's safety).
+class FitRun:
+    """One fit of a fastbp estimator: start -> epochs -> commit, rolled back on failure.
 
-    * Divergence: ``run_epoch`` rolls the weights back to the newest of the last
-      few epoch starts with a finite training loss (``trainer.Checkpoints``); the
-      epochs undone are removed from the curves, counters and stopping state too,
-      so ``n_iter_``, ``loss_curve_`` and the weights always agree.  Divergence
-      with no surviving epoch of this call raises ``DivergenceError``.
-    * Ctrl-C: the first one ends training after the current epoch
-      (``trainer.DeferredInterrupt``); a second one, or a ``KeyboardInterrupt``
-      from a callback, stops at once with the last completed epoch's weights.
+    The lifecycle shared by ``fit``, ``partial_fit``, warm starts and
+    ``fastbp.dask.fit``.  As a context manager it snapshots the estimator; if
+    anything fails before ``commit`` returns, the estimator is left as it was:
+    attributes restored and the curves a warm start appends to (in place, as
+    scikit-learn does) cut back, which keeps each partial_fit call O(1) in the
+    length of the history.
     """
 
-    def __init__(self, est, fit, X, Y, sw, val, batch_size):
-        self.est, self.fit, self.X, self.Y, self.sw = est, fit, X, Y, sw
-        self.val = val  # (X_val, y_val, sw_val) with early stopping, else None
-        self.n = X.n_rows
-        self.batch_size = batch_size
-        self.grad = np.empty_like(fit.theta)
-        self.best = fit.theta.copy()
-        self.stopping = StoppingState(
-            est.tol, est.early_stopping,
-            fit.best_loss_ if fit.best_loss_ is not None else np.inf,
-            fit.best_validation_score_ if fit.best_validation_score_ is not None else -np.inf)
-        self.stopping.count = fit._no_improvement_count
-        self.checkpoints = Checkpoints()
-        self.marks = []  # stopping state at each checkpoint, for undoing epochs
-        self.callbacks = _as_list(est.callbacks)
-        self.clip = float(est.clip_norm) if est.clip_norm else 0.0
+    def __init__(self, est, incremental=False):
+        self.est = est
+        self.incremental = incremental
+        self.hidden_sizes = est._hidden_sizes()
+        self.hidden_acts = est._hidden_activations(len(self.hidden_sizes))
+        self.first_pass = not hasattr(est, "coefs_") or (not est.warm_start and not incremental)
+        self.rng = check_random_state(est.random_state)
 
-    def run(self, rng, incremental):
-        est, fit = self.est, self.fit
-        order = (np.arange(self.n, dtype=np.int64) if est.shuffle
-                 else np.empty(0, dtype=np.int64))
-        start = None  # how to abandon the epoch under way
-        with DeferredInterrupt() as interrupt:
-            try:
-                for _ in range(est.max_iter):
-                    t0 = time.perf_counter()
-                    if est.shuffle:
-                        order = sample_order(rng, order)
-                    start = self._start_epoch()
-                    info = self._epoch(order, t0)
-                    start = None
-                    if info is None:  # diverged; rolled back
-                        break
-                    stop = any([bool(cb(info)) for cb in self.callbacks])  # call them all
-                    if interrupt.requested:
-                        _warn_interrupted()
-                        break
-                    if self.stopping.count > est.n_iter_no_change and self._stalled():
-                        break
-                    if stop or incremental:
-                        break
-                    if fit.n_iter_ == est.max_iter:
-                        warn_not_converged(est.max_iter, ConvergenceWarning)
-            except KeyboardInterrupt:
-                if start is not None:  # interrupted inside an epoch: as if it never ran
-                    self._abandon(start)
-                _warn_interrupted()
+    def __enter__(self):
+        self._saved = self.est.__dict__.copy()  # validation may set classes_ and friends
+        self._lengths = curve_lengths(self.est)
+        return self
 
-    def _start_epoch(self):
-        """Note the stopping state (for undoing) and what abandoning this epoch needs."""
-        fit = self.fit
-        self.marks = (self.marks + [self._mark()])[-self.checkpoints.keep:]
-        newest = self.checkpoints.items[-1] if self.checkpoints.items else None
-        return fit.n_iter_, fit.t_, getattr(fit, "loss_", None), _curve_lengths(fit), newest
-
-    def _abandon(self, start):
-        fit = self.fit
-        fit.n_iter_, fit.t_, loss, lengths, newest = start
-        _cut_curves(lengths)
-        if loss is None:
-            fit.__dict__.pop("loss_", None)
-        else:
-            fit.loss_ = loss
-        if self.checkpoints.items and self.checkpoints.items[-1] is not newest:
-            theta, snap = self.checkpoints.items[-1]  # this epoch's start
-            fit.theta[...] = theta
-            fit._optimizer.restore(snap)
-        self._restore_mark(self.marks[-1])
-
-    def _epoch(self, order, t0):
-        """Train, record and report one epoch; None when it diverged (rolled back)."""
-        est, fit, opt = self.est, self.fit, self.fit._optimizer
-        lr = opt.learning_rate
-        try:
-            loss, gnorms = run_epoch(fit.net, fit.theta, self.grad, opt, self.X, self.Y,
-                                     self.sw, order, self.batch_size, est.alpha, self.clip,
-                                     self.checkpoints)
-        except DivergenceError as exc:
-            undone = (exc.epochs_lost or 1) - 1  # recorded epochs the rollback undid
-            if undone >= fit.n_iter_:  # nothing of this call survives
-                raise
-            self._undo(undone)
-            warnings.warn(str(exc), DivergenceWarning)
-            return None
-        fit.n_iter_ += 1
-        fit.t_ += self.n
-        fit.loss_ = loss
-        fit.loss_curve_.append(loss)
-        score = None
-        if self.val is not None:
-            score = est._score_arrays(fit.net, fit.theta, *self.val)
-            fit.validation_scores_.append(score)
-        if self.stopping.update(loss, score):
-            self.best[...] = fit.theta
-        opt.iteration_ends(fit.t_)
-        info = EpochResult(fit.n_iter_, loss, score, lr, time.perf_counter() - t0,
-                           [float(g) for g in gnorms])
-        _record(fit.history_, info)
-        if est.verbose:
-            _progress(info)
-        return info
-
-    def _stalled(self):
-        """n_iter_no_change epochs without progress: True to stop (else lr was cut)."""
-        est = self.est
-        what = "Validation score" if est.early_stopping else "Training loss"
-        msg = ("%s did not improve more than tol=%f for %d consecutive epochs."
-               % (what, est.tol, est.n_iter_no_change))
-        if self.fit._optimizer.trigger_stopping(msg, est.verbose):
-            return True
-        self.stopping.count = 0
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            cut_curves(self._lengths)
+            self.est.__dict__.clear()
+            self.est.__dict__.update(self._saved)
         return False
 
-    def _mark(self):
-        s = self.stopping
-        best = self.best.copy() if self.val is not None else None
-        return (s.count, s.best_loss, s.best_score, best)
+    # -- start ------------------------------------------------------------------
+    def start(self, n_features, n_outputs, dtype):
+        """The fit record (with its Network ``net`` and parameters ``theta``): fresh
+        weights on a first pass, the previous ones on a warm start or partial_fit."""
+        est, hidden_sizes, hidden_acts = self.est, self.hidden_sizes, self.hidden_acts
+        if self.first_pass:
+            out_act = est._output_activation()
+            net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts,
+                               out_act)
+            codes = net.layout.activations
+            if isinstance(est.activation, str):  # scikit-learn: one factor for all layers
+                factor_codes = [ACTIVATION_CODES[est.activation]] * len(codes)
+            elif hidden_acts:  # each layer its own; the output layer the last hidden one's
+                factor_codes = codes[:-1] + codes[-2:-1]
+            else:  # no hidden layer: scikit-learn's default factor
+                factor_codes = [ACTIVATION_CODES["relu"]]
+            theta = net.layout.init(self.rng, dtype, est.init, factor_codes)
+            fit = _Fit(n_iter_=0, t_=0, n_outputs_=n_outputs, n_layers_=len(hidden_sizes) + 2,
+                       out_activation_=out_act, _hidden_acts_=hidden_acts,
+                       history_=empty_history(), _no_improvement_count=0, _optimizer=None)
+        else:
+            if [c.shape[1] for c in est.coefs_[:-1]] != hidden_sizes or \
+                    est.coefs_[-1].shape[1] != n_outputs:
+                raise ValueError(
+                    "warm_start/partial_fit: hidden_layer_sizes or the number of outputs "
+                    "changed since the previous fit; fit a new model instead.")
+            # scikit-learn continues with the current activation, the first fit's output
+            net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts,
+                               est.out_activation_)
+            theta = net.layout.pack(est.coefs_, est.intercepts_, dtype)
+            # scalars and the curves (appended to in place) as they are; the optimizer's
+            # moments are updated in place, so they are copied
+            fit = _Fit(**{k: getattr(est, k) for k in _FIT_ATTRS if hasattr(est, k)})
+            fit._optimizer = copy.deepcopy(getattr(est, "_optimizer", None))
+            fit._hidden_acts_ = hidden_acts
+            if not hasattr(fit, "history_"):
+                fit.history_ = empty_history()
+        if est.solver in STOCHASTIC_SOLVERS:
+            self._stochastic_state(fit)
+        fit.net, fit.theta = net, theta
+        return fit
 
-    def _undo(self, k):
-        """Forget the last k recorded epochs (their weights were rolled back)."""
-        if k <= 0:
-            return
-        fit = self.fit
-        fit.n_iter_ -= k
-        fit.t_ -= k * self.n
-        lists = [fit.loss_curve_] + list(fit.history_.values())
-        if self.val is not None:
-            lists.append(fit.validation_scores_)
-        for x in lists:
-            del x[len(x) - k:]
-        fit.loss_ = fit.loss_curve_[-1]
-        self._restore_mark(self.marks[-1 - k])
+    def _stochastic_state(self, fit):
+        """scikit-learn's stopping attributes, made where missing or of the other mode.
 
-    def _restore_mark(self, mark):
-        count, best_loss, best_score, best = mark
-        self.stopping.count = count
-        self.stopping.best_loss, self.stopping.best_score = best_loss, best_score
-        if best is not None:
-            self.best[...] = best
+        A first fit gets exactly scikit-learn's initial values.  A warm start
+        keeps the previous values; where the previous fit was 'lbfgs' or used the
+        other ``early_stopping`` setting (scikit-learn fails there) they are created.
+        """
+        if getattr(fit, "loss_curve_", None) is None:
+            fit.loss_curve_ = []
+        if getattr(fit, "_no_improvement_count", None) is None:
+            fit._no_improvement_count = 0
+        if self.est.early_stopping:
+            if getattr(fit, "validation_scores_", None) is None:
+                fit.validation_scores_ = []
+                fit.best_validation_score_ = -np.inf
+                fit.best_loss_ = None
+        elif getattr(fit, "best_loss_", None) is None:
+            fit.best_loss_ = np.inf
+            fit.validation_scores_ = None
+            fit.best_validation_score_ = None
+
+    def set_classes(self, labels):
+        """Classifiers: the label encoding for ``labels`` (all of y's distinct labels)."""
+        return self.est._encode_labels(labels, self.first_pass)
+
+    # -- epochs -----------------------------------------------------------------
+    def optimizer(self, n_params, dtype):
+        """A fresh optimizer with the estimator's settings."""
+        est = self.est
+        return Optimizer(est.solver, n_params, dtype, est.learning_rate_init,
+                         est.learning_rate, est.momentum, est.nesterovs_momentum,
+                         est.power_t, est.beta_1, est.beta_2, est.epsilon)
+
+    def batch_size(self, n):
+        """The mini-batch size for ``n`` samples (scikit-learn's clipping and warning)."""
+        est = self.est
+        if est.batch_size == "auto":
+            return min(200, n)
+        if est.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                          "It is going to be clipped")
+        return int(np.clip(est.batch_size, 1, n))
+
+    @property
+    def clip(self):
+        return float(self.est.clip_norm) if self.est.clip_norm else 0.0
+
+    def solve_local(self, fit, X, Y, sw):
+        """Train on in-memory data with the estimator's solver and n_jobs threads."""
+        if self.est.solver == "lbfgs":
+            with_threads(self.est.n_jobs, self.lbfgs, fit, X, Y, sw)
+        else:
+            with_threads(self.est.n_jobs, self._stochastic, fit, X, Y, sw)
+
+    def _stochastic(self, fit, X, Y, sw):
+        """scikit-learn's ``_fit_stochastic``: the epoch loop over local data."""
+        est = self.est
+        if est.early_stopping and self.incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        validate = None
+        if est.early_stopping:
+            X, Y, sw, *val = self._split(X, Y, sw)
+            validate = functools.partial(self._validation_score, fit.net, *val)
+        step = LocalEpoch(fit.net, X, Y, sw, self.batch_size(X.shape[0]), est.alpha,
+                          self.clip, est.shuffle, self.rng)
+        self.epochs(fit, step, step.n_rows, validate)
+
+    def _validation_score(self, net, X, y, sw, theta):
+        return self.est._score_arrays(net, theta, X, y, sw)
+
+    def epochs(self, fit, step, n_samples, validate=None):
+        """Run ``trainer.EpochLoop`` with ``step`` and the estimator's stopping rules."""
+        est = self.est
+        if not self.incremental or fit._optimizer is None:
+            fit._optimizer = self.optimizer(fit.theta.size, fit.theta.dtype)
+        EpochLoop(fit, step, n_samples=n_samples, max_iter=est.max_iter, tol=est.tol,
+                  n_iter_no_change=est.n_iter_no_change, early_stopping=est.early_stopping,
+                  validate=validate, verbose=est.verbose, callbacks=est.callbacks,
+                  convergence_warning=ConvergenceWarning).run(self.incremental)
+
+    def _split(self, X, Y, sw):
+        """scikit-learn's early-stopping split (same random draws)."""
+        est = self.est
+        stratify = Y if (is_classifier(est) and Y.shape[1] == 1) else None
+        arrays = (X, Y) if not sw.shape[0] else (X, Y, sw)
+        parts = train_test_split(*arrays, random_state=self.rng,
+                                 test_size=est.validation_fraction, stratify=stratify)
+        X_tr, X_val, Y_tr, Y_val = parts[:4]
+        sw_tr, sw_val = (parts[4], parts[5]) if sw.shape[0] else (sw, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        if is_classifier(est):
+            y_val = est._label_binarizer.inverse_transform(Y_val if Y_val.shape[1] > 1
+                                                           else Y_val.ravel())
+        else:
+            y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
+        return (as_rows(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
+                X_val, y_val, sw_val)
+
+    def lbfgs(self, fit, X, Y, sw):
+        """Full-batch L-BFGS (scipy) on ``fit.net.loss_grad`` (local or a cluster's)."""
+        est = self.est
+        net, theta = fit.net, fit.theta
+        dtype = theta.dtype
+        grad = np.empty_like(theta)
+        last = {}
+        history = fit.history_
+
+        def fun(x):
+            theta[...] = x
+            data, reg, g = net.loss_grad(theta, X, Y, sw, est.alpha, grad)
+            last["data"], last["reg"] = data, reg
+            return data + reg, g.astype(np.float64)
+
+        t0 = [time.perf_counter()]
+        state = {"epoch": 0, "stopped": False}
+        callbacks = as_list(est.callbacks)
+
+        def callback(intermediate_result):
+            # called once per accepted L-BFGS iteration; the last evaluation is its point
+            state["epoch"] += 1
+            info = EpochResult(state["epoch"], float(intermediate_result.fun), None, None,
+                               time.perf_counter() - t0[0],
+                               [float(np.linalg.norm(g)) for g in _layer_grads(net, grad)])
+            record(history, info)
+            t0[0] = time.perf_counter()
+            if est.verbose:
+                progress(info)
+            if any([bool(cb(info)) for cb in callbacks]):  # call every callback
+                state["stopped"] = True
+                raise StopIteration
+
+        x0 = theta.astype(np.float64)
+        try:
+            res = scipy.optimize.minimize(
+                fun, x0, method="L-BFGS-B", jac=True, callback=callback,
+                options={"maxfun": est.max_fun, "maxiter": est.max_iter, "gtol": est.tol})
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user: keeping the last weights.")
+            res = None
+        if res is not None:
+            if res.status != 0 and not state["stopped"]:
+                warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s"
+                              % (res.nit, res.status, res.message), ConvergenceWarning)
+            fit.n_iter_ = min(int(res.nit), est.max_iter)
+            theta[...] = res.x.astype(dtype)
+        fun(theta.astype(np.float64))
+        # scikit-learn's reported loss: the engine's data term (already averaged over
+        # the outputs for regressors, ``Network.mean_outputs``) plus the L2 term
+        fit.loss_ = float(last["data"] + last["reg"])
+
+    # -- commit -----------------------------------------------------------------
+    def commit(self, fit):
+        """Assign what the fit produced to the estimator (only finite parameters)."""
+        est, net, theta = self.est, fit.net, fit.theta
+        if not np.isfinite(theta).all():  # never commit a broken model
+            raise ValueError("Solver produced non-finite parameter weights. The input data "
+                             "may contain large values and need to be preprocessed.")
+        for k in _FIT_ATTRS:  # only those this solver makes (scikit-learn's set)
+            if hasattr(fit, k):
+                setattr(est, k, getattr(fit, k))
+        net.release()  # the training workspace; prediction takes its own
+        est._keep(net, theta)
 
 
-def _warn_interrupted():
-    warnings.warn("Training interrupted by user: keeping the weights of the last completed "
-                  "epoch (the best ones with early_stopping).")
-
-
+# The fitted attributes a fit commits (besides coefs_/intercepts_ and the input
+# checks' n_features_in_, feature_names_in_, classes_): only those its solver made.
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
               "loss_curve_", "history_", "best_loss_", "validation_scores_",
               "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_")
+_REQUIRED = object()
+# What a model file keeps of them: file key -> (attribute, conversion on load, default;
+# _REQUIRED: the file must have it).  n_layers_ is len(coefs_) + 1.
+_FILE_ATTRS = {
+    "out_activation": ("out_activation_", None, _REQUIRED),
+    "hidden_activations": ("_hidden_acts_", list, _REQUIRED),
+    "dtype": (None, None, _REQUIRED),
+    "n_outputs": ("n_outputs_", int, _REQUIRED),
+    "n_iter": ("n_iter_", int, _REQUIRED),
+    "t": ("t_", int, 0),
+    "loss": ("loss_", None, None),
+    "loss_curve": ("loss_curve_", None, None),
+    "validation_scores": ("validation_scores_", None, None),
+    "history": ("history_", None, None),
+}
+# ...and what a loaded model starts afresh (a warm start from it begins new stopping
+# bookkeeping and optimizer moments).
+_FRESH_ON_LOAD = {"best_loss_": None, "best_validation_score_": None,
+                  "_no_improvement_count": 0, "_optimizer": None}
 
 
-def _curve_lengths(model):
-    """[(list, length)] for every per-epoch list a warm start appends to."""
-    lists = [getattr(model, "loss_curve_", None), getattr(model, "validation_scores_", None)]
-    history = getattr(model, "history_", None)
-    if isinstance(history, dict):
-        lists.extend(history.values())
-    return [(x, len(x)) for x in lists if isinstance(x, list)]
+def _file_contents(model):
+    """(arrays, meta) of a fitted model's file (``fastbp.io`` writes them)."""
+    arrays = {}
+    for l, (c, b) in enumerate(zip(model.coefs_, model.intercepts_)):
+        arrays[f"coef_{l}"] = np.ascontiguousarray(c)
+        arrays[f"intercept_{l}"] = np.ascontiguousarray(b)
+    meta = {
+        "estimator": type(model).__name__,
+        "params": {k: jsonable(v) for k, v in model.get_params().items()
+                   if k not in ("callbacks",)},
+        "n_layers": len(model.coefs_),
+        "n_features_in": int(model.n_features_in_),
+        "feature_names_in": jsonable(getattr(model, "feature_names_in_", None)),
+    }
+    for key, (attr, convert, default) in _FILE_ATTRS.items():
+        if key == "dtype":
+            meta[key] = str(model.coefs_[0].dtype)
+        elif default is _REQUIRED:
+            meta[key] = jsonable(getattr(model, attr))
+        else:
+            meta[key] = jsonable(getattr(model, attr, default))
+    model._save_labels(arrays, meta)
+    return arrays, meta
 
 
-def _cut_curves(lengths):
-    for x, n in lengths:
-        del x[n:]
+def _from_file(cls, meta, data, path):
+    """The fitted model a file's (meta, arrays) describe (``load``)."""
+    n_layers = int(meta["n_layers"])
+    coefs = [data[f"coef_{l}"] for l in range(n_layers)]
+    intercepts = [data[f"intercept_{l}"] for l in range(n_layers)]
+    dtype = np.dtype(meta["dtype"])
+    sizes = [int(meta["n_features_in"])] + [c.shape[1] for c in coefs]
+    for l, (c, b) in enumerate(zip(coefs, intercepts)):
+        if c.dtype != dtype or b.dtype != dtype or c.shape != (sizes[l], sizes[l + 1]) \
+                or b.shape != (sizes[l + 1],):
+            raise ModelFileError(f"{path}: layer {l} arrays have inconsistent shapes or "
+                                 "dtype")
+        if not (np.isfinite(c).all() and np.isfinite(b).all()):
+            raise ModelFileError(f"{path}: layer {l} holds non-finite weights")
+    params = {k: v for k, v in meta["params"].items() if k in cls().get_params()}
+    if isinstance(params.get("hidden_layer_sizes"), list):
+        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    model = cls(**params)
+    model.coefs_ = coefs
+    model.intercepts_ = intercepts
+    model.n_features_in_ = sizes[0]
+    if meta.get("feature_names_in") is not None:
+        model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
+    model.n_layers_ = n_layers + 1
+    for key, (attr, convert, default) in _FILE_ATTRS.items():
+        if attr is None:
+            continue
+        value = meta[key] if default is _REQUIRED else meta.get(key, default)
+        setattr(model, attr, convert(value) if convert is not None else value)
+    for attr, value in _FRESH_ON_LOAD.items():
+        setattr(model, attr, value)
+    model._load_labels(meta, data, path)
+    if model.n_outputs_ != sizes[-1]:
+        raise ModelFileError(f"{path}: n_outputs does not match the last layer")
+    net = model._network(sizes[0], model.n_outputs_, dtype)
+    model._keep(net, net.layout.pack(coefs, intercepts, dtype))
+    return model
 
 
-def _contiguous(X, dtype=None):
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=dtype if dtype is not None else X.dtype)
-        X.sort_indices()
-        return X
-    return np.ascontiguousarray(X, dtype=dtype)
-
-
-def _as_list(callbacks):
-    if callbacks is None:
-        return []
-    if callable(callbacks):
-        return [callbacks]
-    return list(callbacks)
-
-
-def _empty_history():
-    return {"loss": [], "validation_score": [], "learning_rate": [], "seconds": [],
-            "grad_norms": []}
-
-
-def _record(history, info):
-    for key in history:
-        history[key].append(getattr(info, key))
+def load(path):
+    """Read a model written by ``save``; returns a fitted estimator (``fastbp.load``)."""
+    path = os.fspath(path)
+    meta, data = io.read(path)
+    try:
+        cls = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}[meta["estimator"]]
+        return _from_file(cls, meta, data, path)
+    except ModelFileError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: incomplete or inconsistent model file "
+                             f"({type(exc).__name__}: {exc})") from None
 
 
 def _layer_grads(net, grad):
     return [np.concatenate([w.ravel(), b]) for w, b in
             zip(net.layout.weights(grad), net.layout.biases(grad))]
-
-
-def _progress(info):
-    parts = ["Iteration %d, loss = %.8f" % (info.epoch, info.loss)]
-    if info.validation_score is not None:
-        parts.append("validation score = %.6f" % info.validation_score)
-    parts.append("time = %.3fs" % info.seconds)
-    print(", ".join(parts), flush=True)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -816,6 +785,45 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+    def _encode_labels(self, labels, first_pass):
+        """The LabelBinarizer for y's distinct ``labels`` (``FitRun.set_classes``)."""
+        if first_pass:
+            binarizer = LabelBinarizer().fit(labels)
+            self._label_binarizer = binarizer
+            self.classes_ = binarizer.classes_
+        elif set(LabelBinarizer().fit(labels).classes_) != set(self.classes_):
+            raise ValueError(
+                "warm_start can only be used where `y` has the same classes as in the "
+                f"previous call to fit. Previously got {self.classes_}, `y` has {labels}")
+        return self._label_binarizer
+
+    def _save_labels(self, arrays, meta):
+        classes = np.asarray(self.classes_)
+        if classes.dtype == object:
+            try:
+                classes = classes.astype(str)
+            except (TypeError, ValueError) as exc:
+                raise ValueError("class labels must be numbers or strings to be saved") from exc
+        arrays["classes"] = classes
+        lb = self._label_binarizer
+        meta["label_binarizer"] = {"y_type": lb.y_type_, "neg_label": int(lb.neg_label),
+                                   "pos_label": int(lb.pos_label),
+                                   "classes_dtype": str(np.asarray(self.classes_).dtype)}
+
+    def _load_labels(self, meta, data, path):
+        lbm = meta["label_binarizer"]
+        classes = data["classes"]
+        lb = LabelBinarizer(neg_label=lbm["neg_label"], pos_label=lbm["pos_label"])
+        if lbm["y_type"] == "multilabel-indicator":
+            lb.fit(np.eye(len(classes), dtype=int)[:, :] if len(classes) > 1
+                   else np.array([[0], [1]]))
+        else:
+            lb.fit(classes)
+        if lb.y_type_ != lbm["y_type"]:
+            raise ModelFileError(f"{path}: label information is inconsistent")
+        self._label_binarizer = lb
+        self.classes_ = lb.classes_
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):

@@ -9,7 +9,7 @@ set (or under the user's cache directory when the package folder is read-only).
 Two ways a cache can hurt, and what fastbp does about each:
 
 * Numba issue #8578: cached serial code that calls parallel code can run before
-  the threading layer is started and segfault.  ``_config.start_threads`` (called by
+  the threading layer is started and segfault.  ``jit.start_threads`` (called by
   ``backends.get_engine`` before any compiled engine function is handed out)
   makes that impossible whatever the cache holds.
 * A damaged cache (a truncated or foreign file: a full disk, a copied
@@ -29,6 +29,8 @@ import warnings
 
 from numba.core.registry import CPUDispatcher
 
+from . import activations, engine, kernels_loop, losses, vecmath
+
 CACHE_SUFFIXES = (".nbi", ".nbc")
 
 
@@ -36,17 +38,10 @@ class KernelCacheWarning(UserWarning):
     """fastbp's compiled-kernel cache was unreadable and has been cleared."""
 
 
-def _compiled_modules():
-    # Imported here: this module sits below the engine in the import order only
-    # for the functions that need it.
-    from . import _engine, activations, kernels_loop, losses
-    return (_engine, activations, kernels_loop, losses)
-
-
 def cache_dirs():
     """The directories where Numba keeps fastbp's compiled kernels (usually one)."""
     dirs = []
-    for module in _compiled_modules():
+    for module in (engine, kernels_loop, activations, losses, vecmath):
         for obj in vars(module).values():
             cache = getattr(obj, "_cache", None) if isinstance(obj, CPUDispatcher) else None
             path = getattr(cache, "cache_path", None)

@@ -3,13 +3,13 @@
 ``delta^l = g'(z^l) * delta^{l+1} W^{l+1}`` and ``dC/dW^l = delta^{l,T} a^{l-1}``
 written with NumPy (OpenBLAS GEMM).  This is the test oracle for
 ``kernels_loop`` and the baseline it is benchmarked against; the ``blas``
-backend runs the same engine source (``_engine``) in Python over these.
+backend runs the same engine source (``engine``) in Python over these.
 Shapes and write semantics are those documented on the loop kernels.
 """
 import numpy as np
 import scipy.sparse as sp
 
-from ._config import L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
+from .codes import L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
 from .activations import activate, derivative
 from .losses import loss_delta
 

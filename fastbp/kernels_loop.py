@@ -1,8 +1,8 @@
 """Backpropagation kernels in loop (subscript) form, compiled with Numba.
 
 Each operation exists twice, from one source: ``<name>_serial`` (``njit``) and
-``<name>_parallel`` (``njit(parallel=True)``); ``_engine`` picks one per call
-from the work size alone (``_config.PARALLEL_MIN_WORK``), never from the thread
+``<name>_parallel`` (``njit(parallel=True)``); ``engine`` picks one per call
+from the work size alone (``config.PARALLEL_MIN_WORK``), never from the thread
 count.  The plain-Python source of each is the ``python`` backend, and
 ``kernels_blas`` has the same names and arguments in matrix form.
 
@@ -14,8 +14,8 @@ scalars.  ``prange`` runs over an index whose iterations write disjoint memory.
 import numpy as np
 from numba import prange
 
-from ._config import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP,
-                      OPT_SGD, jit, twins)
+from .codes import L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
+from .jit import jit, twins
 from .activations import activate_row, derivative_row
 from .losses import loss_delta_row
 

@@ -27,8 +27,8 @@ is divided by the number of outputs, matching scikit-learn's ``loss_``.
 """
 import numpy as np
 
-from ._config import (HUBER, IDENTITY, LOG_LOSS, LOGISTIC, LOSS_CODES, SOFTMAX,
-                      SQUARED_ERROR, jit)
+from .codes import HUBER, IDENTITY, LOGISTIC, LOG_LOSS, LOSS_CODES, SOFTMAX, SQUARED_ERROR
+from .jit import jit
 from .activations import derivative, derivative_row
 
 __all__ = ["LOSS_CODES", "is_canonical", "loss_delta_row", "loss_delta"]

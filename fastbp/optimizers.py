@@ -13,8 +13,7 @@ The semantics and names are scikit-learn's (``_stochastic_optimizers``):
 """
 import numpy as np
 
-from ._config import (HP_BETA1, HP_BETA2, HP_EPS, HP_LR, IP_NESTEROV, IP_OPT, IP_STEP,
-                      OPT_ADAGRAD, OPT_ADAM, OPT_NONE, OPT_RMSPROP, OPT_SGD)
+from .codes import OPT_ADAGRAD, OPT_ADAM, OPT_NONE, OPT_RMSPROP, OPT_SGD
 
 SOLVER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,
                 "adagrad": OPT_ADAGRAD, "none": OPT_NONE}
@@ -43,19 +42,12 @@ class Optimizer:
         self.m1 = np.zeros(n_params, dtype=dtype)
         self.m2 = np.zeros(n_params, dtype=dtype)
 
-    def fill(self, hp, ip):
-        """Write this optimizer's hyper-parameters into the engine vectors."""
-        hp[HP_LR] = self.learning_rate
-        hp[HP_BETA1] = self.momentum if self.code == OPT_SGD else self.beta_1
-        hp[HP_BETA2] = self.beta_2
-        hp[HP_EPS] = self.epsilon
-        ip[IP_OPT] = self.code
-        ip[IP_NESTEROV] = int(self.nesterov)
-        ip[IP_STEP] = self.t
-
-    def read_back(self, ip):
-        """Take the step counter the engine advanced."""
-        self.t = int(ip[IP_STEP])
+    def engine_settings(self):
+        """The numbers the engine needs for this optimizer's step, in order:
+        (code, learning rate, momentum, beta_1, beta_2, epsilon, nesterov, step
+        count); ``network.Network.context`` puts them where the engine reads them."""
+        return (self.code, self.learning_rate, self.momentum, self.beta_1, self.beta_2,
+                self.epsilon, self.nesterov, self.t)
 
     def iteration_ends(self, time_step):
         """End-of-epoch schedule (scikit-learn's ``iteration_ends``)."""

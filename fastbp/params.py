@@ -8,8 +8,7 @@ offsets.  scikit-learn's ``coefs_[l]`` (n_in, n_out) is the transposed view
 """
 import numpy as np
 
-from ._config import (IP_CAP, IP_SIZE, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_COLS,
-                      L_DOFF, L_NIN, L_NOUT, L_WOFF, LOGISTIC, ST_GNORM)
+from .codes import L_BOFF, L_COLS, L_NIN, L_NOUT, L_WOFF, LOGISTIC, L_ACT
 
 __all__ = ["Layout"]
 
@@ -99,29 +98,3 @@ class Layout:
                 raise ValueError(f"unknown init {method!r}; expected 'glorot' or 'he'")
         return self.pack([c.astype(dtype) for c in coefs],
                          [b.astype(dtype) for b in intercepts], dtype)
-
-    # -- workspaces -----------------------------------------------------------
-    def workspace(self, cap, dtype):
-        """Workspace for batches of up to ``cap`` rows: ``(work, table, ip)``.
-
-        ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
-        activations and deltas (cap, n_out); a scratch of max(n_units,
-        n_layers) for per-row sums.  ``table`` is a copy of the layer table
-        with the offsets into it; ``ip`` the engine's control vector.
-        """
-        t = self.table.copy()
-        off = cap * self.sizes[0]
-        for l in range(self.n_layers):
-            t[l, L_AOFF] = off
-            off += cap * self.sizes[l + 1]
-            t[l, L_DOFF] = off
-            off += cap * self.sizes[l + 1]
-        ip = np.zeros(IP_SIZE, dtype=np.int64)
-        ip[IP_WSQ_OFF] = off
-        ip[IP_CAP] = cap
-        off += max(max(self.sizes[1:]), self.n_layers)
-        return np.empty(off, dtype=dtype), t, ip  # every block is written before it is read
-
-    def stats(self):
-        """A zeroed statistics vector for the engine."""
-        return np.zeros(ST_GNORM + self.n_layers)

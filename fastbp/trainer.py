@@ -1,114 +1,31 @@
-"""The thin Python trainer: buffers, epochs, schedules, stopping, callbacks.
+"""The trainer: THE epoch loop, one compiled epoch, stopping rules, checkpoints,
+interrupts, history and callbacks.
 
 Python runs once per epoch; everything per mini-batch happens inside one call
-of the engine's ``train_epoch``.  Knows nothing of scikit-learn.
+of the engine's ``train_epoch`` (``network.Network.train_epoch``).
+:class:`EpochLoop` runs the epochs of every stochastic fit, with a pluggable
+step: :class:`LocalEpoch` (one compiled epoch over in-memory data) or the
+dask round plus averaging of ``fastbp.dask``.  Knows nothing of scikit-learn.
 """
+import time
 import warnings
 
 import numba
 import numpy as np
-import scipy.sparse as sp
-from sklearn.utils import shuffle as _sk_shuffle
 
-from ._config import (ACTIVATION_CODES, HP_ALPHA, HP_CLIP, HP_HUBER, HP_PROB_EPS, HP_SIZE,
-                      IP_LOSS, IP_MEAN_OUT, IP_PAR_MIN, LOSS_CODES, SOFTMAX, ST_DATA,
-                      ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM)
-from .engine import get_engine
-from .losses import check_pair
-from .params import Layout
+from .codes import ST_DIVERGED, ST_GNORM, ST_LOSS, ST_SAMPLES
+from .network import engine_input
 
-PREDICT_CHUNK = 1024
+__all__ = ["EpochLoop", "LocalEpoch", "EpochResult", "DivergenceError", "DivergenceWarning",
+           "run_epoch", "sample_order", "with_threads"]
 
 
 class DivergenceError(ValueError, FloatingPointError):
     """Training produced a non-finite loss or gradient; parameters were rolled back."""
 
 
-class EngineInput(tuple):
-    """(X, Xs) as the engine takes them: dense rows, or CSR triplet with an empty X."""
-
-    __slots__ = ()
-
-    @property
-    def n_rows(self):
-        indptr = self[1][2]
-        return indptr.shape[0] - 1 if indptr.shape[0] else self[0].shape[0]
-
-
-def engine_input(X, dtype):
-    """Dense C-contiguous X (no copy when it already is) or a CSR matrix, for the engine.
-
-    Sparse input keeps its CSR arrays (indices as int64, sorted); it is never densified.
-    """
-    if isinstance(X, EngineInput):
-        return X
-    dtype = np.dtype(dtype)
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=dtype)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
-        Xs = (np.ascontiguousarray(X.data, dtype=dtype),
-              np.ascontiguousarray(X.indices, dtype=np.int64),
-              np.ascontiguousarray(X.indptr, dtype=np.int64))
-        return EngineInput((np.empty((0, X.shape[1]), dtype=dtype), Xs))
-    empty = np.empty(0, dtype=np.int64)
-    return EngineInput((np.ascontiguousarray(X, dtype=dtype),
-                        (np.empty(0, dtype=dtype), empty, empty)))
-
-
-class Network:
-    """A network's architecture bound to a backend and dtype.
-
-    ``sizes`` = [n_features, hidden..., n_outputs]; ``hidden`` = activation names
-    per hidden layer; ``output`` = output activation name; ``loss`` = loss name.
-    """
-
-    def __init__(self, sizes, hidden, output, loss, dtype, backend="loops", huber_delta=1.0,
-                 mean_outputs=False):
-        codes = [ACTIVATION_CODES[a] for a in hidden] + [ACTIVATION_CODES[output]]
-        if SOFTMAX in codes[:-1]:
-            raise ValueError("softmax is only available as the output activation")
-        self.loss_code = LOSS_CODES[loss]
-        check_pair(self.loss_code, codes[-1])
-        self.layout = Layout(sizes, codes)
-        self.dtype = np.dtype(dtype)
-        self.engine = get_engine(backend)
-        self.hp = np.zeros(HP_SIZE)
-        self.hp[HP_HUBER] = huber_delta
-        self.hp[HP_PROB_EPS] = np.finfo(self.dtype).eps
-        self.mean_outputs = bool(mean_outputs)
-        self._work = {}
-
-    def buffers(self, cap):
-        """(work, table, ip) for batches of ``cap`` rows, made once per cap."""
-        if cap not in self._work:
-            work, table, ip = self.layout.workspace(cap, self.dtype)
-            ip[IP_PAR_MIN] = self.engine.par_min
-            ip[IP_LOSS] = self.loss_code
-            ip[IP_MEAN_OUT] = int(self.mean_outputs)
-            self._work = {cap: (work, table, ip)}  # keep one: bounded memory
-        return self._work[cap]
-
-    def loss_grad(self, theta, X, Y, sw, alpha, grad=None, chunk=PREDICT_CHUNK):
-        """(data term, L2 term, flat gradient) of the objective at ``theta``."""
-        if grad is None:
-            grad = np.empty_like(theta)
-        X = engine_input(X, self.dtype)
-        work, table, ip = self.buffers(min(chunk, max(1, X.n_rows)))
-        self.hp[HP_ALPHA] = alpha
-        stats = self.layout.stats()
-        self.engine.loss_grad(X[0], X[1], Y, sw, theta, grad, table, work, self.hp, ip, stats)
-        return stats[ST_DATA], stats[ST_REG], grad
-
-    def predict(self, theta, X, chunk=PREDICT_CHUNK):
-        """Output activations (n, n_outputs) for X."""
-        X = engine_input(X, self.dtype)
-        n = X.n_rows
-        out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
-        if n:
-            work, table, ip = self.buffers(min(chunk, n))
-            self.engine.predict(X[0], X[1], theta, table, work, ip, out)
-        return out
+class DivergenceWarning(UserWarning):
+    """Training stopped because the loss or a parameter became non-finite."""
 
 
 class EpochResult:
@@ -127,6 +44,51 @@ class EpochResult:
 
     def as_dict(self):
         return {k: getattr(self, k) for k in self.__slots__}
+
+
+def empty_history():
+    """The per-epoch lists of ``history_`` (keys as in ``EpochResult``)."""
+    return {"loss": [], "validation_score": [], "learning_rate": [], "seconds": [],
+            "grad_norms": []}
+
+
+def record(history, info):
+    """Append one epoch's figures to ``history``."""
+    for key in history:
+        history[key].append(getattr(info, key))
+
+
+def progress(info):
+    """The verbose line of one epoch."""
+    parts = ["Iteration %d, loss = %.8f" % (info.epoch, info.loss)]
+    if info.validation_score is not None:
+        parts.append("validation score = %.6f" % info.validation_score)
+    parts.append("time = %.3fs" % info.seconds)
+    print(", ".join(parts), flush=True)
+
+
+def as_list(callbacks):
+    """``callbacks`` (None, one callable or several) as a list."""
+    if callbacks is None:
+        return []
+    if callable(callbacks):
+        return [callbacks]
+    return list(callbacks)
+
+
+def curve_lengths(model):
+    """[(list, length)] for every per-epoch list a warm start appends to."""
+    lists = [getattr(model, "loss_curve_", None), getattr(model, "validation_scores_", None)]
+    history = getattr(model, "history_", None)
+    if isinstance(history, dict):
+        lists.extend(history.values())
+    return [(x, len(x)) for x in lists if isinstance(x, list)]
+
+
+def cut_curves(lengths):
+    """Cut the lists of ``curve_lengths`` back to those lengths."""
+    for x, n in lengths:
+        del x[n:]
 
 
 class Checkpoints:
@@ -157,18 +119,10 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
     None when no checkpoint had a finite loss: then the start of this epoch).
     """
     X = engine_input(X, net.dtype)
-    work, table, ip = net.buffers(batch_size)
-    hp = net.hp
-    hp[HP_ALPHA] = alpha
-    hp[HP_CLIP] = clip
-    opt.fill(hp, ip)
-    stats = net.layout.stats()
     if checkpoints is None:
         checkpoints = Checkpoints(keep=1)
     checkpoints.push(theta, opt)
-    net.engine.train_epoch(X[0], X[1], Y, sw, order, theta, grad, opt.m1, opt.m2, table,
-                           work, hp, ip, stats)
-    opt.read_back(ip)
+    stats = net.train_epoch(theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip)
     if stats[ST_DIVERGED] or not np.isfinite(theta).all():
         lost = None
         for k, (saved, snap) in enumerate(reversed(checkpoints.items)):
@@ -234,14 +188,26 @@ class StoppingState:
 
 
 def sample_order(rng, previous):
-    """The next epoch's sample order (scikit-learn's shuffle of the previous one)."""
-    return _sk_shuffle(previous, random_state=rng).astype(np.int64, copy=False)
+    """The next epoch's sample order: scikit-learn's ``shuffle(previous, random_state=rng)``.
+
+    scikit-learn's ``utils.shuffle`` (``resample`` without replacement) shuffles
+    ``arange(n)`` with the RandomState and indexes by it; the same draws give
+    the same order, so the same ``random_state`` gives scikit-learn's shuffles.
+    """
+    indices = np.arange(previous.shape[0])
+    rng.shuffle(indices)
+    return previous[indices].astype(np.int64, copy=False)
 
 
 def warn_not_converged(max_iter, category):
     warnings.warn(
         "Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
         "hasn't converged yet." % max_iter, category)
+
+
+def warn_interrupted():
+    warnings.warn("Training interrupted by user: keeping the weights of the last completed "
+                  "epoch (the best ones with early_stopping).")
 
 
 class DeferredInterrupt:
@@ -277,3 +243,191 @@ class DeferredInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+class LocalEpoch:
+    """The step of a local fit: one compiled epoch over in-memory data (shuffled first)."""
+
+    def __init__(self, net, X, Y, sw, batch_size, alpha, clip, shuffle, rng):
+        self.net, self.X, self.Y, self.sw = net, engine_input(X, net.dtype), Y, sw
+        self.n_rows = self.X.n_rows
+        self.batch_size, self.alpha, self.clip = batch_size, alpha, clip
+        self.shuffle, self.rng = shuffle, rng
+        self.order = (np.arange(self.n_rows, dtype=np.int64) if shuffle
+                      else np.empty(0, dtype=np.int64))
+        self.grad = None
+
+    def __call__(self, theta, opt, checkpoints):
+        """Train one epoch; (mean loss, per-layer gradient norms) or DivergenceError."""
+        if self.shuffle:
+            self.order = sample_order(self.rng, self.order)
+        if self.grad is None:
+            self.grad = np.empty_like(theta)
+        return run_epoch(self.net, theta, self.grad, opt, self.X, self.Y, self.sw,
+                         self.order, self.batch_size, self.alpha, self.clip, checkpoints)
+
+
+class EpochLoop:
+    """The epoch loop of every stochastic fit (scikit-learn's, plus fastbp's safety).
+
+    ``fit`` is the fit record (``theta``, ``_optimizer``, ``n_iter_``, ``t_``,
+    ``loss_``, ``loss_curve_``, ``validation_scores_``, ``history_`` and the
+    stopping attributes), updated as epochs complete.  ``step(theta, opt,
+    checkpoints)`` trains one epoch in place and returns (mean loss, per-layer
+    gradient norms), or raises ``DivergenceError`` after rolling back
+    (``epochs_lost``).  ``validate(theta)`` gives the validation score (early
+    stopping) or is None.
+
+    * Divergence: the epochs undone are removed from the curves, counters and
+      stopping state too, so ``n_iter_``, ``loss_curve_`` and the weights always
+      agree.  Divergence with no surviving epoch of this call raises.
+    * Ctrl-C: the first one ends training after the current epoch
+      (``DeferredInterrupt``); a second one, or a ``KeyboardInterrupt`` from a
+      callback, stops at once with the last completed epoch's weights.
+    """
+
+    def __init__(self, fit, step, *, n_samples, max_iter, tol, n_iter_no_change,
+                 early_stopping=False, validate=None, verbose=False, callbacks=None,
+                 convergence_warning=UserWarning):
+        self.fit, self.step, self.validate = fit, step, validate
+        self.n = n_samples
+        self.max_iter, self.tol, self.n_iter_no_change = max_iter, tol, n_iter_no_change
+        self.early_stopping, self.verbose = early_stopping, verbose
+        self.callbacks = as_list(callbacks)
+        self.convergence_warning = convergence_warning
+        self.best = fit.theta.copy()
+        self.stopping = StoppingState(
+            tol, early_stopping,
+            fit.best_loss_ if fit.best_loss_ is not None else np.inf,
+            fit.best_validation_score_ if fit.best_validation_score_ is not None else -np.inf)
+        self.stopping.count = fit._no_improvement_count
+        self.checkpoints = Checkpoints()
+        self.marks = []  # stopping state at each checkpoint, for undoing epochs
+
+    def run(self, incremental=False):
+        """Epochs until max_iter or a stop (one with ``incremental``); then the
+        stopping attributes (best weights restored with early stopping)."""
+        fit = self.fit
+        fit.n_iter_ = 0  # scikit-learn counts this call's epochs only (1 for partial_fit)
+        start = None  # how to abandon the epoch under way
+        with DeferredInterrupt() as interrupt:
+            try:
+                for _ in range(self.max_iter):
+                    t0 = time.perf_counter()
+                    start = self._start_epoch()
+                    info = self._epoch(t0)
+                    start = None
+                    if info is None:  # diverged; rolled back
+                        break
+                    stop = any([bool(cb(info)) for cb in self.callbacks])  # call them all
+                    if interrupt.requested:
+                        warn_interrupted()
+                        break
+                    if self.stopping.count > self.n_iter_no_change and self._stalled():
+                        break
+                    if stop or incremental:
+                        break
+                    if fit.n_iter_ == self.max_iter:
+                        warn_not_converged(self.max_iter, self.convergence_warning)
+            except KeyboardInterrupt:
+                if start is not None:  # interrupted inside an epoch: as if it never ran
+                    self._abandon(start)
+                warn_interrupted()
+        fit._no_improvement_count = self.stopping.count
+        if self.early_stopping:
+            fit.best_validation_score_ = self.stopping.best_score
+            if fit.validation_scores_:
+                fit.theta[...] = self.best
+        else:
+            fit.best_loss_ = self.stopping.best_loss
+
+    def _epoch(self, t0):
+        """Train, record and report one epoch; None when it diverged (rolled back)."""
+        fit, opt = self.fit, self.fit._optimizer
+        lr = opt.learning_rate
+        try:
+            loss, gnorms = self.step(fit.theta, opt, self.checkpoints)
+        except DivergenceError as exc:
+            undone = (exc.epochs_lost or 1) - 1  # recorded epochs the rollback undid
+            if undone >= fit.n_iter_:  # nothing of this call survives
+                raise
+            self._undo(undone)
+            # a step may word the warning itself (dask: which partition, what is kept)
+            warnings.warn(getattr(exc, "warning", None) or str(exc), DivergenceWarning)
+            return None
+        fit.n_iter_ += 1
+        fit.t_ += self.n
+        fit.loss_ = loss
+        fit.loss_curve_.append(loss)
+        score = None
+        if self.validate is not None:
+            score = self.validate(fit.theta)
+            fit.validation_scores_.append(score)
+        if self.stopping.update(loss, score):
+            self.best[...] = fit.theta
+        opt.iteration_ends(fit.t_)
+        info = EpochResult(fit.n_iter_, loss, score, lr, time.perf_counter() - t0,
+                           [float(g) for g in gnorms])
+        record(fit.history_, info)
+        if self.verbose:
+            progress(info)
+        return info
+
+    def _stalled(self):
+        """n_iter_no_change epochs without progress: True to stop (else lr was cut)."""
+        what = "Validation score" if self.early_stopping else "Training loss"
+        msg = ("%s did not improve more than tol=%f for %d consecutive epochs."
+               % (what, self.tol, self.n_iter_no_change))
+        if self.fit._optimizer.trigger_stopping(msg, self.verbose):
+            return True
+        self.stopping.count = 0
+        return False
+
+    # -- undoing epochs -----------------------------------------------------------
+    def _start_epoch(self):
+        """Note the stopping state (for undoing) and what abandoning this epoch needs."""
+        fit = self.fit
+        self.marks = (self.marks + [self._mark()])[-self.checkpoints.keep:]
+        newest = self.checkpoints.items[-1] if self.checkpoints.items else None
+        return fit.n_iter_, fit.t_, getattr(fit, "loss_", None), curve_lengths(fit), newest
+
+    def _abandon(self, start):
+        fit = self.fit
+        fit.n_iter_, fit.t_, loss, lengths, newest = start
+        cut_curves(lengths)
+        if loss is None:
+            fit.__dict__.pop("loss_", None)
+        else:
+            fit.loss_ = loss
+        if self.checkpoints.items and self.checkpoints.items[-1] is not newest:
+            theta, snap = self.checkpoints.items[-1]  # this epoch's start
+            fit.theta[...] = theta
+            fit._optimizer.restore(snap)
+        self._restore_mark(self.marks[-1])
+
+    def _mark(self):
+        s = self.stopping
+        best = self.best.copy() if self.validate is not None else None
+        return (s.count, s.best_loss, s.best_score, best)
+
+    def _undo(self, k):
+        """Forget the last k recorded epochs (their weights were rolled back)."""
+        if k <= 0:
+            return
+        fit = self.fit
+        fit.n_iter_ -= k
+        fit.t_ -= k * self.n
+        lists = [fit.loss_curve_] + list(fit.history_.values())
+        if self.validate is not None:
+            lists.append(fit.validation_scores_)
+        for x in lists:
+            del x[len(x) - k:]
+        fit.loss_ = fit.loss_curve_[-1]
+        self._restore_mark(self.marks[-1 - k])
+
+    def _restore_mark(self, mark):
+        count, best_loss, best_score, best = mark
+        self.stopping.count = count
+        self.stopping.best_loss, self.stopping.best_score = best_loss, best_score
+        if best is not None:
+            self.best[...] = best

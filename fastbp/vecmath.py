@@ -18,7 +18,7 @@ call them vectorise:
   overflow to inf and underflow through the subnormals to 0 exactly where the C
   library's do.
 
-Compiled without ``reassoc`` (``_config.jit_ordered``): reassociation would
+Compiled without ``reassoc`` (``jit.jit_ordered``): reassociation would
 fold the two halves of ln2 into one and multiply the two scale factors first
 (overflowing where the result is finite).  LLVM inlines these small functions
 into the kernels with their own flags, and the kernels' loops still vectorise.
@@ -36,7 +36,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from ._config import jit_ordered
+from .jit import jit_ordered
 
 LOG2E = 1.4426950408889634
 LN2_HI = 0.6931471803691238  # 33 significant bits: k * LN2_HI is exact for |k| < 2^20

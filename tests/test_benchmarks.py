@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
 
-import fastbp._engine as engine_module
+import fastbp.engine as engine_module
 import fastbp.kernels_blas as kernels_blas
 import fastbp.kernels_loop as kernels_loop
 
@@ -38,7 +38,7 @@ def engine_kernels():
 
     Every ``<name>_serial`` dispatcher defined in kernels_loop (with its
     ``<name>_parallel`` twin), and every other jitted function defined there that
-    ``_engine`` calls.  Helpers compiled into the kernels (``finish_row``) and
+    ``engine`` calls.  Helpers compiled into the kernels (``finish_row``) and
     imported ones (activations, losses) are not engine kernels.
     """
     names = {}

@@ -84,9 +84,9 @@ def _seed(root):
     """Give ``root``'s private cache the suite's compiled *kernels*, but none of the engine
     functions Python calls, so that the processes below compile every entry point
     themselves from cached callees: the way the poisoned cache entries arise."""
-    from fastbp.engine import ENTRY_POINTS
+    from fastbp.backends import ENTRY_POINTS
     from fastbp.kernel_cache import cache_files
-    entries = tuple(f"_engine.{name}__" for name in ENTRY_POINTS)
+    entries = tuple(f"engine.{name}__" for name in ENTRY_POINTS)
     target = _run([sys.executable, "-m", "fastbp", "cache", "info"], _env(root, 2), root)
     target = pathlib.Path(target.splitlines()[0].split(": ", 1)[1])
     target.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def test_damaged_cache_is_recompiled_with_a_warning_never_a_crash(life, tmp_path
     # a copy of the warm cache whose cached predict is cut short (its code or its index)
     shutil.copytree(life, tmp_path / "damaged")
     root = tmp_path / "damaged"
-    pattern = "_engine.predict__*" + (".nbc" if damage == "data" else ".nbi")
+    pattern = "engine.predict__*" + (".nbc" if damage == "data" else ".nbi")
     files = list((root / "numba-cache").rglob(pattern))
     assert files
     for f in files:
@@ -206,7 +206,7 @@ def test_damaged_cache_is_recompiled_with_a_warning_never_a_crash(life, tmp_path
                           timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("KernelCacheWarning") == 1, proc.stderr
-    assert "_engine.predict__" in proc.stderr and "recompiling" in proc.stderr
+    assert "engine.predict__" in proc.stderr and "recompiling" in proc.stderr
     _same(json.loads(proc.stdout.strip().splitlines()[-1]), child.perform(str(life), *case))
     # the broken entry was replaced by a good one: the next process loads it quietly
     proc = subprocess.run(args, env=env, cwd=root, capture_output=True, text=True,
@@ -234,12 +234,12 @@ def test_every_compiled_entry_point_is_reached_through_get_engine():
     # function Python calls that is not in ENTRY_POINTS would bypass that.
     from numba.core.registry import CPUDispatcher
 
-    from fastbp import _engine
-    from fastbp.engine import ENTRY_POINTS, get_engine
-    public = {name for name, obj in vars(_engine).items()
+    from fastbp import engine
+    from fastbp.backends import ENTRY_POINTS, get_engine
+    public = {name for name, obj in vars(engine).items()
               if isinstance(obj, CPUDispatcher) and not name.startswith("_")
-              and obj.py_func.__module__ == _engine.__name__}
+              and obj.py_func.__module__ == engine.__name__}
     assert public == set(ENTRY_POINTS)
-    engine = get_engine("loops")
+    loops = get_engine("loops")
     for name in ENTRY_POINTS:
-        assert getattr(engine, name).dispatcher is getattr(_engine, name)
+        assert getattr(loops, name).dispatcher is getattr(engine, name)

@@ -1,6 +1,6 @@
 """The training engine across backends, thread counts and failure.
 
-Driven through the trainer's own path (``trainer.Network``, ``trainer.run_epoch``,
+Driven through the trainer's own path (``network.Network``, ``trainer.run_epoch``,
 ``optimizers.Optimizer``) on tiny networks:
 
 (a) the 'python' backend (the engine run as plain Python over the plain-Python
@@ -24,9 +24,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastbp._config import IP_PAR_MIN, PARALLEL_MIN_WORK
+from fastbp.codes import IP_PAR_MIN
+from fastbp.config import PARALLEL_MIN_WORK
 from fastbp.optimizers import Optimizer
-from fastbp.trainer import DivergenceError, Network, run_epoch
+from fastbp.network import Network
+from fastbp.trainer import DivergenceError, run_epoch
 
 TOL = 1e-12
 
@@ -254,7 +256,8 @@ _BIG_RUN = textwrap.dedent("""
     import numba
     import numpy as np
     from fastbp.optimizers import Optimizer
-    from fastbp.trainer import Network, run_epoch
+    from fastbp.network import Network
+    from fastbp.trainer import run_epoch
 
     def big_run(seed, sizes, batch, n):
         rng = np.random.default_rng(seed)

@@ -20,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference
-from fastbp._config import HIDDEN_ACTIVATIONS
+from fastbp.codes import HIDDEN_ACTIVATIONS
 from fastbp.api import check_gradients, loss_and_gradient
-from fastbp.engine import BACKENDS
+from fastbp.backends import BACKENDS
 
 # Tiny shapes: CI also runs this module with NUMBA_DISABLE_JIT=1 (kernel bodies as Python).
 pytestmark = pytest.mark.nojit

@@ -16,7 +16,7 @@ import sklearn.neural_network as sk
 from sklearn.exceptions import ConvergenceWarning
 
 import fastbp
-from fastbp.engine import get_engine
+from fastbp.backends import get_engine
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -267,9 +267,10 @@ class EngineSpy:
         engine = get_engine("loops")
         original = engine.train_epoch
 
-        def train_epoch(X, Xs, *args):
+        def train_epoch(data, *args):
+            X, Xs = data[0], data[1]
             self.calls.append((X.shape[0], Xs[2].shape[0]))
-            return original(X, Xs, *args)
+            return original(data, *args)
 
         monkeypatch.setattr(engine, "train_epoch", train_epoch)
 

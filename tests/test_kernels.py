@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastbp import _engine, engine
+from fastbp import backends, engine
 from fastbp import kernels_blas as kb
 from fastbp import kernels_loop as kl
-from fastbp._config import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, LOSS_CODES, OPT_ADAGRAD,
-                            OPT_ADAM, OPT_RMSPROP, OPT_SGD, OUTPUT_ACTIVATIONS)
+from fastbp.codes import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, LOSS_CODES, OPT_ADAGRAD,
+                          OPT_ADAM, OPT_RMSPROP, OPT_SGD, OUTPUT_ACTIVATIONS)
 from fastbp.activations import activate, activate_row, derivative, derivative_row
 from fastbp.losses import check_pair
 from fastbp.params import Layout
@@ -174,12 +174,12 @@ def test_blas_backend_replaces_every_loop_kernel():
     silently run the plain-Python loop kernel, and every loops-vs-blas comparison
     in this suite would compare the loop code with itself.
     """
-    used = {name: obj for name, obj in vars(_engine).items()
+    used = {name: obj for name, obj in vars(engine).items()
             if inspect.isfunction(plain(obj)) and plain(obj).__module__ == kl.__name__}
     assert used, "found no kernels in the engine"
     for name, kernel in used.items():
-        assert name in engine._BLAS_NAMES, f"{name} has no BLAS substitute"
-        twin_func = engine._BLAS_NAMES[name]
+        assert name in backends._BLAS_NAMES, f"{name} has no BLAS substitute"
+        twin_func = backends._BLAS_NAMES[name]
         assert twin_func.__module__ == kb.__name__
         base = name.removesuffix("_serial").removesuffix("_parallel")
         assert twin_func.__name__ == base

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 import fastbp
-from fastbp._config import HIDDEN_ACTIVATIONS
+from fastbp.codes import HIDDEN_ACTIVATIONS
 
 pytestmark = pytest.mark.nojit
 

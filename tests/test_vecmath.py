@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fastbp import vecmath
-from fastbp._config import jit, pure_python
+from fastbp.jit import jit, pure_python
 
 FUNCTIONS = {
     "exp": (vecmath.exp, np.exp, 1),

@@ -41,11 +41,12 @@ The numbers are chosen so every value is exact in binary except ln 3:
 import numpy as np
 import pytest
 
-from fastbp._config import ACTIVATION_CODES
+from fastbp.codes import ACTIVATION_CODES
 from fastbp.api import loss_and_gradient
 from fastbp.optimizers import Optimizer
 from fastbp.params import Layout
-from fastbp.trainer import Network, run_epoch
+from fastbp.network import Network
+from fastbp.trainer import run_epoch
 
 # Tiny shapes: CI also runs this module with NUMBA_DISABLE_JIT=1 (kernel bodies as Python).
 pytestmark = pytest.mark.nojit

@@ -1,52 +1,27 @@
-"""The one place that picks Numba options, numeric codes and defaults.
+"""Compiled functions: ``jit``, ``twins``, their cache names, plain-Python copies.
 
-Every compiled function in fastbp is made by :func:`jit` or :func:`twins` from
-this module, so the fastmath flag set and caching are decided here only.
-
-``error_model="numpy"``: a float division by zero gives inf/NaN instead of
-raising, so Numba emits no zero test in loops and divisions and square roots
-vectorise (Adam's step went from 4.2 to 1.1 ns per parameter).
+Every compiled function in fastbp is made by :func:`jit` or :func:`twins`, so
+the options of ``config`` (fastmath flag set, cache) are applied here only.
 
 Numba's on-disk cache does not key on these options, nor on the sources of the
 kernels a function links in, so ``jit`` puts a digest of both into every
 compiled function's qualified name (``_options_tag``): changing an option or a
-kernel writes new cache files instead of loading stale code.
-
-Fastmath: ``reassoc`` (lets LLVM vectorise reductions), ``contract`` (FMA) and
-``nsz``.  Deliberately *not* ``nnan``/``ninf`` (Numba would delete ``isnan``
-tests) and not ``afn``/``arcp`` (approximate exp/log/division would break the
-1e-12 agreement with the BLAS twin).
+kernel writes new cache files instead of loading stale code.  The digest of a
+function covers its own module and, walking the compiled functions that module
+imports, every module whose code it can link in (plus this module, ``codes``
+and ``config``, whose constants are compiled in): no list of files to keep.
 """
 import hashlib
-import os
+import sys
 import types
 
 import numba
 from numba.core.registry import CPUDispatcher
 
-# Threading layer: numba's fallback 'workqueue' aborts the process when two
-# Python threads run parallel kernels at once; 'threadsafe' picks tbb or omp
-# (GNU OpenMP on Linux wheels) and never workqueue.  An explicit
-# NUMBA_THREADING_LAYER in the environment is respected.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "threadsafe"
+from . import codes, config
+from .config import CACHE, FASTMATH, FASTMATH_ORDERED
 
-FASTMATH = frozenset({"reassoc", "contract", "nsz"})
-# For functions whose order of evaluation is their accuracy (range reductions,
-# Cody-Waite splits, scaling by 2^k in two steps): no ``reassoc``.  LLVM keeps
-# these flags per instruction when it inlines such a function into a kernel.
-FASTMATH_ORDERED = frozenset({"contract", "nsz"})
-CACHE = True
-
-# Work (multiply-adds per kernel call, or elements for the optimizer step) below
-# which the serial twin of a kernel is used: about 50-100 us of serial work, so
-# that a parallel region's start-up (~2 us on a quiet machine, far more when the
-# other core is busy) stays small beside it.  On 2 cores prange pays on wide
-# layers only (784-512-512 at batch 256), not on batch-10 784-30 layers.
-# Depends on shapes only, never on the thread count, so results are bitwise
-# identical for any number of threads.
-PARALLEL_MIN_WORK = 1 << 20
-
+__all__ = ["jit", "jit_ordered", "twins", "pure_python", "start_threads"]
 
 _threads_started = False
 
@@ -73,61 +48,43 @@ def start_threads():
         numba.get_num_threads()
         _threads_started = True
 
-# Activation codes (see activations.py).
-IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, SOFTPLUS, SOFTMAX = range(7)
-ACTIVATION_CODES = {
-    "identity": IDENTITY,
-    "logistic": LOGISTIC,
-    "tanh": TANH,
-    "relu": RELU,
-    "leaky_relu": LEAKY_RELU,
-    "softplus": SOFTPLUS,
-    "softmax": SOFTMAX,
-}
-HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "softplus")
-OUTPUT_ACTIVATIONS = ("identity", "logistic", "softmax")
-LEAKY_SLOPE = 0.01
 
-# Loss codes (see losses.py).
-SQUARED_ERROR, LOG_LOSS, HUBER = range(3)
-LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS, "huber": HUBER}
-
-# Optimizer codes (see optimizers.py).
-OPT_SGD, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD, OPT_NONE = range(5)
-
-# Layout of the float64 hyper-parameter vector ``hp`` given to the engine.
-HP_LR, HP_ALPHA, HP_MOMENTUM, HP_BETA1, HP_BETA2, HP_EPS, HP_CLIP, HP_HUBER, HP_PROB_EPS = range(9)
-HP_SIZE = 9
-# Layout of the int64 control vector ``ip`` given to the engine.
-(IP_OPT, IP_LOSS, IP_PAR_MIN, IP_NESTEROV, IP_STEP, IP_WSQ_OFF, IP_MEAN_OUT, IP_CAP) = range(8)
-IP_SIZE = 8
-# Columns of the int64 layer table (one row per weight layer).
-L_NIN, L_NOUT, L_WOFF, L_BOFF, L_ACT, L_AOFF, L_DOFF = range(7)
-L_COLS = 7
-# Layout of the float64 statistics vector written by the engine.
-ST_LOSS, ST_SAMPLES, ST_DIVERGED, ST_BATCHES, ST_DATA, ST_REG, ST_SWSUM, ST_GNORM = range(8)
-# per-layer gradient norms follow from ST_GNORM on
+def _file_bytes(module):
+    path = getattr(module, "__file__", None)
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except (OSError, TypeError):
+        return module.__name__.encode()
 
 
-def _sources_digest():
-    """Digest of every module whose code ends up in compiled fastbp functions."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    h = hashlib.sha1()
-    for name in ("_config.py", "vecmath.py", "activations.py", "losses.py", "kernels_loop.py",
-                 "_engine.py"):
-        try:
-            with open(os.path.join(here, name), "rb") as fh:
-                h.update(fh.read())
-        except OSError:
-            h.update(name.encode())
-    return h.hexdigest()
+_BASE = hashlib.sha1(b"".join(_file_bytes(m) for m in (sys.modules[__name__], codes, config)))
+_DIGESTS = {}
 
 
-_SOURCES = _sources_digest()
+def _module_digest(name):
+    """Digest of module ``name``'s source and of every module whose compiled
+    functions it imports (recursively): all the code a function of it can link in.
+
+    Taken when the module's first function is compiled, so after its imports.
+    """
+    if name in _DIGESTS:
+        return _DIGESTS[name]
+    _DIGESTS[name] = None  # a cycle ends here
+    module = sys.modules[name]
+    h = _BASE.copy()
+    h.update(_file_bytes(module))
+    callees = sorted({obj.py_func.__module__ for obj in vars(module).values()
+                      if isinstance(obj, CPUDispatcher)} - {name})
+    for callee in callees:
+        h.update(callee.encode())
+        h.update((_module_digest(callee) or "").encode())
+    _DIGESTS[name] = h.hexdigest()
+    return _DIGESTS[name]
 
 
-def _options_tag(opts):
-    """Short digest of the compile options and kernel sources, put in every compiled name.
+def _options_tag(opts, module):
+    """Short digest of the compile options and linked sources, put in every compiled name.
 
     Numba's cache index keys on a function's name, bytecode and signature, and
     checks only its own file's time stamp: not its options, nor the sources of
@@ -136,17 +93,18 @@ def _options_tag(opts):
     stale machine code.
     """
     text = repr(sorted((k, sorted(v) if isinstance(v, (set, frozenset)) else v)
-                       for k, v in opts.items())) + _SOURCES
+                       for k, v in opts.items())) + _module_digest(module)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def jit(func=None, **options):
     """``numba.njit`` with fastbp's fastmath set and cache (serial)."""
-    opts = dict(fastmath=set(FASTMATH), cache=CACHE, nogil=True, error_model="numpy")
+    opts = {"fastmath": set(FASTMATH), "cache": CACHE, "nogil": True,
+            "error_model": "numpy"}
     opts.update(options)
 
     def compile_(f):
-        dispatcher = numba.njit(**opts)(_renamed(f, "__" + _options_tag(opts)))
+        dispatcher = numba.njit(**opts)(_renamed(f, "__" + _options_tag(opts, f.__module__)))
         dispatcher.__name__ = f.__name__
         return dispatcher
 
@@ -156,7 +114,7 @@ def jit(func=None, **options):
 
 
 def jit_ordered(func):
-    """:func:`jit` without ``reassoc`` (see ``FASTMATH_ORDERED``)."""
+    """:func:`jit` without ``reassoc`` (see ``config.FASTMATH_ORDERED``)."""
     return jit(func, fastmath=set(FASTMATH_ORDERED))
 
 

@@ -1,0 +1,50 @@
+"""Numeric codes the compiled code branches on, and the layout of the engine's
+control vectors.
+
+Activations, losses and optimizers reach compiled code as small integers
+(a function-typed argument would miss Numba's cache on every run and block
+inlining).  The engine's inputs ``hp``, ``ip``, the layer table and ``stats``
+are flat vectors; their slots are named here and filled in ``network.py``
+only.
+"""
+
+# Activation codes (see activations.py).
+IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, SOFTPLUS, SOFTMAX = range(7)
+ACTIVATION_CODES = {
+    "identity": IDENTITY,
+    "logistic": LOGISTIC,
+    "tanh": TANH,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "softplus": SOFTPLUS,
+    "softmax": SOFTMAX,
+}
+HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "softplus")
+OUTPUT_ACTIVATIONS = ("identity", "logistic", "softmax")
+LEAKY_SLOPE = 0.01
+
+# Loss codes (see losses.py).
+SQUARED_ERROR, LOG_LOSS, HUBER = range(3)
+LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS, "huber": HUBER}
+
+# Optimizer codes (see optimizers.py).
+OPT_SGD, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD, OPT_NONE = range(5)
+
+# Layout of the float64 hyper-parameter vector ``hp`` given to the engine.
+# HP_MOMENTUM is SGD's momentum, HP_BETA1 Adam's first-moment decay: the engine
+# hands the one its optimizer uses to ``optimizer_step`` as ``beta1``.
+HP_LR, HP_ALPHA, HP_MOMENTUM, HP_BETA1, HP_BETA2, HP_EPS, HP_CLIP, HP_HUBER, HP_PROB_EPS = range(9)
+HP_SIZE = 9
+# Layout of the int64 control vector ``ip`` given to the engine.  A workspace
+# holds blocks of up to ``cap`` rows: ``train_epoch`` walks mini-batches of
+# IP_BATCH rows, ``loss_grad`` and ``predict`` chunks of IP_CHUNK rows (both
+# are set to the workspace's ``cap``).
+(IP_OPT, IP_LOSS, IP_PAR_MIN, IP_NESTEROV, IP_STEP, IP_WSQ_OFF, IP_MEAN_OUT, IP_BATCH,
+ IP_CHUNK) = range(9)
+IP_SIZE = 9
+# Columns of the int64 layer table (one row per weight layer).
+L_NIN, L_NOUT, L_WOFF, L_BOFF, L_ACT, L_AOFF, L_DOFF = range(7)
+L_COLS = 7
+# Layout of the float64 statistics vector written by the engine.
+ST_LOSS, ST_SAMPLES, ST_DIVERGED, ST_BATCHES, ST_DATA, ST_REG, ST_SWSUM, ST_GNORM = range(8)
+# per-layer gradient norms follow from ST_GNORM on

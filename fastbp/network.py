@@ -1,0 +1,205 @@
+"""The network the engine runs, and the one place that assembles the engine's controls.
+
+A :class:`Network` is an architecture bound to a backend and dtype.  From the
+model's settings it builds what ``engine`` takes: the layer table with the
+workspace offsets, the workspace, ``hp``/``ip`` (slots named in ``codes``) and
+``stats``; optimizers hand over their numbers (``Optimizer.engine_settings``)
+and never see these vectors.  Input reaches the engine through
+:func:`engine_input` (dense C-contiguous rows, or CSR with sorted int64
+indices), made in :func:`as_rows` only.
+"""
+import numpy as np
+import scipy.sparse as sp
+
+from .backends import BACKENDS, get_engine
+from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
+                    HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, IP_BATCH, IP_CHUNK, IP_LOSS,
+                    IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
+                    IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, SOFTMAX, ST_DATA, ST_GNORM,
+                    ST_REG)
+from .losses import check_pair
+from .params import Layout
+
+__all__ = ["Network", "EngineInput", "engine_input", "as_rows", "PREDICT_CHUNK"]
+
+PREDICT_CHUNK = 1024
+
+
+def as_rows(X, dtype=None):
+    """X as the engine reads it: a CSR matrix with sorted indices, or a C-contiguous
+    array (no copy when it already is one of the requested dtype)."""
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=dtype if dtype is not None else X.dtype)
+        return X if X.has_sorted_indices else X.sorted_indices()
+    return np.ascontiguousarray(X, dtype=dtype)
+
+
+class EngineInput(tuple):
+    """(X, Xs) as the engine takes them: dense rows, or CSR triplet with an empty X."""
+
+    __slots__ = ()
+
+    @property
+    def n_rows(self):
+        indptr = self[1][2]
+        return indptr.shape[0] - 1 if indptr.shape[0] else self[0].shape[0]
+
+
+def engine_input(X, dtype):
+    """Dense C-contiguous X (no copy when it already is) or a CSR matrix, for the engine.
+
+    Sparse input keeps its CSR arrays (indices as int64, sorted); it is never densified.
+    """
+    if isinstance(X, EngineInput):
+        return X
+    dtype = np.dtype(dtype)
+    X = as_rows(X, dtype)
+    if sp.issparse(X):
+        Xs = (np.ascontiguousarray(X.data, dtype=dtype),
+              np.ascontiguousarray(X.indices, dtype=np.int64),
+              np.ascontiguousarray(X.indptr, dtype=np.int64))
+        return EngineInput((np.empty((0, X.shape[1]), dtype=dtype), Xs))
+    empty = np.empty(0, dtype=np.int64)
+    return EngineInput((X, (np.empty(0, dtype=dtype), empty, empty)))
+
+
+class Network:
+    """A network's architecture bound to a backend and dtype.
+
+    ``sizes`` = [n_features, hidden..., n_outputs]; ``hidden`` = activation names
+    per hidden layer; ``output`` = output activation name; ``loss`` = loss name.
+    """
+
+    def __init__(self, sizes, hidden, output, loss, dtype, backend="loops", huber_delta=1.0,
+                 mean_outputs=False):
+        codes = [ACTIVATION_CODES[a] for a in hidden] + [ACTIVATION_CODES[output]]
+        if SOFTMAX in codes[:-1]:
+            raise ValueError("softmax is only available as the output activation")
+        self.loss_code = LOSS_CODES[loss]
+        check_pair(self.loss_code, codes[-1])
+        self.layout = Layout(sizes, codes)
+        self.dtype = np.dtype(dtype)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        self.backend = backend
+        self._engine = None  # bound at first use: loading a model starts no threads
+        self.hp = np.zeros(HP_SIZE)
+        self.hp[HP_HUBER] = huber_delta
+        self.hp[HP_PROB_EPS] = np.finfo(self.dtype).eps
+        self.mean_outputs = bool(mean_outputs)
+        # Network(*args) builds this network again (a dask worker's copy)
+        self.args = (tuple(int(s) for s in sizes), tuple(hidden), output, loss, self.dtype.str,
+                     backend, float(huber_delta), self.mean_outputs)
+        self._work = {}
+
+    @property
+    def engine(self):
+        """The backend's engine functions (``backends.get_engine``)."""
+        if self._engine is None:
+            self._engine = get_engine(self.backend)
+        return self._engine
+
+    # -- the engine's controls --------------------------------------------------
+    def _new_buffers(self, cap):
+        """(work, table, ip) for blocks of up to ``cap`` rows.
+
+        ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
+        activations and deltas (cap, n_out); a scratch of max(n_units,
+        n_layers) for per-row sums.  ``table`` is the layer table with the
+        offsets into it; ``ip`` the engine's control vector.
+        """
+        layout = self.layout
+        table = layout.table.copy()
+        off = cap * layout.sizes[0]
+        for l in range(layout.n_layers):
+            table[l, L_AOFF] = off
+            off += cap * layout.sizes[l + 1]
+            table[l, L_DOFF] = off
+            off += cap * layout.sizes[l + 1]
+        ip = np.zeros(IP_SIZE, dtype=np.int64)
+        ip[IP_WSQ_OFF] = off
+        ip[IP_BATCH] = cap  # train_epoch's mini-batch
+        ip[IP_CHUNK] = cap  # loss_grad's and predict's block of rows
+        ip[IP_PAR_MIN] = self.engine.par_min
+        ip[IP_LOSS] = self.loss_code
+        ip[IP_MEAN_OUT] = int(self.mean_outputs)
+        off += max(max(layout.sizes[1:]), layout.n_layers)
+        work = np.empty(off, dtype=self.dtype)  # every block is written before it is read
+        return work, table, ip
+
+    def buffers(self, cap):
+        """(work, table, ip) for batches of ``cap`` rows, made once per cap."""
+        if cap not in self._work:
+            self._work = {cap: self._new_buffers(cap)}  # keep one: bounded memory
+        return self._work[cap]
+
+    def release(self):
+        """Drop the training workspace (a fitted model keeps its Network for predict)."""
+        self._work = {}
+
+    def stats(self):
+        """A zeroed statistics vector for the engine."""
+        return np.zeros(ST_GNORM + self.layout.n_layers)
+
+    def context(self, cap, alpha=0.0, clip=0.0, optimizer=None):
+        """The engine's ``context`` (layers, work, hp, ip, stats) for blocks of ``cap`` rows.
+
+        ``alpha`` the L2 penalty, ``clip`` the gradient-norm clip (0 = off), and
+        the optimizer's numbers (``Optimizer.engine_settings``) when training.
+        """
+        work, table, ip = self.buffers(cap)
+        hp = self.hp
+        hp[HP_ALPHA] = alpha
+        hp[HP_CLIP] = clip
+        if optimizer is not None:
+            code, lr, momentum, beta_1, beta_2, eps, nesterov, step = \
+                optimizer.engine_settings()
+            hp[HP_LR] = lr
+            hp[HP_MOMENTUM] = momentum
+            hp[HP_BETA1] = beta_1
+            hp[HP_BETA2] = beta_2
+            hp[HP_EPS] = eps
+            ip[IP_OPT] = code
+            ip[IP_NESTEROV] = int(nesterov)
+            ip[IP_STEP] = step
+        return table, work, hp, ip, self.stats()
+
+    # -- the engine's entry points ----------------------------------------------
+    def train_epoch(self, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
+        """One compiled epoch of mini-batches over ``order``; returns the engine's stats.
+
+        Updates ``theta`` and the optimizer's moments in place and takes the
+        step counter the engine advanced.
+        """
+        X = engine_input(X, self.dtype)
+        context = self.context(batch_size, alpha, clip, opt)
+        self.engine.train_epoch((X[0], X[1], Y, sw), order, (theta, grad, opt.m1, opt.m2),
+                                context)
+        opt.t = int(context[3][IP_STEP])
+        return context[4]
+
+    def loss_grad(self, theta, X, Y, sw, alpha, grad=None, chunk=PREDICT_CHUNK):
+        """(data term, L2 term, flat gradient) of the objective at ``theta``."""
+        if grad is None:
+            grad = np.empty_like(theta)
+        X = engine_input(X, self.dtype)
+        context = self.context(min(chunk, max(1, X.n_rows)), alpha)
+        self.engine.loss_grad((X[0], X[1], Y, sw), theta, grad, context)
+        stats = context[4]
+        return stats[ST_DATA], stats[ST_REG], grad
+
+    def predict(self, theta, X, chunk=PREDICT_CHUNK):
+        """Output activations (n, n_outputs) for X.
+
+        Each call takes a workspace of its own (one allocation per call, none
+        per chunk): a fitted model keeps its Network, and may predict from
+        several threads at once; nothing stays allocated between calls.
+        """
+        X = engine_input(X, self.dtype)
+        n = X.n_rows
+        out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
+        if n:
+            work, table, ip = self._new_buffers(min(chunk, n))
+            self.engine.predict(X[0], X[1], theta, (table, work, self.hp, ip, self.stats()),
+                                out)
+        return out
