@@ -20,25 +20,27 @@ SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-310, -1e-310, 5e-324,
                     19.06, 19.07, 22.0, 23.0, -22.0, 0.34657359, -0.34657359, 1e300, -1e300])
 
 
-@jit
+# not cached: the vectorisation test reads the machine code, which Numba keeps only
+# for functions compiled in this process
+@jit(cache=False)
 def _apply_exp(x, out):
     for i in range(x.shape[0]):
         out[i] = vecmath.exp(x[i])
 
 
-@jit
+@jit(cache=False)
 def _apply_expm1(x, out):
     for i in range(x.shape[0]):
         out[i] = vecmath.expm1(x[i])
 
 
-@jit
+@jit(cache=False)
 def _apply_tanh(x, out):
     for i in range(x.shape[0]):
         out[i] = vecmath.tanh(x[i])
 
 
-@jit
+@jit(cache=False)
 def _apply_logistic(x, out):
     for i in range(x.shape[0]):
         out[i] = vecmath.logistic(x[i])
