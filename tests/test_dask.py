@@ -49,8 +49,8 @@ def _compile_here_first():
             fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), Xv, y).predict(Xv)
     for solver in ("lbfgs", "adam"):
         fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), frame, y)
-        fit_quietly(fastbp.MLPRegressor((3,), solver=solver, max_iter=2), frame,
-                    target).predict(frame)
+        reg = fastbp.MLPRegressor(hidden_layer_sizes=(3,), solver=solver, max_iter=2)
+        fit_quietly(reg, frame, target).predict(frame)
 
 
 @pytest.fixture(scope="module")

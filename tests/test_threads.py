@@ -35,7 +35,7 @@ _BIG_FIT = textwrap.dedent("""
     BIG_N = 3 * BIG_BATCH
 
     def big_fit(seed, n_jobs=None):
-        '''Two epochs; returns (the flat parameters, the loss curve).'''
+        '''Two epochs; returns (the flat parameters, the loss curve, the model).'''
         rng = np.random.default_rng(seed)
         X = rng.standard_normal((BIG_N, BIG_SIZES[0]))
         y = rng.integers(0, BIG_SIZES[-1], BIG_N)
@@ -47,14 +47,14 @@ _BIG_FIT = textwrap.dedent("""
             warnings.simplefilter("ignore")
             model.fit(X, y)
         theta = np.concatenate([a.ravel() for a in model.coefs_ + model.intercepts_])
-        return theta, list(model.loss_curve_)
+        return theta, list(model.loss_curve_), model
 """)
 
 _SUBPROCESS_MAIN = _BIG_FIT + textwrap.dedent("""
     import json, sys
     import numba
     seed, path = int(sys.argv[1]), sys.argv[2]
-    theta, losses = big_fit(seed)
+    theta, losses, _ = big_fit(seed)
     np.save(path, theta)
     print(json.dumps({"threads": numba.get_num_threads(), "losses": losses}))
 """)
@@ -88,7 +88,7 @@ def test_big_fit_uses_the_parallel_twins():
 
 def test_bitwise_identical_for_1_and_2_threads_and_repeats(big_runs):
     seed, runs, repeat, other = big_runs
-    (t1, l1), (t2, l2) = runs[1], runs[2]
+    (t1, l1, _), (t2, l2, _) = runs[1], runs[2]
     assert np.isfinite(t1).all()
     assert t1.tobytes() == t2.tobytes() == repeat[0].tobytes()
     assert l1 == l2 == repeat[1]
@@ -115,6 +115,40 @@ def test_bitwise_identical_from_the_cache_under_1_and_2_threads(big_runs, tmp_pa
         assert info["threads"] == threads
         assert np.load(path).tobytes() == runs[1][0].tobytes(), f"{threads} threads"
         assert info["losses"] == runs[1][1]
+
+
+_PREDICT_FIRST = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import fastbp
+    model = fastbp.load(sys.argv[1])
+    np.save(sys.argv[3], model.predict_proba(np.load(sys.argv[2])))
+""")
+
+
+@pytest.mark.slow
+def test_cached_predict_as_first_call_of_fresh_processes(big_runs, rng, tmp_path):
+    """A fresh process whose first compiled call is ``predict``, loaded from the cache,
+    under 1 and 2 threads: the parallel twins' threading layer must be started first
+    (Numba #8578: such a process segfaulted when ``predict`` had been cached by a
+    process that loaded its callees from the cache)."""
+    model = big_runs[1][1][2]
+    model.save(tmp_path / "big.fbp")
+    X = rng.standard_normal((2 * BIG_BATCH, BIG_SIZES[0]))   # 256 x 64 x 1024: parallel
+    np.save(tmp_path / "X.npy", X)
+    expected = model.predict_proba(X)
+    procs = {}
+    for threads in (1, 2):
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
+        out = tmp_path / f"proba_{threads}.npy"
+        procs[threads] = (out, subprocess.Popen(
+            [sys.executable, "-c", _PREDICT_FIRST, str(tmp_path / "big.fbp"),
+             str(tmp_path / "X.npy"), str(out)], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    for threads, (out, proc) in procs.items():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{threads} threads: exit {proc.returncode}: {err}"
+        assert np.load(out).tobytes() == expected.tobytes(), f"{threads} threads"
 
 
 # ---- n_jobs --------------------------------------------------------------------------
