@@ -101,7 +101,8 @@ def benchmark_cases():
                 continue
             for meth in sorted(dir(cls)):
                 if meth.startswith(PREFIXES) and callable(getattr(cls, meth)):
-                    slow = (pytest.mark.slow,) if meth.startswith("timeraw_") else ()  # a subprocess
+                    # timeraw_ benchmarks run in a subprocess
+                    slow = (pytest.mark.slow,) if meth.startswith("timeraw_") else ()
                     cases.append(pytest.param(modname, attr, meth, marks=slow,
                                               id=f"{modname}.{attr}.{meth}"))
         for attr, func in vars(mod).items():  # no stray module-level benchmarks
