@@ -35,8 +35,8 @@ def optimizer_step(form):
     """``optimizer_step`` as compiled serial or parallel twin, plain Python, or BLAS twin."""
     if form == "blas":
         return kb.optimizer_step
-    if form == "python":
-        return kl.optimizer_step_serial.py_func
+    if form == "python":  # the source (itself under NUMBA_DISABLE_JIT)
+        return getattr(kl.optimizer_step_serial, "py_func", kl.optimizer_step_serial)
     return getattr(kl, f"optimizer_step_{form}")
 
 
