@@ -206,13 +206,6 @@ def test_divergence_keeps_curves_counters_and_weights_consistent(rng, early_stop
 
 
 # -- clone, pickle, Pipeline, GridSearchCV ------------------------------------------------
-@pytest.fixture
-def blobs(rng):
-    X = rng.standard_normal((90, 4))
-    y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8).astype(int)
-    return X, y
-
-
 def test_clone_keeps_parameters_and_drops_fitted_state(blobs):
     X, y = blobs
     model = fastbp.MLPClassifier((7, 3), activation=["tanh", "relu"], max_iter=5,

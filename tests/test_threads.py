@@ -153,13 +153,6 @@ def test_cached_predict_as_first_call_of_fresh_processes(big_runs, rng, tmp_path
 
 # ---- n_jobs --------------------------------------------------------------------------
 
-@pytest.fixture
-def blobs(rng):
-    X = rng.standard_normal((90, 4))
-    y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8).astype(int)
-    return X, y
-
-
 def test_n_jobs_sets_and_restores_numba_threads(blobs):
     X, y = blobs
     most = numba.config.NUMBA_NUM_THREADS
