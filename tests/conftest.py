@@ -16,3 +16,11 @@ def rng(request):
     """A Generator seeded from the test node id (stable across runs and processes)."""
     seed = zlib.crc32(request.node.nodeid.encode("utf-8"))
     return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def blobs(rng):
+    """90 samples, 4 features, 3 unbalanced classes (about 50% / 40% / 10%)."""
+    X = rng.standard_normal((90, 4))
+    y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8).astype(int)
+    return X, y

@@ -101,7 +101,9 @@ def benchmark_cases():
                 continue
             for meth in sorted(dir(cls)):
                 if meth.startswith(PREFIXES) and callable(getattr(cls, meth)):
-                    cases.append(pytest.param(modname, attr, meth,
+                    # timeraw_ benchmarks run in a subprocess
+                    slow = (pytest.mark.slow,) if meth.startswith("timeraw_") else ()
+                    cases.append(pytest.param(modname, attr, meth, marks=slow,
                                               id=f"{modname}.{attr}.{meth}"))
         for attr, func in vars(mod).items():  # no stray module-level benchmarks
             assert not (inspect.isfunction(func) and attr.startswith(PREFIXES)), \
@@ -153,6 +155,7 @@ def test_asv_conf():
     assert set(conf["matrix"]["req"]) >= {"numpy", "numba", "scikit-learn", "scipy"}
 
 
+@pytest.mark.slow
 def test_compare_quick_runs():
     proc = subprocess.run(
         [sys.executable, "benchmarks/compare.py", "--quick", "--workloads", "W1", "--epochs",

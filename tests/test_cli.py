@@ -17,7 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from helpers import run_python
+
 pd = pytest.importorskip("pandas")
+
+pytestmark = pytest.mark.slow  # every test runs ``python -m fastbp`` in subprocesses
 
 TIMEOUT = 300
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but \t and \n
@@ -33,9 +37,7 @@ def _env():
 
 def run(args, cwd):
     """``python -m fastbp *args`` with stdin, stdout and stderr not terminals."""
-    proc = subprocess.run([sys.executable, "-m", "fastbp", *args], cwd=cwd, env=_env(),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    proc = run_python(["-m", "fastbp", *args], cwd=cwd, env=_env(), timeout=TIMEOUT)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -108,7 +110,7 @@ def test_train_classifier_with_text_target(workdir, trained):
     assert "task: classify (the target is not numeric): 3 classes" in out
     assert "120 for training, 30 held out for validation" in out
     score = float(re.search(r"validation accuracy: ([0-9.]+)", out).group(1))
-    assert 0.0 <= score <= 1.0
+    assert score >= 0.8  # iris: 3 classes, chance 1/3 (seed 0 gives 0.9)
     assert "saved iris.fbp" in out
     assert (workdir / "iris.fbp").is_file()
     # piped stderr: plain per-epoch lines, no progress bar
@@ -153,7 +155,7 @@ def test_predict_to_stdout_matches_the_loaded_model(workdir, predicted):
     model = fastbp.load(workdir / "iris.fbp")
     expected = model.predict(frame[list(model.feature_names_in_)])
     assert lines == [str(label) for label in expected]
-    assert np.mean(np.array(lines) == frame["species"].to_numpy()) > 0.6
+    assert np.mean(np.array(lines) == frame["species"].to_numpy()) > 0.9  # seed 0: 0.967
 
 
 def test_predict_matches_columns_by_name_and_writes_probabilities(workdir, predicted):

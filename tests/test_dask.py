@@ -24,12 +24,38 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 import fastbp  # noqa: E402
 import fastbp.dask as fdask  # noqa: E402
+from helpers import fit_quietly  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [pytest.mark.slow,  # a LocalCluster of worker processes
+              pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
+
+
+def _compile_here_first():
+    """Run, in this process, the engine variants the workers will run.
+
+    Numba caches what one process compiles; the two workers then load it instead
+    of compiling it side by side on a machine of two cores (minutes on a fresh
+    install).  The variants: float64 and float32, L-BFGS (``loss_grad``) and
+    stochastic (``train_epoch``) fits, ``predict``, and read-only X and y (what
+    pandas partitions become under copy-on-write).
+    """
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 3))
+    y = (X[:, 0] > 0).astype(int)
+    frame, target = pd.DataFrame(X), pd.Series(X[:, 1])
+    for Xv in (X, X.astype(np.float32)):
+        for solver in ("lbfgs", "adam"):
+            fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), Xv, y).predict(Xv)
+    for solver in ("lbfgs", "adam"):
+        fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), frame, y)
+        reg = fastbp.MLPRegressor(hidden_layer_sizes=(3,), solver=solver, max_iter=2)
+        fit_quietly(reg, frame, target).predict(frame)
 
 
 @pytest.fixture(scope="module")
 def client():
+    _compile_here_first()
     with warnings.catch_warnings():  # the HTTP (metrics) server falls back to a free port
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,

@@ -1,4 +1,4 @@
-"""The training engine across backends, thread counts and failure.
+"""The training engine across backends and failure.
 
 Driven through the trainer's own path (``network.Network``, ``trainer.run_epoch``,
 ``optimizers.Optimizer``) on tiny networks:
@@ -7,34 +7,25 @@ Driven through the trainer's own path (``network.Network``, ``trainer.run_epoch`
     loop kernels) agrees with the compiled 'loops' backend to 1e-12;
 (b) 'loops', 'loops-serial', 'blas' -- and 'loops' with its parallel twins forced
     on for every call -- agree with each other;
-(c) training that uses the parallel twins is bitwise deterministic: the same under
-    1 and 2 threads (in subprocesses, from the on-disk cache, and in-process), and
-    the same for two runs with one seed;
-(d) divergence raises ``DivergenceError`` and restores the parameters and the
+(c) divergence raises ``DivergenceError`` and restores the parameters and the
     optimizer state from before the failing epoch.
 """
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
-import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from fastbp.codes import IP_PAR_MIN
-from fastbp.config import PARALLEL_MIN_WORK
 from fastbp.optimizers import Optimizer
 from fastbp.network import Network
 from fastbp.trainer import DivergenceError, run_epoch
 
+from helpers import assert_close, targets
+
 TOL = 1e-12
 
-# Tests on tiny nets that CI also runs with NUMBA_DISABLE_JIT=1 (engine and kernels as
-# Python); the determinism tests need the compiled parallel kernels and are not marked.
-nojit = pytest.mark.nojit
+# Tiny nets: CI also runs this module with NUMBA_DISABLE_JIT=1 (engine and kernels as
+# Python).  Bitwise determinism across thread counts is in test_threads.py.
+pytestmark = pytest.mark.nojit
 
 SOLVERS = {
     "sgd-nesterov": dict(solver="sgd", learning_rate_init=0.1, momentum=0.9,
@@ -45,27 +36,9 @@ SOLVERS = {
 }
 
 
-def assert_close(got, ref, tol, what=""):
-    """max|got - ref| <= tol * max(max|ref|, tiny)."""
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert got.shape == ref.shape, what
-    assert np.isfinite(got).all(), f"{what}: non-finite values"
-    scale = max(float(np.abs(ref).max(initial=0.0)), np.finfo(np.float64).tiny)
-    err = float(np.abs(got - ref).max(initial=0.0))
-    assert err <= tol * scale, f"{what}: max abs err {err:.3g} > {tol:g} * {scale:.3g}"
-
-
 def make_data(rng, n, n_in, n_out, loss, output, weighted):
     X = rng.standard_normal((n, n_in))
-    if output == "softmax":
-        Y = np.eye(n_out)[rng.integers(0, n_out, n)]
-    elif loss == "log_loss":
-        Y = (rng.random((n, n_out)) < 0.5).astype(float)
-    elif output == "logistic":
-        Y = rng.random((n, n_out))
-    else:
-        Y = rng.standard_normal((n, n_out))
+    Y = targets(rng, loss, output, n, n_out, scale=1.0)
     sw = np.empty(0)
     if weighted:
         sw = rng.uniform(0.2, 2.0, n)
@@ -130,7 +103,6 @@ def assert_same_run(got, ref, tol, what):
 
 # ---- (a) python vs loops -------------------------------------------------------------
 
-@nojit
 @pytest.mark.parametrize("clip", [0.0, 0.05], ids=["noclip", "clip"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("shuffle", [False, True], ids=["natural", "shuffled"])
@@ -153,7 +125,6 @@ PAIRS = [("squared_error", "identity"), ("huber", "identity"), ("squared_error",
          ("huber", "logistic"), ("log_loss", "logistic"), ("log_loss", "softmax")]
 
 
-@nojit
 @pytest.mark.parametrize("loss,output", PAIRS)
 def test_python_backend_matches_loops_every_loss(rng, loss, output):
     problem = make_problem(rng, output=output, loss=loss, weighted=True,
@@ -165,7 +136,6 @@ def test_python_backend_matches_loops_every_loss(rng, loss, output):
 
 # ---- (b) loops, loops-serial, forced-parallel loops, blas ------------------------------
 
-@nojit
 @pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("loss,output", [("squared_error", "identity"), ("log_loss", "softmax"),
                                          ("log_loss", "logistic")])
@@ -185,7 +155,6 @@ def test_backends_agree(rng, loss, output, solver):
         assert_close(preds[backend], preds["loops"], TOL, f"{backend} predict")
 
 
-@nojit
 @pytest.mark.parametrize("backend", ["loops", "blas", "python"])
 def test_sparse_input_matches_dense(rng, backend):
     """CSR input (first layer read row by row, never densified) trains like dense input."""
@@ -202,7 +171,6 @@ def test_sparse_input_matches_dense(rng, backend):
                  net.predict(dense["theta"], X), TOL, "predict sparse vs dense")
 
 
-@nojit
 @pytest.mark.parametrize("backend", ["loops", "blas"])
 def test_loss_grad_and_predict_in_chunks(rng, backend):
     """Full-data loss, gradient and predictions do not depend on the chunk size."""
@@ -221,7 +189,6 @@ def test_loss_grad_and_predict_in_chunks(rng, backend):
                      TOL, f"predict, chunk {chunk}")
 
 
-@nojit
 @pytest.mark.parametrize("backend", ["loops", "blas", "python"])
 def test_clip_norm_bounds_the_step(rng, backend):
     """Plain SGD, one full batch: the step is lr * clip when the gradient norm exceeds clip."""
@@ -245,117 +212,8 @@ def test_clip_norm_bounds_the_step(rng, backend):
                                atol=1e-14)
 
 
-# ---- (c) determinism -----------------------------------------------------------------
+# ---- (c) divergence -----------------------------------------------------------------
 
-BIG_SIZES = (64, 1024, 1024, 10)
-BIG_BATCH = 128
-BIG_N = 3 * BIG_BATCH
-
-_BIG_RUN = textwrap.dedent("""
-    import json, sys
-    import numba
-    import numpy as np
-    from fastbp.optimizers import Optimizer
-    from fastbp.network import Network
-    from fastbp.trainer import run_epoch
-
-    def big_run(seed, sizes, batch, n):
-        rng = np.random.default_rng(seed)
-        X = rng.standard_normal((n, sizes[0]))
-        Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)]
-        net = Network(list(sizes), ["relu", "tanh"], "softmax", "log_loss", np.float64,
-                      "loops")
-        theta = net.layout.init(np.random.RandomState(seed), np.float64)
-        grad = np.zeros_like(theta)
-        opt = Optimizer("adam", theta.size, np.float64, 1e-3)
-        losses = []
-        for epoch in range(2):
-            order = rng.permutation(n).astype(np.int64)
-            loss, _ = run_epoch(net, theta, grad, opt, X, Y, np.empty(0), order, batch,
-                                1e-4, 0.0)
-            losses.append(loss)
-        return theta, losses
-""")
-
-_SUBPROCESS_MAIN = _BIG_RUN + textwrap.dedent("""
-    seed, path = int(sys.argv[1]), sys.argv[2]
-    theta, losses = big_run(seed, %r, %d, %d)
-    np.save(path, theta)
-    # threading_layer() raises unless a parallel (prange) function has run.
-    print(json.dumps({"threads": numba.get_num_threads(), "losses": losses,
-                      "layer": numba.threading_layer()}))
-""" % (BIG_SIZES, BIG_BATCH, BIG_N))
-
-_namespace = {}
-exec(compile(_BIG_RUN, "<big_run>", "exec"), _namespace)
-big_run = _namespace["big_run"]
-
-
-def test_determinism_setup_uses_parallel_twins():
-    """The determinism tests below are only meaningful if the parallel twins run."""
-    s = BIG_SIZES
-    for n_in, n_out in zip(s, s[1:]):
-        if n_out > 1:
-            assert BIG_BATCH * n_in * n_out >= PARALLEL_MIN_WORK
-    n_params = sum(a * b + b for a, b in zip(s, s[1:]))
-    assert n_params >= PARALLEL_MIN_WORK            # the optimizer step too
-    net = Network(list(s), ["relu", "tanh"], "softmax", "log_loss", np.float64, "loops")
-    assert net.layout.n_params == n_params
-    assert net.engine.par_min == PARALLEL_MIN_WORK
-
-
-def test_bitwise_identical_for_1_and_2_threads_in_subprocesses(rng, tmp_path):
-    seed = int(rng.integers(2**31))
-    procs = {}
-    for threads in (1, 2):
-        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads))
-        path = tmp_path / f"theta_{threads}.npy"
-        procs[threads] = (path, subprocess.Popen(
-            [sys.executable, "-c", _SUBPROCESS_MAIN, str(seed), str(path)], env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = {}
-    for threads, (path, proc) in procs.items():
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        info = json.loads(out.strip().splitlines()[-1])
-        assert info["threads"] == threads
-        assert info["layer"]            # the parallel twins ran
-        results[threads] = (np.load(path), info["losses"])
-    theta1, losses1 = results[1]
-    theta2, losses2 = results[2]
-    assert np.isfinite(theta1).all()
-    assert theta1.tobytes() == theta2.tobytes()
-    assert losses1 == losses2
-    assert losses1[1] < losses1[0]
-    # and the same bits in this process (same code, same seed)
-    theta_here, losses_here = big_run(seed, BIG_SIZES, BIG_BATCH, BIG_N)
-    assert theta_here.tobytes() == theta1.tobytes()
-    assert losses_here == losses1
-
-
-def test_bitwise_identical_across_set_num_threads_and_repeats(rng):
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs a Numba thread pool of at least 2 threads")
-    seed = int(rng.integers(2**31))
-    previous = numba.get_num_threads()
-    runs = []
-    try:
-        for threads in (1, 2, 2):
-            numba.set_num_threads(threads)
-            runs.append(big_run(seed, BIG_SIZES, BIG_BATCH, BIG_N))
-    finally:
-        numba.set_num_threads(previous)
-    (t1, l1), (t2, l2), (t3, l3) = runs
-    assert t1.tobytes() == t2.tobytes() == t3.tobytes()
-    assert l1 == l2 == l3
-    # a different seed gives a different run (the comparison above is not vacuous)
-    other, _ = big_run(seed + 1, BIG_SIZES, BIG_BATCH, BIG_N)
-    assert other.tobytes() != t1.tobytes()
-
-
-# ---- (d) divergence -----------------------------------------------------------------
-
-@nojit
 @pytest.mark.parametrize("backend", ["loops", "blas"])
 @pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
 def test_divergence_restores_parameters(rng, backend, solver):

@@ -2,11 +2,11 @@
 import importlib.util
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import run_python
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TIMEOUT = 300
@@ -16,13 +16,13 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 def run_example(args, cwd):
     env = dict(os.environ)
     env.setdefault("MPLBACKEND", "Agg")
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    proc = run_python(args, cwd=cwd, env=env, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_quickstart(tmp_path):
     path = tmp_path / "digits.fbp"
     out = run_example([str(EXAMPLES / "quickstart.py"), str(path)], tmp_path)
@@ -33,6 +33,7 @@ def test_quickstart(tmp_path):
     assert path.is_file()
 
 
+@pytest.mark.slow
 def test_replace_python_loop(tmp_path):
     out = run_example([str(EXAMPLES / "replace_python_loop.py")], tmp_path)
     diff = float(re.search(r"same weights: largest difference (\S+)", out).group(1))
@@ -43,6 +44,7 @@ def test_replace_python_loop(tmp_path):
     assert speedup > 1
 
 
+@pytest.mark.slow
 def test_pipeline_gridsearch(tmp_path):
     out = run_example([str(EXAMPLES / "pipeline_gridsearch.py")], tmp_path)
     assert len(re.findall(r"cv accuracy [0-9.]+ \+/- [0-9.]+", out)) == 4
@@ -51,6 +53,7 @@ def test_pipeline_gridsearch(tmp_path):
     assert "classes: ['benign', 'malignant']" in out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed (fastbp[plot])")
 def test_training_curves(tmp_path):
     png = tmp_path / "curves.png"
@@ -60,6 +63,7 @@ def test_training_curves(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_training_curves_without_matplotlib(tmp_path):
     """The example explains itself and exits 0 when matplotlib cannot be imported."""
     script = ("import runpy, sys; sys.modules['matplotlib'] = None; "

@@ -7,7 +7,8 @@ layers (scikit-learn's ``test_gradient``).  The analytic gradient must match
 
 * central differences on the flat parameter vector (``check_gradients``),
 * our own per-sample backprop (``tests/reference.py``), to 1e-12 normwise,
-* every other backend ('loops', 'loops-serial', 'blas', 'python'), to 1e-12.
+* every other backend ('loops', 'loops-serial', 'blas', 'python'), to 1e-12,
+* and, given as CSR, the dense input's loss and gradient.
 
 Finite differences are unreliable at kinks (relu at z = 0, huber at |r| = delta),
 so the problems are drawn with every hidden pre-activation and every huber
@@ -16,6 +17,7 @@ step would make the difference quotient a mix of two slopes).
 """
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +25,7 @@ import reference
 from fastbp.codes import HIDDEN_ACTIVATIONS
 from fastbp.api import check_gradients, loss_and_gradient
 from fastbp.backends import BACKENDS
+from helpers import assert_close, targets
 
 # Tiny shapes: CI also runs this module with NUMBA_DISABLE_JIT=1 (kernel bodies as Python).
 pytestmark = pytest.mark.nojit
@@ -46,35 +49,17 @@ VARIANTS = {"plain": (False, 0.0), "weights": (True, 0.0), "alpha": (False, 0.3)
             "weights+alpha": (True, 0.3)}
 
 
-def assert_close(got, ref, tol, what=""):
-    """max|got - ref| <= tol * max(max|ref|, tiny)."""
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert got.shape == ref.shape, what
-    assert np.isfinite(got).all(), f"{what}: non-finite values"
-    scale = max(float(np.abs(ref).max(initial=0.0)), np.finfo(np.float64).tiny)
-    err = float(np.abs(got - ref).max(initial=0.0))
-    assert err <= tol * scale, f"{what}: max abs err {err:.3g} > {tol:g} * {scale:.3g}"
-
-
 def flat(coef_grads, intercept_grads):
     """The flat parameter order of ``params.Layout``: per layer w = coef.T, then b."""
     return np.concatenate([np.concatenate([np.asarray(c).T.ravel(), np.asarray(b)])
                            for c, b in zip(coef_grads, intercept_grads)])
 
 
-def make_targets(rng, kind, n, n_out):
-    if kind == "real":
-        return rng.standard_normal((n, n_out)) * 1.5
-    if kind == "unit":
-        return rng.random((n, n_out))
-    if kind == "binary":
-        return (rng.random(n) < 0.5).astype(float)          # 1-D: one output
-    if kind == "multilabel":
-        return (rng.random((n, n_out)) < 0.5).astype(float)
-    if kind == "onehot":
-        return np.eye(n_out)[rng.integers(0, n_out, n)]
-    raise ValueError(kind)
+def make_targets(rng, pair, n, n_out):
+    """Targets for ``pair``; the 'binary' kind is 1-D (one output)."""
+    loss, out_act, kind = pair
+    Y = targets(rng, loss, out_act, n, n_out)
+    return Y.ravel() if kind == "binary" else Y
 
 
 def far_from_kinks(coefs, intercepts, X, Y, activation, out_act, loss):
@@ -102,7 +87,7 @@ def make_problem(rng, n_in, hidden_sizes, pair, weighted, n=6, activation="tanh"
         coefs = [rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(sizes, sizes[1:])]
         intercepts = [rng.standard_normal(b) * 0.5 for b in sizes[1:]]
         X = rng.standard_normal((n, n_in))
-        Y = make_targets(rng, kind, n, n_out)
+        Y = make_targets(rng, pair, n, n_out)
         if far_from_kinks(coefs, intercepts, X, Y, activation, out_act, loss):
             break
     else:
@@ -191,6 +176,25 @@ def test_sample_weights_equal_repetition(rng):
     assert_close(flat(weighted[1], weighted[2]), flat(repeated[1], repeated[2]), 1e-12, "grad")
 
 
+@pytest.mark.parametrize("pair", PAIRS, ids=PAIR_IDS)
+def test_sparse_input_gives_the_dense_gradient(rng, pair):
+    """CSR input (the first layer reads its rows, never densified) gives the dense loss
+    and gradient, on every backend; with an empty row and sample weights."""
+    loss, out_act, _ = pair
+    coefs, intercepts, X, Y, sw = make_problem(rng, 6, [5, 4], pair, True, n=9)
+    X[rng.random(X.shape) < 0.5] = 0.0
+    X[3] = 0.0
+    kw = dict(activation="tanh", out_activation=out_act, loss=loss, alpha=0.1,
+              sample_weight=sw, huber_delta=HUBER_DELTA)
+    dense = loss_and_gradient(coefs, intercepts, X, Y, backend="blas", **kw)
+    for backend in BACKENDS:
+        got = loss_and_gradient(coefs, intercepts, sp.csr_matrix(X), Y, backend=backend, **kw)
+        assert_close(got[0], dense[0], 1e-12, f"{backend} loss")
+        for l in range(len(coefs)):
+            assert_close(got[1][l], dense[1][l], 1e-12, f"{backend} coef grad {l}")
+            assert_close(got[2][l], dense[2][l], 1e-12, f"{backend} intercept grad {l}")
+
+
 # ---- random shapes: loops vs blas --------------------------------------------------
 
 @settings(max_examples=25, deadline=None, derandomize=True)
@@ -214,7 +218,7 @@ def test_loops_vs_blas_random_shapes(data):
     coefs = [rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(sizes, sizes[1:])]
     intercepts = [rng.standard_normal(b) * 0.5 for b in sizes[1:]]
     X = rng.standard_normal((n, sizes[0]))
-    Y = make_targets(rng, kind, n, n_out)
+    Y = make_targets(rng, (loss, out_act, kind), n, n_out)
     sw = rng.uniform(0.1, 2.0, n) if weighted else None
     kw = dict(activation=activation, out_activation=out_act, loss=loss, alpha=alpha,
               sample_weight=sw, huber_delta=HUBER_DELTA)
@@ -243,7 +247,7 @@ def test_float32_loops_vs_blas(rng, activation, pair):
              for a, b in zip(sizes, sizes[1:])]
     intercepts = [(rng.standard_normal(b) * 0.5).astype(np.float32) for b in sizes[1:]]
     X = rng.standard_normal((n, sizes[0])).astype(np.float32)
-    Y = make_targets(rng, kind, n, n_out).astype(np.float32)
+    Y = make_targets(rng, pair, n, n_out).astype(np.float32)
     sw = rng.uniform(0.1, 2.0, n).astype(np.float32)
     kw = dict(activation=activation, out_activation=out_act, loss=loss, alpha=0.1,
               sample_weight=sw, huber_delta=HUBER_DELTA)

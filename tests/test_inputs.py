@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import fastbp
 from fastbp.backends import get_engine
+from helpers import assert_same_params, params_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -45,23 +46,12 @@ def data(rng):
     return X, y, yr
 
 
-def weights_of(model):
-    return [np.array(a) for a in model.coefs_ + model.intercepts_]
-
-
-def assert_same_weights(a, b, tol=TOL):
-    for p, q in zip(weights_of(a), weights_of(b)):
-        assert p.shape == q.shape
-        np.testing.assert_allclose(p, q, rtol=0, atol=tol * max(1.0, np.abs(q).max()))
-
-
 # -- NumPy layouts and Python lists -----------------------------------------------------
 def test_c_and_f_order_give_identical_models(data):
     X, y, _ = data
     c = _clf().fit(np.ascontiguousarray(X), y)
     f = _clf().fit(np.asfortranarray(X), y)
-    for p, q in zip(weights_of(c), weights_of(f)):
-        np.testing.assert_array_equal(p, q)
+    assert_same_params(c, f)  # bitwise
     np.testing.assert_array_equal(c.predict_proba(np.asfortranarray(X)), c.predict_proba(X))
 
 
@@ -74,7 +64,7 @@ def test_strided_and_readonly_input(data):
     ref = _clf().fit(X, y)
     for Xv in (wide, ro):
         model = _clf().fit(Xv, y)
-        assert_same_weights(model, ref, tol=1e-12)
+        assert_same_params(model, ref, tol=1e-12)
     assert not ro.flags.writeable  # untouched
 
 
@@ -82,10 +72,10 @@ def test_python_lists(data):
     X, y, yr = data
     ref = _clf().fit(X, y)
     model = _clf().fit(X.tolist(), y.tolist())
-    assert_same_weights(model, ref, tol=1e-12)
+    assert_same_params(model, ref, tol=1e-12)
     np.testing.assert_array_equal(model.predict(X.tolist()), ref.predict(X))
     reg = _reg().fit(X.tolist(), yr.tolist())
-    assert_same_weights(reg, _reg().fit(X, yr), tol=1e-12)
+    assert_same_params(reg, _reg().fit(X, yr), tol=1e-12)
     multi = _reg().fit(X.tolist(), np.c_[yr, -yr].tolist())
     assert multi.predict(X).shape == (30, 2)
 
@@ -95,7 +85,7 @@ def test_integer_X_is_treated_as_float64(data):
     Xi = np.round(X * 10).astype(np.int32)
     model = _clf().fit(Xi, y)
     assert model.coefs_[0].dtype == np.float64
-    assert_same_weights(model, _clf().fit(Xi.astype(float), y), tol=1e-12)
+    assert_same_params(model, _clf().fit(Xi.astype(float), y), tol=1e-12)
 
 
 # -- pandas -----------------------------------------------------------------------------
@@ -106,7 +96,7 @@ def test_dataframe_keeps_feature_names_and_matches_ndarray(data):
     np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c", "d"])
     assert model.n_features_in_ == 4
     plain = _clf().fit(X, y)
-    assert_same_weights(model, plain, tol=1e-12)
+    assert_same_params(model, plain, tol=1e-12)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a matching frame: no warning
         np.testing.assert_array_equal(model.predict(df), plain.predict(X))
@@ -297,7 +287,7 @@ def test_sparse_trains_through_csr_kernels_and_equals_dense(sparse_data, monkeyp
     model = _clf(**params).fit(Xs, y)
     assert spy.all_sparse(), "sparse input must reach the engine as CSR, not densified"
     assert len(spy.calls) == model.n_iter_
-    assert_same_weights(model, dense)
+    assert_same_params(model, dense, tol=TOL)
     np.testing.assert_allclose(model.predict_proba(Xs), dense.predict_proba(X), atol=TOL)
     np.testing.assert_allclose(model.loss_curve_, dense.loss_curve_, rtol=TOL)
     if params.get("early_stopping"):
@@ -311,7 +301,7 @@ def test_sparse_regression_lbfgs_float32_and_weights(sparse_data, rng):
     for params in (dict(solver="lbfgs", max_iter=15), dict(solver="adam")):
         dense = _reg(**params).fit(X, yr, sample_weight=sw)
         model = _reg(**params).fit(sp.csr_matrix(X), yr, sample_weight=sw)
-        assert_same_weights(model, dense)
+        assert_same_params(model, dense, tol=TOL)
         np.testing.assert_allclose(model.predict(sp.csc_matrix(X)), dense.predict(X),
                                    atol=TOL * np.abs(yr).max())
     X32 = sp.csr_matrix(X, dtype=np.float32)
@@ -336,9 +326,9 @@ def test_sparse_unsorted_indices_and_explicit_zeros(sparse_data):
     zeros.data[::3] = 0.0  # stored zeros
     zeros_dense = zeros.toarray()
     model = _clf().fit(unsorted, y)
-    assert_same_weights(model, ref)
+    assert_same_params(model, ref, tol=TOL)
     np.testing.assert_array_equal(unsorted.indices, indices)  # caller's matrix untouched
-    assert_same_weights(_clf().fit(zeros, y), _clf().fit(zeros_dense, y))
+    assert_same_params(_clf().fit(zeros, y), _clf().fit(zeros_dense, y), tol=TOL)
 
 
 def test_sparse_partial_fit_and_warm_start(sparse_data):
@@ -348,10 +338,10 @@ def test_sparse_partial_fit_and_warm_start(sparse_data):
     for part in (slice(0, 20), slice(20, 40)):
         a.partial_fit(Xs[part], y[part], classes=[0, 1, 2])
         b.partial_fit(X[part], y[part], classes=[0, 1, 2])
-    assert_same_weights(a, b)
+    assert_same_params(a, b, tol=TOL)
     w1 = _clf(warm_start=True).fit(Xs, y).fit(Xs, y)
     w2 = _clf(warm_start=True).fit(X, y).fit(X, y)
-    assert_same_weights(w1, w2)
+    assert_same_params(w1, w2, tol=TOL)
 
 
 # -- sample_weight in fit and partial_fit -------------------------------------------------
@@ -363,10 +353,10 @@ def test_sample_weight_forms_in_fit_and_partial_fit(data, rng, form):
             "int ndarray": lambda w: w.astype(int), "float32": lambda w: w.astype(np.float32)}
     wsw = conv[form](sw)
     ref = _clf().fit(X, y, sample_weight=sw)
-    assert_same_weights(_clf().fit(X, y, sample_weight=wsw), ref, tol=1e-12)
+    assert_same_params(_clf().fit(X, y, sample_weight=wsw), ref, tol=1e-12)
     pf_ref = _clf(solver="sgd").partial_fit(X, y, sample_weight=sw, classes=[0, 1, 2])
     pf = _clf(solver="sgd").partial_fit(X, y, sample_weight=wsw, classes=[0, 1, 2])
-    assert_same_weights(pf, pf_ref, tol=1e-12)
+    assert_same_params(pf, pf_ref, tol=1e-12)
     assert np.max(np.abs(ref.coefs_[0] - _clf().fit(X, y).coefs_[0])) > 1e-8  # weights act
 
 
@@ -382,7 +372,7 @@ def test_integer_weights_equal_repeated_rows_in_full_batch(data, rng, solver):
         warnings.simplefilter("ignore", UserWarning)  # batch_size clipped
         weighted = _reg(**params).fit(X, yr, sample_weight=sw)
         repeated = _reg(**params).fit(Xr, yrr)
-    assert_same_weights(weighted, repeated, tol=1e-10)
+    assert_same_params(weighted, repeated, tol=1e-10)
     np.testing.assert_allclose(weighted.loss_, repeated.loss_, rtol=1e-10)
 
 
@@ -391,10 +381,10 @@ def test_uniform_weights_equal_no_weights(data):
     is no weight; a scalar weight is that constant."""
     X, y, _ = data
     ref = _clf(alpha=0.0).fit(X, y)
-    assert_same_weights(_clf(alpha=0.0).fit(X, y, sample_weight=np.full(30, 2.5)), ref,
+    assert_same_params(_clf(alpha=0.0).fit(X, y, sample_weight=np.full(30, 2.5)), ref,
                         tol=1e-12)
-    assert_same_weights(_clf().fit(X, y, sample_weight=np.ones(30)), _clf().fit(X, y), tol=1e-12)
-    assert_same_weights(_clf().fit(X, y, sample_weight=2.5),
+    assert_same_params(_clf().fit(X, y, sample_weight=np.ones(30)), _clf().fit(X, y), tol=1e-12)
+    assert_same_params(_clf().fit(X, y, sample_weight=2.5),
                         _clf().fit(X, y, sample_weight=np.full(30, 2.5)), tol=1e-12)
     # with alpha > 0 the weight scale matters, exactly as in scikit-learn
     assert np.max(np.abs(_clf(alpha=1.0).fit(X, y, sample_weight=np.full(30, 2.5)).coefs_[0]
@@ -402,7 +392,7 @@ def test_uniform_weights_equal_no_weights(data):
 
 
 @pytest.mark.parametrize("bad,match", [
-    (np.ones(29), "sample_weight"),
+    (np.ones(29), r"sample_weight.shape == \(29,\), expected \(30,\)"),
     (np.ones((30, 2)), "must be 1D array"),
     (-np.ones(30), "Negative values"),
     (np.zeros(30), "at least one non-zero"),
@@ -410,10 +400,10 @@ def test_uniform_weights_equal_no_weights(data):
 def test_bad_sample_weight_is_refused_and_model_unchanged(data, bad, match):
     X, y, _ = data
     model = _clf().fit(X, y)
-    before = weights_of(model)
+    before = params_of(model)
     with pytest.raises(ValueError, match=match):
         model.fit(X, y, sample_weight=bad)
-    for p, q in zip(weights_of(model), before):
+    for p, q in zip(params_of(model), before):
         np.testing.assert_array_equal(p, q)
     with pytest.raises(ValueError, match=match):
         _clf(solver="sgd").partial_fit(X, y, sample_weight=bad, classes=[0, 1, 2])

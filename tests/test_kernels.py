@@ -25,19 +25,18 @@ import scipy.sparse as sp
 from fastbp import backends, engine
 from fastbp import kernels_blas as kb
 from fastbp import kernels_loop as kl
-from fastbp.codes import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, LOSS_CODES, OPT_ADAGRAD,
-                          OPT_ADAM, OPT_RMSPROP, OPT_SGD, OUTPUT_ACTIVATIONS)
+from fastbp.codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, LOSS_CODES, OUTPUT_ACTIVATIONS
 from fastbp.activations import activate, activate_row, derivative, derivative_row
 from fastbp.losses import check_pair
 from fastbp.params import Layout
 
 import reference
+from helpers import assert_close, targets, tol_for
 
 # Tiny shapes: CI also runs this module with NUMBA_DISABLE_JIT=1 (kernel bodies as Python).
 pytestmark = pytest.mark.nojit
 
 DTYPES = [np.float32, np.float64]
-TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 TWIN_FORMS = ["serial", "parallel", "python"]
 SINGLE_FORMS = ["compiled", "python"]
 
@@ -55,21 +54,6 @@ for _loss in LOSS_CODES:
         except ValueError:
             continue
         VALID_PAIRS.append((_loss, _act))
-
-
-def assert_close(got, ref, tol, what="", terms=0.0):
-    """Normwise relative check: max abs difference <= tol * max(|ref|, terms, tiny).
-
-    ``terms``: optional magnitude of the summands behind ref (see module docstring).
-    """
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert got.shape == ref.shape, what
-    assert np.isfinite(got).all(), f"{what}: non-finite values"
-    scale = max(float(np.abs(ref).max(initial=0.0)), float(np.max(terms)),
-                np.finfo(np.float64).tiny)
-    err = float(np.abs(got - ref).max(initial=0.0))
-    assert err <= tol * scale, f"{what}: max abs err {err:.3g} > {tol:g} * {scale:.3g}"
 
 
 def plain(func):
@@ -138,7 +122,7 @@ def test_dense_forward(rng, form, dtype, act, shape):
     kb.dense_forward(w, b, a_prev, code, ref)
     assert a.dtype == dtype
     terms = np.abs(a_prev.astype(np.float64)) @ np.abs(w.T.astype(np.float64)) + np.abs(b)
-    assert_close(a, ref, TOL[np.dtype(dtype)], f"dense_forward {act}", terms)
+    assert_close(a, ref, tol_for(dtype), f"dense_forward {act}", terms)
     if dtype == np.float64:
         # And against the formula itself, independently of both twins.
         z = a_prev.astype(np.float64) @ w.T.astype(np.float64) + b
@@ -162,7 +146,7 @@ def test_dense_backward_input(rng, form, dtype, act_prev, shape):
     twin("dense_backward_input", form)(w, delta, a_prev, code, out)
     kb.dense_backward_input(w, delta, a_prev, code, ref)
     terms = np.abs(delta.astype(np.float64)) @ np.abs(w.astype(np.float64))
-    assert_close(out, ref, TOL[np.dtype(dtype)], f"dense_backward_input {act_prev}", terms)
+    assert_close(out, ref, tol_for(dtype), f"dense_backward_input {act_prev}", terms)
 
 
 # ---- the BLAS backend really swaps every kernel -----------------------------------
@@ -189,8 +173,13 @@ def test_blas_backend_replaces_every_loop_kernel():
 
 # ---- CSR first layer --------------------------------------------------------------
 
-def random_csr(rng, n_total, n_in, dtype):
-    """A CSR triplet (int64 indices, sorted), ~60% zeros and an empty row; and its dense form."""
+def csr_batch(rng, m, n_in, dtype, shuffled, start=2):
+    """A batch of m sparse rows from a CSR matrix of m + start + 3 rows.
+
+    The matrix has ~60% zeros and an empty row, sorted int64 indices.  Returns
+    (Xs triplet, order (empty when not shuffled), start, the batch's rows dense).
+    """
+    n_total = m + start + 3
     dense = rng.standard_normal((n_total, n_in))
     dense[rng.random((n_total, n_in)) < 0.6] = 0.0
     dense[n_total // 2] = 0.0
@@ -199,7 +188,9 @@ def random_csr(rng, n_total, n_in, dtype):
     X.sort_indices()
     Xs = (np.ascontiguousarray(X.data, dtype=dtype), X.indices.astype(np.int64),
           X.indptr.astype(np.int64))
-    return Xs, dense
+    order = rng.permutation(n_total).astype(np.int64) if shuffled else np.empty(0, np.int64)
+    rows = order[start:start + m] if shuffled else np.arange(start, start + m)
+    return Xs, order, start, np.ascontiguousarray(dense[rows])
 
 
 @pytest.mark.parametrize("form", TWIN_FORMS)
@@ -208,11 +199,7 @@ def random_csr(rng, n_total, n_in, dtype):
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 6, 3), (9, 7, 5), (13, 11, 4)])
 def test_csr_forward(rng, form, dtype, shuffled, shape):
     m, n_in, n_out = shape
-    start = 2
-    n_total = m + start + 3
-    Xs, dense = random_csr(rng, n_total, n_in, dtype)
-    order = rng.permutation(n_total).astype(np.int64) if shuffled else np.empty(0, np.int64)
-    rows = order[start:start + m] if shuffled else np.arange(start, start + m)
+    Xs, order, start, batch = csr_batch(rng, m, n_in, dtype, shuffled)
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
     code = ACTIVATION_CODES["tanh"]
@@ -221,8 +208,8 @@ def test_csr_forward(rng, form, dtype, shuffled, shape):
     dense_ref = nan_like((m, n_out), dtype)
     twin("csr_forward", form)(w, b, Xs, order, start, code, a)
     kb.csr_forward(w, b, Xs, order, start, code, ref)
-    kb.dense_forward(w, b, np.ascontiguousarray(dense[rows]), code, dense_ref)
-    tol = TOL[np.dtype(dtype)]
+    kb.dense_forward(w, b, batch, code, dense_ref)
+    tol = tol_for(dtype)
     assert_close(a, ref, tol, "csr_forward")
     assert_close(a, dense_ref, tol, "csr_forward vs dense")
 
@@ -234,11 +221,7 @@ def test_csr_forward(rng, form, dtype, shuffled, shape):
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 6, 3), (9, 7, 5), (13, 11, 4)])
 def test_csr_backward_params(rng, form, dtype, accumulate, shuffled, shape):
     m, n_in, n_out = shape
-    start = 2
-    n_total = m + start + 3
-    Xs, dense = random_csr(rng, n_total, n_in, dtype)
-    order = rng.permutation(n_total).astype(np.int64) if shuffled else np.empty(0, np.int64)
-    rows = order[start:start + m] if shuffled else np.arange(start, start + m)
+    Xs, order, start, batch = csr_batch(rng, m, n_in, dtype, shuffled)
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
     delta = rng.standard_normal((m, n_out)).astype(dtype)
     alpha, scale = 0.3, 1.0 / (m + 0.5)
@@ -257,10 +240,9 @@ def test_csr_backward_params(rng, form, dtype, accumulate, shuffled, shape):
             kb.csr_backward_params(w, delta, Xs, order, start, alpha, scale, accumulate,
                                    dw, db, wsq)
         else:
-            kb.dense_backward_params(w, delta, np.ascontiguousarray(dense[rows]), alpha,
-                                     scale, accumulate, dw, db, wsq)
+            kb.dense_backward_params(w, delta, batch, alpha, scale, accumulate, dw, db, wsq)
         outs[name] = (dw, db, wsq)
-    tol = TOL[np.dtype(dtype)]
+    tol = tol_for(dtype)
     for other in ("blas", "dense"):
         for got, want, what in zip(outs["loop"], outs[other], ("dw", "db", "wsq")):
             assert_close(got, want, tol, f"csr_backward_params {what} vs {other}")
@@ -276,7 +258,7 @@ def test_scale_vector_and_copy_rows(rng, form, dtype):
     rv = v.copy()
     single("scale_vector", form)(v, 0.37)
     kb.scale_vector(rv, 0.37)
-    assert_close(v, rv, TOL[np.dtype(dtype)], "scale_vector")
+    assert_close(v, rv, tol_for(dtype), "scale_vector")
     src = rng.standard_normal((3, 4)).astype(dtype)
     out = nan_like((8, 4), dtype)
     ref = nan_like((8, 4), dtype)
@@ -295,7 +277,7 @@ def test_scale_vector_and_copy_rows(rng, form, dtype):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_dense_backward_params(rng, form, dtype, accumulate, shape):
     m, n_in, n_out = shape
-    tol = TOL[np.dtype(dtype)]
+    tol = tol_for(dtype)
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
     delta = rng.standard_normal((m, n_out)).astype(dtype)
     delta[rng.random((m, n_out)) < 0.2] = 0.0
@@ -345,7 +327,7 @@ def test_finalize_params(rng, form, dtype, shape):
     alpha, scale = 0.25, 1.0 / 3.0
     single("finalize_params", form)(w, alpha, scale, dw, db, wsq)
     kb.finalize_params(w, alpha, scale, rdw, rdb, rwsq)
-    tol = TOL[np.dtype(dtype)]
+    tol = tol_for(dtype)
     assert_close(dw, rdw, tol, "dw")
     assert_close(db, rdb, tol, "db")
     assert_close(wsq, rwsq, tol, "wsq")
@@ -353,18 +335,6 @@ def test_finalize_params(rng, form, dtype, shape):
 
 
 # ---- output_delta ----------------------------------------------------------------
-
-def targets(rng, loss, act, n, k, dtype):
-    if loss == "log_loss" and act == "softmax":
-        Y = np.eye(k)[rng.integers(0, k, n)]
-    elif loss == "log_loss":
-        Y = (rng.random((n, k)) < 0.5).astype(float)
-    elif act == "logistic":
-        Y = rng.random((n, k))
-    else:
-        Y = rng.standard_normal((n, k)) * 1.5
-    return np.ascontiguousarray(Y, dtype=dtype)
-
 
 @pytest.mark.parametrize("form", SINGLE_FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -383,7 +353,7 @@ def test_output_delta(rng, form, dtype, loss, act, weighted, shuffled, m, k):
     order = rng.permutation(n_total).astype(np.int64) if shuffled else np.empty(0, np.int64)
     huber, eps = 0.5, float(np.finfo(dtype).eps)
     lc, ac = LOSS_CODES[loss], ACTIVATION_CODES[act]
-    tol = TOL[np.dtype(dtype)]
+    tol = tol_for(dtype)
     totals = {}
     for mean_outputs in (False, True):
         delta = nan_like((m, k), dtype)
@@ -409,58 +379,6 @@ def test_output_delta(rng, form, dtype, loss, act, weighted, shuffled, m, k):
         assert_close(delta, exp_delta, 1e-12, "delta vs reference")
 
 
-# ---- optimizer_step ------------------------------------------------------------------
-
-OPTIMIZERS = [("sgd", OPT_SGD, False), ("sgd-nesterov", OPT_SGD, True),
-              ("adam", OPT_ADAM, False), ("rmsprop", OPT_RMSPROP, False),
-              ("adagrad", OPT_ADAGRAD, False)]
-
-
-@pytest.mark.parametrize("form", TWIN_FORMS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name,code,nesterov", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
-@pytest.mark.parametrize("p", [1, 7, 1001])
-def test_optimizer_step(rng, form, dtype, name, code, nesterov, p):
-    theta = rng.standard_normal(p).astype(dtype)
-    m1 = (rng.standard_normal(p) * 0.1).astype(dtype)
-    m2 = (rng.random(p) * 0.1).astype(dtype)
-    state = [theta.copy(), m1.copy(), m2.copy()]
-    ref = [theta.copy(), m1.copy(), m2.copy()]
-    beta1 = 0.9
-    beta2 = 0.999
-    eps = 1e-8
-    step = twin("optimizer_step", form)
-    for t in range(3):      # a few steps so the moments evolve
-        grad = rng.standard_normal(p).astype(dtype)
-        lr = 0.01 * (t + 1)
-        step(code, state[0], grad, state[1], state[2], lr, beta1, beta2, eps, nesterov)
-        kb.optimizer_step(code, ref[0], grad, ref[1], ref[2], lr, beta1, beta2, eps, nesterov)
-    tol = TOL[np.dtype(dtype)]
-    for got, want, what in zip(state, ref, ("theta", "m1", "m2")):
-        assert got.dtype == dtype
-        assert_close(got, want, tol, f"{name} {what}")
-    assert not np.array_equal(state[0], theta), "the parameters did not move"
-    if code == OPT_SGD:
-        assert np.array_equal(state[2], m2), "sgd must not touch the second moment"
-    if code in (OPT_RMSPROP, OPT_ADAGRAD):
-        assert np.array_equal(state[1], m1), f"{name} must not touch the first moment"
-
-
-def test_optimizer_step_sgd_formula(rng):
-    """One SGD step by hand: v <- mu v - lr g; theta += mu v - lr g (Nesterov) or v."""
-    theta = rng.standard_normal(5)
-    v = rng.standard_normal(5)
-    g = rng.standard_normal(5)
-    for nesterov in (False, True):
-        t1, v1 = theta.copy(), v.copy()
-        kl.optimizer_step_serial(OPT_SGD, t1, g, v1, np.zeros(5), 0.1, 0.9, 0.999, 1e-8,
-                                 nesterov)
-        v_new = 0.9 * v - 0.1 * g
-        expect = theta + (0.9 * v_new - 0.1 * g if nesterov else v_new)
-        assert_close(v1, v_new, 1e-15, "velocity")
-        assert_close(t1, expect, 1e-15, "theta")
-
-
 # ---- layer_sq_norms ------------------------------------------------------------------
 
 @pytest.mark.parametrize("form", SINGLE_FORMS)
@@ -473,7 +391,7 @@ def test_layer_sq_norms(rng, form, dtype, sizes):
     ref = nan_like(layout.n_layers, dtype)
     single("layer_sq_norms", form)(grad, layout.table, out)
     kb.layer_sq_norms(grad, layout.table, ref)
-    tol = TOL[np.dtype(dtype)]
+    tol = tol_for(dtype)
     assert_close(out, ref, tol, "layer_sq_norms")
     g64 = grad.astype(np.float64)
     expect = [np.sum(w.astype(np.float64) ** 2) + np.sum(b.astype(np.float64) ** 2)

@@ -7,7 +7,6 @@ import textwrap
 import tracemalloc
 import warnings
 
-import numba
 import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
@@ -106,14 +105,11 @@ BAD_INPUT = [
      "'batch_size' parameter"),
     ("max_iter < 1", lambda X, y, yr: fastbp.MLPClassifier(max_iter=0).fit(X, y), ValueError,
      "'max_iter' parameter"),
-    ("partial_fit unseen label",
-     lambda X, y, yr: _clf(solver="sgd").partial_fit(X, y, classes=[0, 1]).partial_fit(X, y + 5),
-     ValueError, "classes not in"),
-    ("negative sample weight",
-     lambda X, y, yr: _clf().fit(X, y, sample_weight=-np.ones(30)), ValueError, "Negative values"),
-    ("sample weight length", lambda X, y, yr: _clf().fit(X, y, sample_weight=np.ones(3)),
-     ValueError, "sample_weight.shape"),
+    ("activation list too short",
+     lambda X, y, yr: fastbp.MLPClassifier((3, 3), activation=["tanh"]).fit(X, y),
+     ValueError, "one name per hidden layer"),
 ]
+# Unseen labels in partial_fit and bad sample weights (shape, sign, all zero): test_inputs.py.
 
 
 @pytest.mark.parametrize("name,call,exc,phrase", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
@@ -202,6 +198,7 @@ def test_keyboard_interrupt_from_callback_keeps_usable_model(data):
     assert model.predict(X).shape == (30,)
 
 
+@pytest.mark.slow
 def test_sigint_in_child_process_stops_training_cleanly(tmp_path):
     script = textwrap.dedent("""
         import sys, numpy as np, fastbp
@@ -210,9 +207,10 @@ def test_sigint_in_child_process_stops_training_cleanly(tmp_path):
         def tick(info):
             print("epoch", info.epoch, flush=True)
         m = fastbp.MLPClassifier((32,), max_iter=100000, tol=0, n_iter_no_change=10**9,
-                                 callbacks=tick, random_state=0)
+                                 learning_rate_init=0.03, callbacks=tick, random_state=0)
         m.fit(X, y)
-        print("DONE", m.n_iter_, len(m.loss_curve_), m.score(X, y) > 0.5, flush=True)
+        print("DONE", m.n_iter_, len(m.loss_curve_), m.score(X, y),
+              m.loss_curve_[-1] / m.loss_curve_[0], flush=True)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=CHILD_ENV)
@@ -227,94 +225,11 @@ def test_sigint_in_child_process_stops_training_cleanly(tmp_path):
     assert proc.returncode == 0, err
     done = [ln for ln in out.splitlines() if ln.startswith("DONE")]
     assert done, out
-    _, n_iter, n_curve, learned = done[0].split()
-    assert n_iter == n_curve and int(n_iter) >= 5 and learned == "True"
+    _, n_iter, n_curve, accuracy, loss_ratio = done[0].split()
+    assert n_iter == n_curve and int(n_iter) >= 5
+    # the kept weights are trained ones: 5 epochs reach ~95% (chance is 50%)
+    assert float(accuracy) >= 0.9 and float(loss_ratio) < 0.5
     assert "interrupted by user" in err
-
-
-def test_n_jobs_limits_threads_and_restores(data):
-    X, y, _ = data
-    seen = []
-    previous = numba.get_num_threads()
-    model = _clf(n_jobs=1, callbacks=lambda info: seen.append(numba.get_num_threads()))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X, y)
-    assert seen and set(seen) == {1}
-    assert numba.get_num_threads() == previous
-
-
-def _wide_problem(rng, n=600, d=64):
-    X = rng.random((n, d))
-    y = (X[:, :3].sum(axis=1) > 1.5).astype(int) + (X[:, 3] > 0.5)
-    return X, y
-
-
-def test_results_identical_across_thread_counts_and_runs(rng):
-    X, y = _wide_problem(rng)
-    fits = []
-    for n_jobs in (1, 2, 2):
-        model = fastbp.MLPClassifier((256, 128), batch_size=128, max_iter=2, random_state=3,
-                                     n_jobs=n_jobs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(X, y)
-        fits.append(model)
-    for other in fits[1:]:
-        for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, other.coefs_ + other.intercepts_):
-            assert np.array_equal(a, b)
-        assert np.array_equal(fits[0].predict_proba(X), other.predict_proba(X))
-
-
-CONCURRENT = textwrap.dedent("""
-    import threading, warnings, numba, numpy as np, fastbp
-    warnings.simplefilter("ignore")
-    rng = np.random.default_rng(0)
-    X = rng.random((600, 64)); y = (X[:, 0] > 0.5).astype(int)
-    def fit(seed):
-        m = fastbp.MLPClassifier((256, 128), batch_size=128, max_iter=3, random_state=seed)
-        return m.fit(X, y).predict_proba(X)
-    expected = [fit(s) for s in (1, 2)]
-    results = {}
-    def run(s):
-        for _ in range(3):
-            results[s] = fit(s)
-    threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
-    [t.start() for t in threads]; [t.join() for t in threads]
-    assert all(np.array_equal(results[s], e) for s, e in zip((1, 2), expected))
-    print("OK", numba.threading_layer())
-""")
-
-
-def test_two_threads_fit_and_predict_concurrently():
-    out = subprocess.run([sys.executable, "-c", CONCURRENT], capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr
-    ok, layer = out.stdout.split()
-    assert ok == "OK" and layer in ("omp", "tbb")
-
-
-SPAWN_AFTER_PARALLEL = textwrap.dedent("""
-    import multiprocessing as mp, warnings, numpy as np, fastbp
-    warnings.simplefilter("ignore")
-    def work(seed):
-        rng = np.random.default_rng(seed)
-        X = rng.random((300, 64)); y = (X[:, 0] > 0.5).astype(int)
-        m = fastbp.MLPClassifier((256,), batch_size=128, max_iter=2, random_state=0)
-        return float(m.fit(X, y).score(X, y))
-    if __name__ == "__main__":
-        work(0)  # a parallel region in the parent first
-        with mp.get_context("spawn").Pool(2) as pool:
-            print("OK", len(pool.map(work, [1, 2])))
-""")
-
-
-def test_spawned_workers_after_parallel_region(tmp_path):
-    path = tmp_path / "spawn_after_parallel.py"
-    path.write_text(SPAWN_AFTER_PARALLEL)
-    out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "OK 2"
 
 
 def test_repeated_fits_do_not_grow_memory(data):

@@ -11,19 +11,16 @@
 
 * clone, pickle, Pipeline, GridSearchCV(n_jobs=2) in loky worker processes.
 * Extras: backends, per-layer activations, Huber loss, callbacks, ``history_``,
-  ``verbose``, ``n_jobs``.
+  ``verbose`` (``n_jobs``: test_threads.py).
 * Learning: XOR, digits, breast cancer, Friedman #1 regression.
 """
 import inspect
 import os
 import pickle
 import re
-import subprocess
-import sys
 import textwrap
 import warnings
 
-import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -38,6 +35,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastbp
 from fastbp.trainer import EpochResult
+from helpers import run_python
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -56,6 +54,7 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow
 def test_array_api_check_in_subprocess():
     """The one check scikit-learn skips here, run where it is enabled."""
     code = textwrap.dedent("""
@@ -70,8 +69,7 @@ def test_array_api_check_in_subprocess():
         print("CHECKED")
     """)
     env = {**os.environ, "SCIPY_ARRAY_API": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = run_python(code, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "CHECKED" in out.stdout
 
@@ -121,19 +119,14 @@ def test_partial_fit_refuses_early_stopping_and_first_call_without_classes(rng):
 
 
 def test_invalid_parameters_are_reported_at_fit_not_init(rng):
+    """(Each invalid parameter's message: test_reliability.py's BAD_INPUT.)"""
     X, y = rng.standard_normal((10, 2)), np.arange(10) % 2
     model = fastbp.MLPClassifier(solver="newton")
     assert model.solver == "newton"  # __init__ only stores
     with pytest.raises(ValueError, match="'solver' parameter of MLPClassifier"):
         model.fit(X, y)
     with pytest.raises(ValueError, match="'max_iter' parameter of MLPClassifier"):
-        model.set_params(solver="sgd", max_iter=0).fit(X, y)
-    with pytest.raises(ValueError, match="'activation' parameter of MLPClassifier"):
-        fastbp.MLPClassifier(activation="swish").fit(X, y)
-    with pytest.raises(ValueError, match="activation"):
-        fastbp.MLPClassifier(activation=["tanh", "swish"], hidden_layer_sizes=(2, 2)).fit(X, y)
-    with pytest.raises(ValueError, match="one name per hidden layer"):
-        fastbp.MLPClassifier(activation=["tanh"], hidden_layer_sizes=(2, 2)).fit(X, y)
+        model.set_params(solver="sgd", max_iter=0).fit(X, y)  # set_params only stores too
 
 
 def test_validation_fraction_zero_is_accepted_without_early_stopping(rng):
@@ -213,13 +206,6 @@ def test_divergence_keeps_curves_counters_and_weights_consistent(rng, early_stop
 
 
 # -- clone, pickle, Pipeline, GridSearchCV ------------------------------------------------
-@pytest.fixture
-def blobs(rng):
-    X = rng.standard_normal((90, 4))
-    y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8).astype(int)
-    return X, y
-
-
 def test_clone_keeps_parameters_and_drops_fitted_state(blobs):
     X, y = blobs
     model = fastbp.MLPClassifier((7, 3), activation=["tanh", "relu"], max_iter=5,
@@ -269,6 +255,7 @@ def test_pipeline_with_standard_scaler(blobs):
     assert pipe.named_steps["mlp"].n_features_in_ == 4
 
 
+@pytest.mark.slow
 def test_grid_search_with_two_worker_processes(blobs):
     X, y = blobs
     grid = {"alpha": [1e-4, 1e-1], "hidden_layer_sizes": [(3,), (8,)]}
@@ -282,16 +269,18 @@ def test_grid_search_with_two_worker_processes(blobs):
     assert parallel.best_params_ == serial.best_params_
     np.testing.assert_array_equal(parallel.cv_results_["mean_test_score"],
                                   serial.cv_results_["mean_test_score"])
-    assert parallel.best_score_ > 0.6
+    assert parallel.best_score_ > 0.7  # the majority class is 52%; 0.78 here
     np.testing.assert_array_equal(parallel.predict(X), serial.predict(X))
 
 
 # -- beyond scikit-learn: backends --------------------------------------------------------
 @pytest.mark.parametrize("params", [
     dict(solver="adam", shuffle=True, early_stopping=True, validation_fraction=0.3),
-    dict(solver="sgd", batch_size=7, alpha=0.1),
+    dict(solver="sgd", batch_size=7, alpha=0.1, clip_norm=1.0),
+    dict(solver="rmsprop", batch_size=4, clip_norm=1.0),
+    dict(solver="adagrad", batch_size=4, clip_norm=1.0),
     dict(solver="lbfgs", max_iter=6),
-], ids=["adam-early-stopping", "sgd", "lbfgs"])
+], ids=["adam-early-stopping", "sgd-clip", "rmsprop-clip", "adagrad-clip", "lbfgs"])
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 def test_backends_give_the_loops_result(rng, params, sparse):
     X = rng.standard_normal((20, 3))
@@ -427,7 +416,7 @@ def test_huber_resists_outliers_and_large_delta_is_squared_error(outliers, rng):
         fastbp.MLPRegressor(loss="huber", huber_delta=0.0).fit(X, y)
 
 
-# -- callbacks, history_, verbose, n_jobs -------------------------------------------------
+# -- callbacks, history_, verbose -------------------------------------------------
 def test_callbacks_receive_epoch_results_and_true_stops(blobs):
     X, y = blobs
     seen, also = [], []
@@ -508,34 +497,6 @@ def test_verbose_prints_one_line_per_epoch(blobs, capsys):
     quiet = clone(model).set_params(verbose=False)
     quiet.fit(X, y)
     assert capsys.readouterr().out == ""
-
-
-def test_n_jobs_sets_and_restores_numba_threads(blobs):
-    X, y = blobs
-    most = numba.config.NUMBA_NUM_THREADS
-    previous = numba.get_num_threads()
-    inside = []
-    try:
-        for before, n_jobs, expected in [(most, 1, 1), (1, -1, most), (1, most, most)]:
-            numba.set_num_threads(before)
-            model = fastbp.MLPClassifier(
-                (5,), max_iter=2, random_state=0, n_jobs=n_jobs,
-                callbacks=lambda info: inside.append(numba.get_num_threads()))
-            model.fit(X, y)
-            assert inside[-2:] == [expected, expected]
-            assert numba.get_num_threads() == before
-            model.predict(X)
-            assert numba.get_num_threads() == before
-
-        def boom(info):
-            raise RuntimeError("callback failed")
-
-        numba.set_num_threads(1)
-        with pytest.raises(RuntimeError, match="callback failed"):
-            fastbp.MLPClassifier((5,), max_iter=2, n_jobs=most, callbacks=boom).fit(X, y)
-        assert numba.get_num_threads() == 1  # restored on error too
-    finally:
-        numba.set_num_threads(previous)
 
 
 # -- training learns ----------------------------------------------------------------------

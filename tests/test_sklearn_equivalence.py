@@ -16,6 +16,7 @@ import sklearn.neural_network as sk
 from sklearn.exceptions import ConvergenceWarning
 
 import fastbp
+from helpers import assert_close
 
 RTOL = 1e-9
 
@@ -73,17 +74,6 @@ def fit_both(name, X, y, sample_weight=None, **params):
     return models
 
 
-def assert_rel(got, ref, rtol, what):
-    """max|got - ref| <= rtol * max|ref| (shapes equal, finite)."""
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
-    assert np.isfinite(got).all(), f"{what}: non-finite"
-    err = float(np.max(np.abs(got - ref), initial=0.0))
-    scale = float(np.max(np.abs(ref), initial=0.0))
-    assert err <= rtol * scale, f"{what}: max abs err {err:.3g} > {rtol:g} * {scale:.3g}"
-
-
 def assert_same_model(ref, got, rtol=RTOL, curve=True):
     """Weights, loss curve and stopping state of ``got`` equal those of ``ref``."""
     assert got.n_iter_ == ref.n_iter_
@@ -93,9 +83,9 @@ def assert_same_model(ref, got, rtol=RTOL, curve=True):
     assert got.out_activation_ == ref.out_activation_
     assert len(got.coefs_) == len(ref.coefs_)
     for l, (a, b) in enumerate(zip(got.coefs_, ref.coefs_)):
-        assert_rel(a, b, rtol, f"coefs_[{l}]")
+        assert_close(a, b, rtol, f"coefs_[{l}]")
     for l, (a, b) in enumerate(zip(got.intercepts_, ref.intercepts_)):
-        assert_rel(a, b, rtol, f"intercepts_[{l}]")
+        assert_close(a, b, rtol, f"intercepts_[{l}]")
     if curve:
         assert len(got.loss_curve_) == len(ref.loss_curve_) >= ref.n_iter_
         np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=rtol)
@@ -113,10 +103,10 @@ def assert_same_model(ref, got, rtol=RTOL, curve=True):
 
 def assert_same_predictions(ref, got, X, rtol=RTOL):
     np.testing.assert_array_equal(got.predict(X), ref.predict(X)) if hasattr(ref, "classes_") \
-        else assert_rel(got.predict(X), ref.predict(X), rtol, "predict")
+        else assert_close(got.predict(X), ref.predict(X), rtol, "predict")
     if hasattr(ref, "classes_"):
         np.testing.assert_array_equal(got.classes_, ref.classes_)
-        assert_rel(got.predict_proba(X), ref.predict_proba(X), rtol, "predict_proba")
+        assert_close(got.predict_proba(X), ref.predict_proba(X), rtol, "predict_proba")
 
 
 # -- the stochastic solvers over every target kind and both shuffle settings ------------
@@ -334,7 +324,7 @@ def test_lbfgs_reaches_sklearn_loss(rng, name, kind, weighted):
     assert got.n_iter_ == ref.n_iter_
     np.testing.assert_allclose(got.loss_, ref.loss_, rtol=1e-6)
     for a, b in zip(got.coefs_ + got.intercepts_, ref.coefs_ + ref.intercepts_):
-        assert_rel(a, b, 1e-4, "lbfgs weights")
+        assert_close(a, b, 1e-4, "lbfgs weights")
     # scikit-learn keeps no stochastic bookkeeping for lbfgs; neither do we
     for attr in ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_"):
         assert not hasattr(got, attr) and not hasattr(ref, attr)
@@ -367,8 +357,8 @@ def test_float32_stays_float32_and_matches_sklearn(rng, name, kind, solver):
     assert out.dtype == np.float32
     expected = ref.predict_proba(X) if name == "MLPClassifier" else ref.predict(X)
     # (scikit-learn's lbfgs turns float32 weights into float64; fastbp keeps float32)
-    assert_rel(out, expected, 1e-4, "float32 outputs")
+    assert_close(out, expected, 1e-4, "float32 outputs")
     for a, b in zip(got.coefs_, ref.coefs_):
-        assert_rel(a, b, 1e-4, "float32 coefs_")
+        assert_close(a, b, 1e-4, "float32 coefs_")
     if solver != "lbfgs":
         np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=1e-4)
