@@ -368,7 +368,6 @@ def _load_model(path):
 # -- commands ---------------------------------------------------------------------------------
 def cmd_demo(args):
     import numba
-    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
