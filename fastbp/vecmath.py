@@ -156,11 +156,12 @@ def tanh(x):
 
 @jit_ordered
 def logistic(x):
-    """``1 / (1 + e^-x)``: accurate for every x (the sum never cancels), vectorisable.
-
-    ``e^-x`` as in :func:`exp`, written out so that LLVM inlines one level only.
+    """``1 / (1 + e^-x)`` as ``1 / (1 + e)`` (x >= 0) or ``e / (1 + e)`` (x < 0) with
+    ``e = e^-|x|`` in (0, 1]: nothing overflows for any x, vectorisable (a select, not
+    a branch).  ``e^-|x|`` as in :func:`exp`, written out so LLVM inlines one level only.
     """
-    k, r = _reduce(_clamp(-x))
+    k, r = _reduce(_clamp(-abs(x)))
     half = k >> 1
     e = (pow2(half) * (_expm1_reduced(r) + 1.0)) * pow2(k - half)
-    return 1.0 / (1.0 + e)
+    p = 1.0 / (1.0 + e)
+    return p if x >= 0 else e * p  # NaN: the comparison is false and e * p is NaN

@@ -24,3 +24,10 @@ def blobs(rng):
     X = rng.standard_normal((90, 4))
     y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8).astype(int)
     return X, y
+
+
+def pytest_collection_modifyitems(config, items):
+    """The cache-lifecycle tests run last: their private cache is seeded with the kernels
+    the rest of the suite compiled, so their processes compile only the entry points
+    (the part the tests are about) instead of every kernel again."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_cache_lifecycle.py"))
