@@ -1,1 +1,1 @@
-"""asv benchmarks of fastbp (see common.py and STYLE.md section 8)."""
+"""asv benchmarks of fastbp (see README.md here and common.py)."""

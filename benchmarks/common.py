@@ -2,7 +2,7 @@
 
 Used by the asv benchmarks (``bench_*.py``) and by ``compare.py``.
 
-Rules (STYLE.md section 8):
+Rules (the whole list is in benchmarks/README.md):
 
 * ``Benchmark`` sets the wall-clock timer explicitly (process time would sum
   the threads) and a timeout; every benchmark class derives from it.

@@ -6,7 +6,7 @@ from the work size alone (``config.PARALLEL_MIN_WORK``), never from the thread
 count.  The plain-Python source of each is the ``python`` backend, and
 ``kernels_blas`` has the same names and arguments in matrix form.
 
-Layout (STYLE.md section 2): activations and deltas are (n_samples, n_units)
+Layout: activations and deltas are (n_samples, n_units)
 C-order; weights ``w[j, i]`` are (n_out, n_in) C-order, row j contiguous over
 i; biases ``b[j]``.  Kernels allocate nothing, validate nothing, return only
 scalars.  ``prange`` runs over an index whose iterations write disjoint memory.

@@ -2,7 +2,7 @@
 
 * every engine kernel of ``fastbp.kernels_loop`` has a BLAS twin of the same
   name (and arguments) in ``fastbp.kernels_blas`` and a benchmark class in
-  ``benchmarks/bench_kernels.py`` (STYLE.md section 8: a unit test, not an
+  ``benchmarks/bench_kernels.py`` (benchmarks/README.md: a unit test, not an
   import-time check);
 * every benchmark method of every module runs once on the tiniest parameters
   (the first value of each parameter), the way asv would call it;

@@ -1,4 +1,4 @@
-"""Project conventions that a reviewer would otherwise have to remember (STYLE.md sections 3-4)."""
+"""Project conventions that a reviewer would otherwise have to remember (README's Contributing section and the kernel docstrings)."""
 import inspect
 import pathlib
 import re
@@ -23,7 +23,7 @@ def test_fastmath_flags_never_let_numba_delete_nan_checks():
     assert not FASTMATH_ORDERED & {"nnan", "ninf", "fast", "reassoc", "afn"}
 
 
-# ---- every loop kernel documents itself (STYLE.md section 3) ----------------------------
+# ---- every loop kernel documents itself ----------------------------
 def _loop_kernels():
     """{name: plain function} of every compiled function defined in kernels_loop."""
     return {name: obj.py_func for name, obj in sorted(vars(kernels_loop).items())
