@@ -35,7 +35,8 @@ CACHE_SUFFIXES = (".nbi", ".nbc")
 
 
 class KernelCacheWarning(UserWarning):
-    """fastbp's compiled-kernel cache was unreadable and has been cleared."""
+    """An entry of fastbp's compiled-kernel cache was unreadable; it was deleted and is
+    being recompiled."""
 
 
 def cache_dirs():
