@@ -5,7 +5,7 @@ import scipy.sparse as sp
 
 from .codes import HIDDEN_ACTIVATIONS
 from .backends import BACKENDS
-from .network import Network, engine_input
+from .network import Network, engine_array, engine_input
 
 __all__ = ["loss_and_gradient", "check_gradients", "GradientCheck"]
 
@@ -23,7 +23,7 @@ def _network(coefs, intercepts, X, Y, activation, out_activation, loss, backend,
     Y = np.asarray(Y, dtype=dtype)
     if Y.ndim == 1:
         Y = Y.reshape(-1, 1)
-    Y = np.ascontiguousarray(Y)
+    Y = engine_array(Y)
     if Y.shape[0] != X.n_rows:
         raise ValueError(f"X has {X.n_rows} rows but Y has {Y.shape[0]}")
     sizes = [X[0].shape[1]] + [np.shape(c)[1] for c in coefs]
@@ -44,7 +44,7 @@ def _network(coefs, intercepts, X, Y, activation, out_activation, loss, backend,
 def _weights(sample_weight, n, dtype):
     if sample_weight is None:
         return np.empty(0, dtype=dtype)
-    sw = np.ascontiguousarray(sample_weight, dtype=dtype)
+    sw = engine_array(sample_weight, dtype)
     if sw.shape != (n,):
         raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
     return sw

@@ -49,7 +49,7 @@ import dask
 import distributed
 
 from .estimators import FitRun, MLPClassifier, MLPRegressor
-from .network import Network, as_rows
+from .network import Network, as_rows, engine_array
 from .trainer import DivergenceError, run_epoch, sample_order, with_threads
 
 __all__ = ["fit", "task_threads", "benchmark"]
@@ -243,11 +243,11 @@ def _prepare(index, x, y, sw, n_features, dtype, binarizer):
         if not np.isfinite(Y).all():
             raise ValueError(f"{where}: y contains NaN or infinity (row "
                              f"{_first_bad_row(Y)} of the partition).")
-    Y = np.ascontiguousarray(Y.reshape(n, -1))
+    Y = engine_array(Y.reshape(n, -1))
     if sw is None:
         w = np.empty(0, dtype=dtype)
     else:
-        w = np.ascontiguousarray(_rows(sw, dtype))
+        w = engine_array(_rows(sw, dtype))
         if w.shape != (n,):
             raise ValueError(f"{where}: sample_weight has shape {w.shape}, expected ({n},).")
         if not np.isfinite(w).all() or (w < 0).any():

@@ -123,7 +123,8 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     Writes the finished gradient into ``grad`` (``accumulate`` false; scale =
     1 / sum of the batch's weights) or adds raw sums to it (``accumulate``
     true).  Returns (sum_n s_n C_n, sum of squared weights); the second is 0
-    when accumulating.
+    when accumulating.  Callers pass ``np.bool_`` flags, not literals: Numba
+    then compiles one variant (a runtime branch), not one per literal value.
     """
     X, Xs, Y, sw = data
     layers, work, hp, ip, _ = context
@@ -226,14 +227,14 @@ def train_epoch(data, order, state, context):
     stats[ST_SAMPLES] = 0.0
     stats[ST_DIVERGED] = 0.0
     stats[ST_BATCHES] = 0.0
-    start = 0
+    start = np.int64(0)  # typed int64 from the start: no Literal[int](0) variant of callees
     while start < n:
         m = min(bs, n - start)
         batch = (order, start, m)
         swsum = _weight_sum(sw, batch)
         if swsum > 0.0:
-            data_sum, wsq = _batch_gradient(data, batch, theta, grad, context, False,
-                                            1.0 / swsum)
+            data_sum, wsq = _batch_gradient(data, batch, theta, grad, context,
+                                            np.bool_(False), 1.0 / swsum)
             batch_loss = (data_sum + 0.5 * hp[HP_ALPHA] * wsq) / swsum
             layer_sq_norms(grad, layers, norms)
             total = 0.0
@@ -283,12 +284,12 @@ def loss_grad(data, theta, grad, context):
         grad[k] = 0.0
     data_sum = 0.0
     swsum = 0.0
-    start = 0
+    start = np.int64(0)  # typed int64 from the start: no Literal[int](0) variant of callees
     while start < n:
         m = min(cap, n - start)
         batch = (empty, start, m)
         swsum += _weight_sum(sw, batch)
-        d, _ = _batch_gradient(data, batch, theta, grad, context, True, 1.0)
+        d, _ = _batch_gradient(data, batch, theta, grad, context, np.bool_(True), 1.0)
         data_sum += d
         start += m
     alpha = hp[HP_ALPHA]
@@ -319,7 +320,7 @@ def predict(X, Xs, theta, context, out):
     cap = ip[IP_CHUNK]
     par_min = ip[IP_PAR_MIN]
     empty = np.empty(0, dtype=np.int64)
-    start = 0
+    start = np.int64(0)  # typed int64 from the start: no Literal[int](0) variant of callees
     while start < n:
         m = min(cap, n - start)
         a = _forward(X[start:start + m], Xs, (empty, start, m), theta, layers, work, par_min)

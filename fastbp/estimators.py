@@ -31,7 +31,7 @@ from . import io
 from .backends import BACKENDS
 from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
 from .io import ModelFileError, jsonable
-from .network import Network, as_rows, engine_input
+from .network import Network, as_rows, engine_array, engine_input
 from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
 from .trainer import (DivergenceWarning, EpochLoop, EpochResult, LocalEpoch, as_list,
                       curve_lengths, cut_curves, empty_history, progress, record,
@@ -248,7 +248,7 @@ class _BaseMLP(BaseEstimator):
         X = as_rows(X)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
-        Y = np.ascontiguousarray(y, dtype=X.dtype)
+        Y = engine_array(y, X.dtype)
         if sample_weight is None:
             sw = np.empty(0, dtype=X.dtype)
         else:
@@ -258,7 +258,7 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("sample_weight contains NaN or infinity.")
             if not sw.sum() > 0:
                 raise ValueError("sample_weight must have a positive sum.")
-            sw = np.ascontiguousarray(sw)
+            sw = engine_array(sw)
         return X, Y, sw
 
     # -- prediction -----------------------------------------------------------
@@ -499,7 +499,7 @@ class FitRun:
                                                            else Y_val.ravel())
         else:
             y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
-        return (as_rows(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
+        return (as_rows(X_tr), engine_array(Y_tr), engine_array(sw_tr),
                 X_val, y_val, sw_val)
 
     def lbfgs(self, fit, X, Y, sw):

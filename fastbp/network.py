@@ -20,18 +20,31 @@ from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_
 from .losses import check_pair
 from .params import Layout
 
-__all__ = ["Network", "EngineInput", "engine_input", "as_rows", "PREDICT_CHUNK"]
+__all__ = ["Network", "EngineInput", "engine_input", "as_rows", "engine_array",
+           "PREDICT_CHUNK"]
 
 PREDICT_CHUNK = 1024
 
 
+def engine_array(a, dtype=None):
+    """``a`` as the engine takes an array: C-contiguous and writable.
+
+    No copy when it already is one of the requested dtype.  A read-only array
+    (a read-only memmap, a pandas copy-on-write frame's values, a broadcast) is
+    copied once: Numba types read-only arrays apart and would compile, and
+    cache, a second set of every engine function for them.
+    """
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
 def as_rows(X, dtype=None):
-    """X as the engine reads it: a CSR matrix with sorted indices, or a C-contiguous
-    array (no copy when it already is one of the requested dtype)."""
+    """X as the engine reads it: a CSR matrix with sorted indices, or a C-contiguous,
+    writable array (:func:`engine_array`)."""
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=dtype if dtype is not None else X.dtype)
         return X if X.has_sorted_indices else X.sorted_indices()
-    return np.ascontiguousarray(X, dtype=dtype)
+    return engine_array(X, dtype)
 
 
 class EngineInput(tuple):
@@ -55,9 +68,8 @@ def engine_input(X, dtype):
     dtype = np.dtype(dtype)
     X = as_rows(X, dtype)
     if sp.issparse(X):
-        Xs = (np.ascontiguousarray(X.data, dtype=dtype),
-              np.ascontiguousarray(X.indices, dtype=np.int64),
-              np.ascontiguousarray(X.indptr, dtype=np.int64))
+        Xs = (engine_array(X.data, dtype), engine_array(X.indices, np.int64),
+              engine_array(X.indptr, np.int64))
         return EngineInput((np.empty((0, X.shape[1]), dtype=dtype), Xs))
     empty = np.empty(0, dtype=np.int64)
     return EngineInput((X, (np.empty(0, dtype=dtype), empty, empty)))
@@ -98,6 +110,24 @@ class Network:
         if self._engine is None:
             self._engine = get_engine(self.backend)
         return self._engine
+
+    def engine_for(self, cap, ip):
+        """The engine for blocks of up to ``cap`` rows under the controls ``ip``:
+        the serial engine (``backends.get_engine(...).serial``) when no kernel
+        call can reach the parallel threshold ``ip[IP_PAR_MIN]``, else the full one.
+
+        The engine picks a kernel's parallel twin when a call's work
+        (multiply-adds ``cap * n_in * n_out`` of a layer, ``cap * n_features``
+        gathered inputs, or the optimizer's ``n_params``) reaches the threshold;
+        below it on every layer both engines run the same serial kernels, so the
+        results are bitwise the same and the parallel kernels need never be
+        compiled.
+        """
+        engine = self.engine
+        sizes = self.layout.sizes
+        work = max([cap * sizes[0], self.layout.n_params]
+                   + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])])
+        return engine if work >= ip[IP_PAR_MIN] else engine.serial
 
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap):
@@ -173,8 +203,9 @@ class Network:
         """
         X = engine_input(X, self.dtype)
         context = self.context(batch_size, alpha, clip, opt)
-        self.engine.train_epoch((X[0], X[1], Y, sw), order, (theta, grad, opt.m1, opt.m2),
-                                context)
+        data = (X[0], X[1], engine_array(Y), engine_array(sw))
+        engine = self.engine_for(batch_size, context[3])
+        engine.train_epoch(data, order, (theta, grad, opt.m1, opt.m2), context)
         opt.t = int(context[3][IP_STEP])
         return context[4]
 
@@ -183,8 +214,10 @@ class Network:
         if grad is None:
             grad = np.empty_like(theta)
         X = engine_input(X, self.dtype)
-        context = self.context(min(chunk, max(1, X.n_rows)), alpha)
-        self.engine.loss_grad((X[0], X[1], Y, sw), theta, grad, context)
+        cap = min(chunk, max(1, X.n_rows))
+        context = self.context(cap, alpha)
+        data = (X[0], X[1], engine_array(Y), engine_array(sw))
+        self.engine_for(cap, context[3]).loss_grad(data, theta, grad, context)
         stats = context[4]
         return stats[ST_DATA], stats[ST_REG], grad
 
@@ -199,7 +232,8 @@ class Network:
         n = X.n_rows
         out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
         if n:
-            work, table, ip = self._new_buffers(min(chunk, n))
-            self.engine.predict(X[0], X[1], theta, (table, work, self.hp, ip, self.stats()),
-                                out)
+            cap = min(chunk, n)
+            work, table, ip = self._new_buffers(cap)
+            context = (table, work, self.hp, ip, self.stats())
+            self.engine_for(cap, ip).predict(X[0], X[1], theta, context, out)
         return out

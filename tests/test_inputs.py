@@ -250,19 +250,20 @@ def sparse_data(rng):
 
 
 class EngineSpy:
-    """Wraps the loops engine's train_epoch; records whether X came as CSR."""
+    """Wraps the loops engines' train_epoch (full and serial); records whether X came as CSR."""
 
     def __init__(self, monkeypatch):
         self.calls = []
-        engine = get_engine("loops")
-        original = engine.train_epoch
+        loops = get_engine("loops")
+        for engine in (loops, loops.serial):
+            monkeypatch.setattr(engine, "train_epoch", self._spy(engine.train_epoch))
 
+    def _spy(self, original):
         def train_epoch(data, *args):
             X, Xs = data[0], data[1]
             self.calls.append((X.shape[0], Xs[2].shape[0]))
             return original(data, *args)
-
-        monkeypatch.setattr(engine, "train_epoch", train_epoch)
+        return train_epoch
 
     def all_sparse(self):
         return bool(self.calls) and all(rows == 0 and indptr > 0 for rows, indptr in self.calls)
