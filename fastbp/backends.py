@@ -10,7 +10,7 @@ import types
 from . import engine, kernels_blas
 from .config import PARALLEL_MIN_WORK
 from .jit import pure_python, serial_copy, start_threads
-from .kernel_cache import guarded
+from .kernel_cache import announce_compiles, guarded
 
 BACKENDS = ("loops", "loops-serial", "blas", "python")
 
@@ -50,6 +50,7 @@ def get_engine(backend):
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if backend in ("loops", "loops-serial"):
         start_threads()  # before any cached compiled code runs: see start_threads
+        announce_compiles()
         serial = _serial_engine()
         if backend == "loops-serial":
             serial.serial = serial
