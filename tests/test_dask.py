@@ -36,21 +36,15 @@ def _compile_here_first():
     Numba caches what one process compiles; the two workers then load it instead
     of compiling it side by side on a machine of two cores (minutes on a fresh
     install).  The variants: float64 and float32, L-BFGS (``loss_grad``) and
-    stochastic (``train_epoch``) fits, ``predict``, and read-only X and y (what
-    pandas partitions become under copy-on-write).
+    stochastic (``train_epoch``) fits, ``predict``.  Read-only partitions (pandas
+    under copy-on-write) need none of their own: ``network.engine_array`` copies them.
     """
-    pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((12, 3))
     y = (X[:, 0] > 0).astype(int)
-    frame, target = pd.DataFrame(X), pd.Series(X[:, 1])
     for Xv in (X, X.astype(np.float32)):
         for solver in ("lbfgs", "adam"):
             fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), Xv, y).predict(Xv)
-    for solver in ("lbfgs", "adam"):
-        fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), frame, y)
-        reg = fastbp.MLPRegressor(hidden_layer_sizes=(3,), solver=solver, max_iter=2)
-        fit_quietly(reg, frame, target).predict(frame)
 
 
 @pytest.fixture(scope="module")
