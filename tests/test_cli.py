@@ -83,6 +83,11 @@ def workdir(tmp_path_factory):
     return path
 
 
+TRAIN_IRIS = ["train", "iris.csv", "--target", "species", "--hidden", "16", "--epochs", "100",
+              "--batch-size", "16", "--learning-rate", "0.01", "--patience", "20",
+              "--validation-fraction", "0.2", "--out", "iris.fbp"]
+
+
 @pytest.fixture(scope="module")
 def trained(workdir):
     """Two models trained through the CLI: iris (text classes) and diabetes (regression).
@@ -90,10 +95,7 @@ def trained(workdir):
     The first run is alone: on a fresh install it compiles the kernels into Numba's
     cache once, so the processes started together afterwards only load them.
     """
-    results = {"classify": run(
-        ["train", "iris.csv", "--target", "species", "--hidden", "16", "--epochs", "100",
-         "--batch-size", "16", "--learning-rate", "0.01", "--patience", "20",
-         "--validation-fraction", "0.2", "--out", "iris.fbp"], workdir)}
+    results = {"classify": run(TRAIN_IRIS, workdir)}
     results["regress"] = run(
         ["train", "diabetes.csv", "--target", "target", "--hidden", "16,8", "--epochs", "5",
          "--learning-rate", "0.05", "--out", "diabetes.fbp"], workdir)
@@ -136,6 +138,48 @@ def test_train_quiet_and_lbfgs(workdir):
     assert "validation accuracy:" in result.stdout
     assert "epoch" not in result.stderr
     assert (workdir / "lbfgs.fbp").is_file()
+
+
+# A process in which pandas cannot be imported (as after ``pip install .`` without it).
+WITHOUT_PANDAS = """
+import sys
+
+class NoPandas:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoPandas())
+from fastbp.cli import main
+status = main(sys.argv[1:])
+assert "pandas" not in sys.modules, "pandas was imported"
+sys.exit(status)
+"""
+
+
+def run_without_pandas(args, cwd):
+    proc = run_python(["-c", WITHOUT_PANDAS, *args], cwd=cwd, env=_env(), timeout=TIMEOUT)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_train_and_predict_without_pandas(workdir, trained, predicted):
+    """pandas is optional: the same CSV gives the same model and the same predictions."""
+    args = TRAIN_IRIS[:-1] + ["iris_nopandas.fbp"]
+    result = run_without_pandas(args, workdir)
+    assert_ok(result)
+    assert result.stdout == trained["classify"].stdout.replace("iris.fbp", "iris_nopandas.fbp")
+    import fastbp
+    ours, theirs = fastbp.load(workdir / "iris_nopandas.fbp"), fastbp.load(workdir / "iris.fbp")
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert list(ours.feature_names_in_) == list(theirs.feature_names_in_)
+    result = run_without_pandas(["predict", "iris_nopandas.fbp", "iris_reordered.csv"], workdir)
+    assert_ok(result)
+    assert result.stdout == predicted.stdout
+    result = run_without_pandas(["predict", "iris.fbp", "iris_text_feature.csv"], workdir)
+    assert result.returncode == 2
+    assert ("feature column 'petal width (cm)' is not numeric (e.g. 'wide' on line 5)"
+            in result.stderr)
 
 
 # -- predict ----------------------------------------------------------------------------------
