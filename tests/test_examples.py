@@ -75,6 +75,11 @@ def test_training_curves_without_matplotlib(tmp_path):
 
 def test_benchmarks_dashboard_gives_the_commands():
     text = (EXAMPLES / "benchmarks_dashboard.md").read_text()
-    for command in ("asv run --python=same --quick", "asv continuous main HEAD",
-                    "asv publish", "asv preview", "python benchmarks/compare.py"):
+    for command in ("asv machine --yes", "asv run --python=same --quick",
+                    "asv continuous -f 1.1 --bench", "asv publish", "asv preview",
+                    "python benchmarks/compare.py"):
         assert command in text
+    # machine first: the commands after it need it
+    assert text.index("asv machine --yes") < text.index("asv run --python=same --quick")
+    assert "track_test_score" not in text and "one graph per benchmark and parameter" not in text
+    assert "STYLE.md" not in text
