@@ -4,10 +4,12 @@
     fastbp train DATA.csv --target COLUMN        fit an MLP on a CSV file, save model.fbp
     fastbp predict model.fbp DATA.csv            predictions as CSV (stdout or --out)
     fastbp info model.fbp                        architecture, classes, training history
+    fastbp plot model.fbp [OUT.png]              draw the training history
 
 Results go to stdout; per-epoch progress, notes and warnings go to stderr.  The
-progress bar is drawn only when stderr is a terminal: in logs and pipes each epoch
-is one plain line (``--quiet``: none), so no control character ever reaches a file.
+progress bar (tqdm, when installed) is drawn only when stderr is a terminal: in logs
+and pipes each epoch is one plain line (``--quiet``: none), so no control character
+ever reaches a file.
 Every error is one line ``fastbp: error: ...`` on stderr with exit status 2, never a
 traceback (set ``FASTBP_DEBUG=1`` to see one for unexpected errors, which exit 1).
 """
@@ -36,13 +38,6 @@ def _one_line(text):
     return "".join(c if c.isprintable() else "?" for c in text).strip()
 
 
-def _is_terminal(stream):
-    try:
-        return stream.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):
-        return False
-
-
 def _note(message):
     print(f"{PROG}: {_one_line(message)}", file=sys.stderr, flush=True)
 
@@ -52,50 +47,26 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
-class Progress:
-    """An epoch callback for fastbp estimators that reports progress on stderr.
+def Progress(total, label="", quiet=False, stream=None):
+    """The epoch callback reporting progress on stderr (``fastbp.progress.EpochProgress``).
 
-    On a terminal: one bar redrawn in place with ``\\r``.  Otherwise (a log, a pipe):
-    one plain line per epoch.  ``quiet``: nothing.  Never stops training.
+    On a terminal, with tqdm installed: a tqdm bar with elapsed time and ETA.  Otherwise
+    (a log, a pipe, no tqdm): one plain line per epoch.  ``quiet``: nothing.  Never stops
+    training; call ``close()`` when the fit ends.
     """
+    from .progress import EpochProgress
+    width = len(str(max(int(total), 1)))
+    prefix = f"{label} " if label else ""
 
-    width = 24
-
-    def __init__(self, total, label="", quiet=False, stream=None):
-        self.total = max(int(total), 1)
-        self.label = label
-        self.quiet = quiet
-        self.stream = stream if stream is not None else sys.stderr
-        self.terminal = _is_terminal(self.stream)
-        self._drawn = 0
-
-    def __call__(self, info):
-        if self.quiet:
-            return False
-        text = f"epoch {info.epoch:>{len(str(self.total))}}/{self.total}"
+    def line(info):
         figures = f"loss {info.loss:.4f}"
         if info.validation_score is not None:
             figures += f", validation {info.validation_score:.4f}"
-        figures += f", {info.seconds * 1000:.0f} ms"
-        label = f"{self.label} " if self.label else ""
-        if self.terminal:
-            done = min(self.width, round(self.width * info.epoch / self.total))
-            bar = "#" * done + "." * (self.width - done)
-            line = f"{label}{text} [{bar}] {figures}"
-            pad = " " * max(0, self._drawn - len(line))
-            self.stream.write("\r" + line + pad)
-            self._drawn = len(line)
-        else:
-            self.stream.write(f"{label}{text}: {figures}\n")
-        self.stream.flush()
-        return False
+        return (f"{prefix}epoch {info.epoch:>{width}}/{max(int(total), 1)}: {figures}, "
+                f"{info.seconds * 1000:.0f} ms")
 
-    def close(self):
-        """End the bar's line (terminal only)."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = 0
+    return EpochProgress(total, line, stream=stream if stream is not None else sys.stderr,
+                         desc=label or "training", quiet=quiet)
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -207,8 +178,8 @@ def _build_parser():
         description="Fit an MLP on a CSV file (header row; numeric feature columns; the target "
                     "may be text for classification), holding out a validation split that "
                     "early stopping watches (the best epoch's weights are kept), and save the "
-                    "model file. Features are used as they are: scale them beforehand "
-                    "(values of order 1 train best).")
+                    "model file. Features are used as they are unless --scale standard: "
+                    "values of order 1 train best.")
     train.add_argument("data", metavar="DATA.csv", help="training data with a header row")
     train.add_argument("--target", required=True, metavar="COLUMN",
                        help="the column to predict; every other column is a feature")
@@ -234,6 +205,10 @@ def _build_parser():
                        help="stop after N epochs without validation improvement (default: 10)")
     train.add_argument("--seed", type=_non_negative_int, default=0,
                        help="random_state for the split, initialisation and shuffling")
+    train.add_argument("--scale", choices=("none", "standard"), default="none",
+                       help="'standard': standardize each feature with the training data's "
+                            "mean and standard deviation, stored in the model file and "
+                            "applied by 'fastbp predict' (default: none)")
     train.add_argument("--out", default="model.fbp", metavar="PATH",
                        help="model file to write (default: model.fbp)")
     train.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress")
@@ -257,6 +232,16 @@ def _build_parser():
                     "history summary.")
     info.add_argument("model", metavar="MODEL.fbp")
     info.set_defaults(func=cmd_info)
+
+    plot = sub.add_parser(
+        "plot", help="draw a saved model's training history to a PNG",
+        description="Draw a saved model's training history (training loss, validation "
+                    "score, gradient norm of each layer per epoch) into an image file. "
+                    "Needs matplotlib.")
+    plot.add_argument("model", metavar="MODEL.fbp")
+    plot.add_argument("out", metavar="OUT.png", nargs="?",
+                      help="image to write; .png, .svg, .pdf... (default: MODEL.png)")
+    plot.set_defaults(func=cmd_plot)
 
     cache = sub.add_parser(
         "cache", help="show or clear fastbp's cache of compiled kernels",
@@ -475,9 +460,9 @@ def cmd_train(args):
     print(f"data: {len(y)} rows, {X.shape[1]} features; {len(y) - n_val} for training, "
           f"{n_val} held out for validation", flush=True)
     largest = float(np.abs(X).max())
-    if largest > 100:
+    if largest > 100 and args.scale == "none":
         _note(f"note: features are not scaled (largest |value| {largest:.3g}); MLPs train best "
-              "on values of order 1: consider standardizing them first")
+              "on values of order 1: consider --scale standard")
     if task == "regress" and float(np.abs(y).max()) > 100:
         _note(f"note: the target is not scaled (largest |value| {float(np.abs(y).max()):.3g}); "
               "training may need more --epochs or a larger --learning-rate")
@@ -487,7 +472,8 @@ def cmd_train(args):
                 alpha=args.alpha, batch_size=args.batch_size or "auto",
                 learning_rate_init=args.learning_rate, max_iter=args.epochs,
                 early_stopping=True, validation_fraction=args.validation_fraction,
-                n_iter_no_change=args.patience, random_state=args.seed, callbacks=progress)
+                n_iter_no_change=args.patience, random_state=args.seed, callbacks=progress,
+                scale=None if args.scale == "none" else args.scale)
     metric = "accuracy" if task == "classify" else "R^2"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported below in plain words
@@ -626,6 +612,9 @@ def cmd_info(args):
         print(f"  classes:    {_names(model.classes_, limit=12)} ({len(model.classes_)})")
     else:
         print(f"  outputs:    {model.n_outputs_} ({params.get('loss', 'squared_error')})")
+    if getattr(model, "scaler_", None) is not None:
+        print("  scaling:    standard (training mean and standard deviation, applied by "
+              "predict)")
     print(f"  training:   solver {params['solver']}, learning_rate_init "
           f"{params['learning_rate_init']}, alpha {params['alpha']}, batch_size "
           f"{params['batch_size']}, random_state {params['random_state']}")
@@ -642,6 +631,24 @@ def cmd_info(args):
         best = "best validation score n/a (none recorded during training)"
     unit = "iterations" if params["solver"] == "lbfgs" else "epochs"
     print(f"  history:    {epochs} {unit}, {final}, {best}")
+    return 0
+
+
+def cmd_plot(args):
+    from .plot import MatplotlibMissing, save_history
+
+    model = _load_model(args.model)
+    out = args.out or os.path.splitext(args.model)[0] + ".png"
+    try:
+        save_history(model, out, title=f"{os.path.basename(args.model)}: "
+                                       f"{type(model).__name__}")
+    except MatplotlibMissing as exc:
+        raise CLIError(f"{exc}") from None
+    except ValueError as exc:
+        raise CLIError(f"{args.model}: {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {out}")
     return 0
 
 

@@ -7,6 +7,7 @@ control character when it is a pipe.  Commands that do not depend on each other
 run a few at a time (the cost of a run is mostly interpreter and Numba start-up).
 """
 import collections
+import importlib.util
 import os
 import re
 import shutil
@@ -182,6 +183,32 @@ def test_train_and_predict_without_pandas(workdir, trained, predicted):
             in result.stderr)
 
 
+def test_train_scale_standard_and_predict_warns_on_differently_scaled_features(workdir,
+                                                                               trained):
+    """--scale standard keeps the scaling in the model file; predict applies it, and
+    warns, naming the column, when features arrive far outside the training range."""
+    iris = pd.read_csv(workdir / "iris.csv")
+    big = iris.copy()
+    big["sepal length (cm)"] *= 1000.0  # e.g. millimetres where training had metres
+    big.to_csv(workdir / "iris_big.csv", index=False)
+    result = run(TRAIN_IRIS[:-1] + ["iris_scaled.fbp", "--scale", "standard"], workdir)
+    assert_ok(result)
+    results = run_all({"plain": ["predict", "iris_scaled.fbp", "iris.csv"],
+                       "far": ["predict", "iris_scaled.fbp", "iris_big.csv"],
+                       "info": ["info", "iris_scaled.fbp"]}, workdir)
+    import fastbp
+    model = fastbp.load(workdir / "iris_scaled.fbp")
+    assert model.scale == "standard" and model.scaler_ is not None
+    X = iris[list(model.feature_names_in_)]
+    assert results["plain"].stdout.splitlines()[1:] == [str(v) for v in model.predict(X)]
+    assert results["plain"].stderr == ""
+    far = results["far"]
+    assert far.returncode == 0
+    assert re.match(r"fastbp: warning: input column 'sepal length \(cm\)' has values up to "
+                    r"7900, [0-9.e+]+ training standard deviations above", far.stderr)
+    assert "scaling:    standard" in results["info"].stdout
+
+
 # -- predict ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def predicted(workdir, trained):
@@ -245,6 +272,19 @@ def test_info(workdir, trained):
     assert re.search(r"history: +5 epochs", reg.stdout)
 
 
+# -- plot -------------------------------------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason="matplotlib is not installed (fastbp[plot])")
+def test_plot(workdir, trained):
+    results = run_all({"default": ["plot", "iris.fbp"],
+                       "named": ["plot", "diabetes.fbp", "curves.svg"]}, workdir)
+    for result in results.values():
+        assert_ok(result)
+    assert results["default"].stdout == "wrote iris.png\n"
+    assert (workdir / "iris.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (workdir / "curves.svg").read_bytes()[:500]
+
+
 # -- demo -------------------------------------------------------------------------------------
 def test_demo_without_comparison(workdir):
     result = run(["demo", "--epochs", "2", "--hidden", "16", "--no-compare"], workdir)
@@ -291,19 +331,23 @@ def test_progress_bar_only_on_a_terminal(workdir):
     os.close(master)
     terminal = b"".join(chunks).decode()
     assert proc.returncode == 0, terminal
-    assert "\r" in terminal and "epoch 3/3 [" + "#" * 24 + "]" in terminal
+    if importlib.util.find_spec("tqdm") is not None:  # tqdm's bar, redrawn in place
+        assert "\r" in terminal and "3/3 [" in terminal and "loss=" in terminal
+    else:  # no tqdm: plain lines even on a terminal
+        assert re.search(r"^epoch 3/3: loss", terminal, re.M)
     assert "test accuracy:" in stdout and not CONTROL.search(stdout)
 
 
 # -- help, version, console script ------------------------------------------------------------
 def test_help_on_every_command(workdir):
     commands = {"top": ["--help"]}
-    commands.update({name: [name, "--help"] for name in ("demo", "train", "predict", "info")})
+    commands.update({name: [name, "--help"]
+                     for name in ("demo", "train", "predict", "info", "plot")})
     results = run_all(commands, workdir)
     for name, result in results.items():
         assert_ok(result)
     assert "usage: fastbp" in results["top"].stdout
-    for name in ("demo", "train", "predict", "info"):
+    for name in ("demo", "train", "predict", "info", "plot"):
         assert name in results["top"].stdout
         assert f"usage: fastbp {name}" in results[name].stdout
     assert "--target COLUMN" in results["train"].stdout
