@@ -10,7 +10,8 @@ whichever reader parsed the file:
 Both readers follow pandas' ``read_csv`` defaults: a header row, blank lines
 skipped, pandas' missing-value markers (empty, ``NA``, ``NaN``, ``null``...),
 numbers parsed exactly (correctly rounded, as Python's ``float``), duplicate
-column names renamed ``a``, ``a.1``... So the same file gives the same model with or without pandas, which stays an optional package.
+column names renamed ``a``, ``a.1``... So the same file gives the same model with
+or without pandas, which stays an optional package.
 """
 import csv
 

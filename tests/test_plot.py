@@ -34,7 +34,8 @@ def test_history_figure_panels_and_png(fitted, tmp_path):
 def test_history_figure_without_validation_or_history(blobs):
     pytest.importorskip("matplotlib")
     X, y = blobs
-    model = fastbp.MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    model = fastbp.MLPRegressor(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=5,
+                                random_state=0).fit(X, y)
     fig = history_figure(model)
     assert len(fig.axes) == 2 and fig.axes[0].get_xlabel() == "iteration"
     model.history_ = None
