@@ -5,8 +5,9 @@
 Needs matplotlib (from a fastbp checkout: ``pip install ".[plot]"``); without it the
 example says so and exits.  The PNG goes to OUT.png, or to a new temporary folder.
 ``history_`` holds, per epoch, the training loss, validation score (with
-early_stopping), learning rate, seconds and the mean gradient norm of each layer; the same figures reach
-``callbacks`` during training as ``fastbp.trainer.EpochResult``.
+early_stopping), learning rate, seconds and the mean gradient norm of each layer; the same
+figures reach ``callbacks`` during training as ``fastbp.trainer.EpochResult``.
+``fastbp plot MODEL.fbp`` draws the same panels from a saved model without code.
 """
 import os
 import sys
