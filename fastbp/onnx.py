@@ -16,7 +16,7 @@ Needs the ``onnx`` package (``pip install onnx``; onnxruntime runs the result).
 """
 import numpy as np
 
-__all__ = ["to_onnx"]
+__all__ = ["to_onnx", "register_converters"]
 
 OPSET = 17
 
@@ -29,14 +29,20 @@ def _require_onnx():
                           "a fastbp checkout, pip install \".[onnx]\")") from None
 
 
-def to_onnx(model, name="fastbp", input_name="X"):
-    """The fitted ``model`` as an ``onnx.ModelProto`` (save it with ``onnx.save``)."""
+def to_onnx(model, name="fastbp", input_name="X", dtype=None):
+    """The fitted ``model`` as an ``onnx.ModelProto`` (save it with ``onnx.save``).
+
+    ``dtype``: float32 or float64 for the graph's input, weights and arithmetic
+    (default: the model's dtype).
+    """
     _require_onnx()
     from onnx import TensorProto, checker, helper, numpy_helper
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model)
-    dtype = model.coefs_[0].dtype
+    dtype = np.dtype(model.coefs_[0].dtype if dtype is None else dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"ONNX export: dtype must be float32 or float64, got {dtype}")
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     nodes, inits = [], []
 
@@ -130,3 +136,62 @@ def _activation(node, const, z, act, l):
     if act == "softmax":
         return node("Softmax", [z], tag, axis=1)
     raise ValueError(f"ONNX export: unknown activation {act!r}")
+
+
+# -- skl2onnx ------------------------------------------------------------------------------
+def register_converters():
+    """Register fastbp's estimators with skl2onnx (``update_registered_converter``).
+
+    Afterwards ``skl2onnx.to_onnx`` converts fastbp models, alone or inside Pipelines,
+    with the graph of :func:`to_onnx` in the pipeline's input dtype.  Classifiers take
+    skl2onnx's ``zipmap`` option (``options={"zipmap": False}`` keeps probabilities a
+    tensor; multilabel models need it).  Idempotent.
+    """
+    try:
+        from skl2onnx import update_registered_converter
+    except ImportError:
+        raise ImportError("registering with skl2onnx needs skl2onnx: pip install skl2onnx "
+                          "(or, from a fastbp checkout, pip install \".[onnx]\")") from None
+    from .estimators import MLPClassifier, MLPRegressor
+    update_registered_converter(MLPClassifier, "FastbpMLPClassifier", _classifier_shapes,
+                                _convert, options={"zipmap": [True, False, "columns"],
+                                                   "nocl": [True, False]}, overwrite=True)
+    update_registered_converter(MLPRegressor, "FastbpMLPRegressor", _regressor_shapes,
+                                _convert, overwrite=True)
+
+
+def _input_dtype(operator):
+    from skl2onnx.common.data_types import guess_numpy_type
+    dtype = np.dtype(guess_numpy_type(operator.inputs[0].type))
+    return dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
+
+
+def _tensor_type(dtype):
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    return DoubleTensorType if dtype == np.float64 else FloatTensorType
+
+
+def _classifier_shapes(operator):
+    from skl2onnx.common.data_types import Int64TensorType, StringTensorType
+    model = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    classes = np.asarray(model.classes_)
+    if model._label_binarizer.y_type_ == "multilabel-indicator":
+        operator.outputs[0].type = Int64TensorType([n, len(classes)])
+    elif classes.dtype.kind in "US":
+        operator.outputs[0].type = StringTensorType([n])
+    else:
+        operator.outputs[0].type = Int64TensorType([n])
+    operator.outputs[1].type = _tensor_type(_input_dtype(operator))([n, max(len(classes), 2)])
+
+
+def _regressor_shapes(operator):
+    model = operator.raw_operator
+    n = operator.inputs[0].get_first_dimension()
+    operator.outputs[0].type = _tensor_type(_input_dtype(operator))([n, model.n_outputs_])
+
+
+def _convert(scope, operator, container):
+    from skl2onnx.helpers.integration import add_onnx_graph
+    add_onnx_graph(scope, operator, container,
+                   to_onnx(operator.raw_operator, dtype=_input_dtype(operator)))

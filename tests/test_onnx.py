@@ -65,3 +65,35 @@ def test_saved_file_loads_in_onnxruntime(tmp_path, rng):
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     (values,) = session.run(None, {"X": X})
     assert_close(values.ravel(), model.predict(X))
+
+
+def test_skl2onnx_converts_pipelines_with_fastbp(rng):
+    """register_converters: skl2onnx converts a Pipeline ending in a fastbp estimator."""
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from fastbp.onnx import register_converters
+    register_converters()
+    X = rng.standard_normal((40, 4)) * [1, 10, 100, 1000]
+    targets = _targets(X)
+    for dtype in (np.float64, np.float32):
+        Xd = X.astype(dtype)
+        for kind in ("multiclass", "binary"):
+            pipe = make_pipeline(StandardScaler(), fastbp.MLPClassifier(
+                hidden_layer_sizes=(6,), activation="tanh", max_iter=5, random_state=0))
+            pipe.fit(Xd, targets[kind])
+            onx = skl2onnx.to_onnx(pipe, Xd[:1], options={"zipmap": False})
+            session = ort.InferenceSession(onx.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+            label, proba = session.run(None, {session.get_inputs()[0].name: Xd})
+            np.testing.assert_array_equal(label, pipe.predict(Xd))
+            # StandardScaler's ONNX graph computes (x - mean) * (1 / scale): a few ulp apart
+            assert_close(proba, pipe.predict_proba(Xd), tol=1e3 * TOL[dtype], what=kind)
+        reg = fastbp.MLPRegressor(hidden_layer_sizes=(5,), max_iter=5, random_state=0,
+                                  scale="standard").fit(Xd, X[:, :2] / [1, 10])
+        onx = skl2onnx.to_onnx(reg, Xd[:1])
+        session = ort.InferenceSession(onx.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        (values,) = session.run(None, {session.get_inputs()[0].name: Xd})
+        assert_close(values, reg.predict(Xd), tol=TOL[dtype])
