@@ -146,6 +146,32 @@ def test_benchmark_runs_once(modname, clsname, meth):
             bench.teardown(*args)
 
 
+def asv_default_selection(params):
+    """The parameter values asv's dashboard draws by default (asv 0.6, graphdisplay.js:
+    up to 8 curves, taking values parameter by parameter while the product fits)."""
+    chosen, count = [], 1
+    for values in params:
+        item = [v for j, v in enumerate(values) if (j + 1) * count <= 8]
+        count *= len(item)
+        chosen.append(item)
+    return chosen
+
+
+@pytest.mark.parametrize("modname", ["bench_kernels", "bench_estimator"])
+def test_default_graphs_show_loops_beside_blas(modname):
+    """Issue 15: the dashboard's default graph of each benchmark shows the loop kernels and
+    the BLAS twin side by side (the backend is the first parameter)."""
+    mod = importlib.import_module(f"benchmarks.{modname}")
+    for attr, cls in vars(mod).items():
+        params = getattr(cls, "params", None)
+        if attr.startswith("_") or not inspect.isclass(cls) or not params \
+                or "backend" not in cls.param_names:
+            continue
+        backends = asv_default_selection(params)[cls.param_names.index("backend")]
+        if "blas" in params[cls.param_names.index("backend")]:
+            assert "blas" in backends and any(b.startswith("loops") for b in backends), attr
+
+
 def read_asv_conf():
     lines = (ROOT / "asv.conf.json").read_text().splitlines()
     return json.loads("\n".join(ln for ln in lines if not ln.lstrip().startswith("//")))
