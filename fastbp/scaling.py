@@ -21,7 +21,8 @@ import scipy.sparse as sp
 __all__ = ["InputStats", "Standardizer", "InputRangeWarning", "RANGE_LIMIT"]
 
 # predict warns when a value lies more than this many training standard deviations
-# below the training minimum or above the training maximum of its column
+# below the training minimum or above the training maximum of its column (a column's
+# standard deviation, or the typical column's where that is larger: InputStats.typical_std)
 RANGE_LIMIT = 10.0
 
 
@@ -82,6 +83,18 @@ class InputStats:
         return stats
 
     # -- the range check --------------------------------------------------------------
+    def typical_std(self):
+        """The median standard deviation of the columns that vary (1.0 if none does).
+
+        The range check measures distances in units of a column's standard deviation,
+        but never in units smaller than this: a column that barely varies in training
+        (a rare pixel, a one-hot category, a constant) would otherwise make any new
+        value look "far".  Scale mismatches, the trap the check is for, still stand out
+        by orders of magnitude.
+        """
+        varying = self.std[self.std > 0]
+        return float(np.median(varying)) if varying.size else 1.0
+
     def check(self, X, names=None, limit=RANGE_LIMIT):
         """Warn (InputRangeWarning) if some column of X lies more than ``limit`` training
         standard deviations outside its training range; returns the offending columns."""
@@ -90,9 +103,7 @@ class InputStats:
             lo, hi = min_max_axis(sp.csr_matrix(X), axis=0)
         else:
             lo, hi = X.min(axis=0), X.max(axis=0)
-        # a constant training column has std 0: any other value is new to the model
-        unit = np.maximum(self.std, 1e-12 * np.maximum(1.0, np.maximum(np.abs(self.min),
-                                                                       np.abs(self.max))))
+        unit = np.maximum(self.std, self.typical_std())
         below = (self.min - lo) / unit
         above = (hi - self.max) / unit
         far = np.maximum(below, above)

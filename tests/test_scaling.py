@@ -132,3 +132,18 @@ def test_range_check_on_sparse_input_and_without_names(raw):
     with pytest.warns(InputRangeWarning, match=r"^input column 2 has values up to"):
         model.predict(sp.csr_matrix(far))
     _no_warnings(model.predict, sp.csr_matrix(X))
+
+
+def test_range_check_quiet_on_an_ordinary_split_of_real_data():
+    """digits: some pixels are constant or rare in a training split and not in the test
+    split; that is ordinary data, not a scale mismatch (fastbp demo must not warn)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    X, y = load_digits(return_X_y=True)
+    for seed in range(5):
+        X_train, X_test = train_test_split(X / 16.0, test_size=0.25, stratify=y,
+                                           random_state=seed)
+        stats = InputStats.of(X_train)
+        _no_warnings(stats.check, X_test)
+        with pytest.warns(InputRangeWarning):  # the same pixels unscaled (0..16): caught
+            stats.check(X_test * 16.0)
