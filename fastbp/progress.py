@@ -10,6 +10,7 @@ One class, :class:`EpochProgress`, called with each epoch's ``EpochResult``:
 
 It never stops training (returns False).
 """
+import io
 import os
 import sys
 
@@ -47,6 +48,21 @@ def use_bar(stream):
     return (_is_terminal(stream) or _in_notebook()) and _tqdm() is not None
 
 
+def _size(stream):
+    """tqdm's ``ncols``/``nrows`` where the terminal reports no size (a fresh
+    pseudo-terminal, some CI consoles): tqdm would otherwise draw nothing at all."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return {"ncols": 80, "nrows": 24}
+    out = {}
+    if size.columns <= 0:
+        out["ncols"] = 80
+    if size.lines <= 0:
+        out["nrows"] = 24
+    return out
+
+
 class EpochProgress:
     """Progress of ``total`` epochs on ``stream``: a tqdm bar or plain lines.
 
@@ -62,6 +78,9 @@ class EpochProgress:
         self.quiet = quiet
         self.bar = None
         self.terminal = not quiet and use_bar(self.stream)
+        if self.terminal:  # drawn at once: "0/total" while the first epoch runs
+            self.bar = _tqdm()(total=self.total, desc=self.desc, unit="epoch",
+                               file=self.stream, leave=True, **_size(self.stream))
 
     def __call__(self, info):
         if self.quiet:
@@ -70,9 +89,8 @@ class EpochProgress:
             self.stream.write(self.line(info) + "\n")
             self.stream.flush()
             return False
-        if self.bar is None:
-            self.bar = _tqdm()(total=self.total, desc=self.desc, unit="epoch",
-                               file=self.stream, dynamic_ncols=True, leave=True)
+        if self.bar is None:  # closed: a report is for one fit
+            return False
         figures = {"loss": f"{info.loss:.4g}"}
         if info.validation_score is not None:
             figures["validation"] = f"{info.validation_score:.4f}"
