@@ -147,3 +147,7 @@ def test_range_check_quiet_on_an_ordinary_split_of_real_data():
         _no_warnings(stats.check, X_test)
         with pytest.warns(InputRangeWarning):  # the same pixels unscaled (0..16): caught
             stats.check(X_test * 16.0)
+        for row in X_test[:3]:  # the few-rows path (a comparison) agrees
+            _no_warnings(stats.check, row[None, :])
+            with pytest.warns(InputRangeWarning):
+                assert stats.check(row[None, :] * 16.0).size > 0
