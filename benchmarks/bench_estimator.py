@@ -1,7 +1,8 @@
 """Estimator benchmarks: whole fits and predictions on the workloads of ``common.WORKLOADS``.
 
-Parameters: workload x backend x threads.  Every fit runs exactly
-``EPOCHS`` epoch(s) (fixed ``max_iter``, sgd + momentum 0.9, no early stopping,
+Parameters: backend x workload x threads (backend first, so that asv's default
+graph, up to 8 combinations taken in parameter order, shows the backends side by
+side).  Every fit runs exactly ``EPOCHS`` epoch(s) (fixed ``max_iter``, sgd + momentum 0.9, no early stopping,
 no tolerance stop), so ``time_fit_epoch`` is seconds per epoch (plus the fit's
 small fixed cost: validation, initialisation).  The python backend runs the
 'tiny' workload only; serial backends run with 1 thread only (other
@@ -33,13 +34,13 @@ def _skip(workload, backend, threads):
 class _Estimator(Benchmark):
     """Data, estimator, threads and a JIT warm-up fit; shared by the classes below."""
 
-    param_names = ["workload", "backend", "threads"]
-    params = [WORKLOAD_NAMES, BACKENDS, THREADS]
+    param_names = ["backend", "workload", "threads"]  # backend first: see the docstring
+    params = [BACKENDS, WORKLOAD_NAMES, THREADS]
     timeout = 900.0
     warmup_time = 0.0  # setup warms up; W4/W5 epochs take seconds
     number = 1
 
-    def setup(self, workload, backend, threads):
+    def setup(self, backend, workload, threads):
         _skip(workload, backend, threads)
         from sklearn.exceptions import ConvergenceWarning
         self.threads = ThreadLimit(threads)
@@ -52,7 +53,7 @@ class _Estimator(Benchmark):
         rows = self.wl.warm_rows()
         self.est.fit(self.X[:rows], self.y[:rows])  # JIT: compile or load the cache
 
-    def teardown(self, workload, backend, threads):
+    def teardown(self, backend, workload, threads):
         # asv also tears down the cases whose setup was skipped or failed part-way
         if getattr(self, "quiet", None) is not None:
             self.quiet.__exit__(None, None, None)
@@ -65,19 +66,19 @@ class _Estimator(Benchmark):
 class Fit(_Estimator):
     """One fit of ``EPOCHS`` epoch(s) over the whole workload."""
 
-    def time_fit_epoch(self, workload, backend, threads):
+    def time_fit_epoch(self, backend, workload, threads):
         self.est.fit(self.X, self.y)
 
-    def peakmem_fit(self, workload, backend, threads):
+    def peakmem_fit(self, backend, workload, threads):
         self.est.fit(self.X, self.y)
 
-    def track_gflops(self, workload, backend, threads):
+    def track_gflops(self, backend, workload, threads):
         seconds = wall_seconds(lambda: self.est.fit(self.X, self.y))
         return self.wl.train_flops() * EPOCHS / seconds / 1e9
 
     track_gflops.unit = "GFLOP/s"
 
-    def track_train_loss(self, workload, backend, threads):
+    def track_train_loss(self, backend, workload, threads):
         self.est.fit(self.X, self.y)
         return float(self.est.loss_)
 
@@ -87,27 +88,27 @@ class Fit(_Estimator):
 class Predict(_Estimator):
     """``predict`` on the first ``PREDICT_ROWS`` rows of the workload (fitted in setup)."""
 
-    def setup(self, workload, backend, threads):
-        super().setup(workload, backend, threads)
+    def setup(self, backend, workload, threads):
+        super().setup(backend, workload, threads)
         self.X_pred = self.X[:PREDICT_ROWS]
         self.est.predict(self.X_pred)
 
-    def time_predict(self, workload, backend, threads):
+    def time_predict(self, backend, workload, threads):
         self.est.predict(self.X_pred)
 
 
 class Speedup(_Estimator):
     """Fit time of the BLAS backend over that of a loop backend, same threads, one process."""
 
-    params = [WORKLOAD_NAMES, ["loops", "loops-serial"], THREADS]
+    params = [["loops", "loops-serial"], WORKLOAD_NAMES, THREADS]
 
-    def setup(self, workload, backend, threads):
-        super().setup(workload, backend, threads)
+    def setup(self, backend, workload, threads):
+        super().setup(backend, workload, threads)
         self.blas = self.wl.fastbp_estimator("blas", max_iter=EPOCHS, n_jobs=threads)
         rows = self.wl.warm_rows()
         self.blas.fit(self.X[:rows], self.y[:rows])
 
-    def track_speedup_vs_blas(self, workload, backend, threads):
+    def track_speedup_vs_blas(self, backend, workload, threads):
         loops = wall_seconds(lambda: self.est.fit(self.X, self.y))
         blas = wall_seconds(lambda: self.blas.fit(self.X, self.y))
         return blas / loops

@@ -482,6 +482,9 @@ def fit(estimator, X, y, sample_weight=None, *, client=None, n_partitions=None,
     if estimator.early_stopping:
         raise ValueError("fastbp.dask.fit does not support early_stopping=True; hold out "
                          "a validation set and use callbacks instead.")
+    if estimator.scale is not None:
+        raise ValueError("fastbp.dask.fit does not support scale='standard'; standardize the "
+                         "dask arrays first (e.g. dask_ml.preprocessing.StandardScaler).")
     with FitRun(estimator) as lifecycle:  # start -> epochs -> commit, or nothing assigned
         run = _DataParallelFit(estimator, client, threads, retries, lifecycle)
         try:

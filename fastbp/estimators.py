@@ -33,8 +33,9 @@ from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
 from .io import ModelFileError, jsonable
 from .network import Network, as_rows, engine_array, engine_input
 from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
+from .scaling import InputStats, Standardizer
 from .trainer import (DivergenceWarning, EpochLoop, EpochResult, LocalEpoch, as_list,
-                      curve_lengths, cut_curves, empty_history, progress, record,
+                      curve_lengths, cut_curves, empty_history, record, verbose_progress,
                       with_threads)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning", "FitRun", "load"]
@@ -99,6 +100,12 @@ _PARAMS_DOC = """
         Clip each mini-batch gradient to this global L2 norm.
     init : {'glorot', 'he'}, default='glorot'
         'glorot' is scikit-learn's uniform initialisation.
+    scale : {None, 'standard'}, default=None
+        'standard': standardize each input column with the mean and standard
+        deviation of the first fit's X (scikit-learn's StandardScaler), inside
+        the model: predict applies it, model files store it (``scaler_``).
+        Dense X only.  In Python a Pipeline with a StandardScaler does the same;
+        this keeps the scaling in the ``.fbp`` file.
 """
 
 
@@ -132,6 +139,7 @@ def _common_constraints():
         "callbacks": [callable, list, tuple, None],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "init": [StrOptions({"glorot", "he"})],
+        "scale": [StrOptions({"standard"}), None],
     }
 
 
@@ -157,7 +165,8 @@ class _BaseMLP(BaseEstimator):
                  learning_rate, learning_rate_init, power_t, max_iter, loss, shuffle,
                  random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                  early_stopping, validation_fraction, beta_1, beta_2, epsilon,
-                 n_iter_no_change, max_fun, backend, n_jobs, callbacks, clip_norm, init):
+                 n_iter_no_change, max_fun, backend, n_jobs, callbacks, clip_norm, init,
+                 scale=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -187,6 +196,7 @@ class _BaseMLP(BaseEstimator):
         self.callbacks = callbacks
         self.clip_norm = clip_norm
         self.init = init
+        self.scale = scale
 
     # -- structure ------------------------------------------------------------
     def _hidden_sizes(self):
@@ -237,6 +247,7 @@ class _BaseMLP(BaseEstimator):
         with FitRun(self, incremental) as run:
             X, Y, sw = self._prepare_data(X, y, sample_weight, incremental, run.first_pass)
             fit = run.start(X.shape[1], Y.shape[1], X.dtype)
+            X = run.record_inputs(fit, X)
             run.solve_local(fit, X, Y, sw)
             run.commit(fit)
         return self
@@ -306,6 +317,12 @@ class _BaseMLP(BaseEstimator):
             X = validate_data(self, X, accept_sparse=["csr", "csc"],
                               dtype=(np.float64, np.float32), reset=False)
         dtype = self.coefs_[0].dtype
+        stats = self.__dict__.get("input_stats_")
+        if stats is not None and check_input:
+            stats.check(X, getattr(self, "feature_names_in_", None))
+        scaler = self.__dict__.get("scaler_")
+        if scaler is not None:
+            X = scaler.transform(X if X.dtype == dtype else X.astype(dtype))
         X = engine_input(X, dtype)
         net, theta = self._predictor_net(X[0].shape[1], dtype)
         return with_threads(self.n_jobs, net.predict, theta, X)
@@ -390,7 +407,8 @@ class FitRun:
             theta = net.layout.init(self.rng, dtype, est.init, factor_codes)
             fit = _Fit(n_iter_=0, t_=0, n_outputs_=n_outputs, n_layers_=len(hidden_sizes) + 2,
                        out_activation_=out_act, _hidden_acts_=hidden_acts,
-                       history_=empty_history(), _no_improvement_count=0, _optimizer=None)
+                       history_=empty_history(), _no_improvement_count=0, _optimizer=None,
+                       input_stats_=None, scaler_=None)
         else:
             if [c.shape[1] for c in est.coefs_[:-1]] != hidden_sizes or \
                     est.coefs_[-1].shape[1] != n_outputs:
@@ -406,6 +424,8 @@ class FitRun:
             fit = _Fit(**{k: getattr(est, k) for k in _FIT_ATTRS if hasattr(est, k)})
             fit._optimizer = copy.deepcopy(getattr(est, "_optimizer", None))
             fit._hidden_acts_ = hidden_acts
+            fit.input_stats_ = getattr(est, "input_stats_", None)
+            fit.scaler_ = getattr(est, "scaler_", None)
             if not hasattr(fit, "history_"):
                 fit.history_ = empty_history()
         if est.solver in STOCHASTIC_SOLVERS:
@@ -433,6 +453,22 @@ class FitRun:
             fit.best_loss_ = np.inf
             fit.validation_scores_ = None
             fit.best_validation_score_ = None
+
+    def record_inputs(self, fit, X):
+        """Record X's column statistics in the fit (merged with earlier ones on a warm
+        start or partial_fit) and return X as the network sees it: standardized with
+        ``scale='standard'`` (by the first fit's statistics), else X itself."""
+        stats = InputStats.of(X)
+        fit.input_stats_ = stats if fit.input_stats_ is None else fit.input_stats_.merged(stats)
+        if self.est.scale is None:
+            fit.scaler_ = None
+            return X
+        if fit.scaler_ is None:
+            if not self.first_pass:
+                raise ValueError("scale='standard' was not set when this model was first "
+                                 "fitted; its weights expect unscaled inputs. Fit a new model.")
+            fit.scaler_ = Standardizer.from_stats(stats)
+        return fit.scaler_.transform(X)
 
     def set_classes(self, labels):
         """Classifiers: the label encoding for ``labels`` (all of y's distinct labels)."""
@@ -531,6 +567,7 @@ class FitRun:
         t0 = [time.perf_counter()]
         state = {"epoch": 0, "stopped": False}
         callbacks = as_list(est.callbacks)
+        report = verbose_progress(est.max_iter) if est.verbose else None
 
         def callback(intermediate_result):
             # called once per accepted L-BFGS iteration; the last evaluation is its point
@@ -540,8 +577,8 @@ class FitRun:
                                [float(np.linalg.norm(g)) for g in _layer_grads(net, grad)])
             record(history, info)
             t0[0] = time.perf_counter()
-            if est.verbose:
-                progress(info)
+            if report is not None:
+                report(info)
             if any([bool(cb(info)) for cb in callbacks]):  # call every callback
                 state["stopped"] = True
                 raise StopIteration
@@ -554,6 +591,9 @@ class FitRun:
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user: keeping the last weights.")
             res = None
+        finally:
+            if report is not None:
+                report.close()
         if res is not None:
             if res.status != 0 and not state["stopped"]:
                 warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s"
@@ -583,7 +623,8 @@ class FitRun:
 # checks' n_features_in_, feature_names_in_, classes_): only those its solver made.
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
               "loss_curve_", "history_", "best_loss_", "validation_scores_",
-              "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_")
+              "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_",
+              "input_stats_", "scaler_")
 _REQUIRED = object()
 # What a model file keeps of them: file key -> (attribute, conversion on load, default;
 # _REQUIRED: the file must have it).  n_layers_ is len(coefs_) + 1.
@@ -626,6 +667,14 @@ def _file_contents(model):
             meta[key] = jsonable(getattr(model, attr))
         else:
             meta[key] = jsonable(getattr(model, attr, default))
+    stats = getattr(model, "input_stats_", None)
+    if stats is not None:
+        arrays.update(stats.arrays())
+        meta["input_n_samples"] = stats.n_samples
+    scaler = getattr(model, "scaler_", None)
+    if scaler is not None:  # older fastbp would ignore it and predict garbage: refuse
+        arrays.update(scaler.arrays())
+        meta["format_version"] = 2
     model._save_labels(arrays, meta)
     return arrays, meta
 
@@ -662,6 +711,10 @@ def _from_file(cls, meta, data, path):
     for attr, value in _FRESH_ON_LOAD.items():
         setattr(model, attr, value)
     model._load_labels(meta, data, path)
+    model.input_stats_ = InputStats.from_file(meta, data, sizes[0])
+    model.scaler_ = Standardizer.from_file(data, sizes[0])
+    if model.scaler_ is not None and model.scale is None:
+        raise ModelFileError(f"{path}: the file holds a scaler but scale is not set")
     if model.n_outputs_ != sizes[-1]:
         raise ModelFileError(f"{path}: n_outputs does not match the last layer")
     net = model._network(sizes[0], model.n_outputs_, dtype)
@@ -700,7 +753,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot"):
+                 backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot",
+                 scale=None):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -711,7 +765,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
-                         clip_norm=clip_norm, init=init)
+                         clip_norm=clip_norm, init=init, scale=scale)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints}
     _parameter_constraints.pop("loss", None)
@@ -856,7 +910,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  huber_delta=1.0, backend="loops", n_jobs=None, callbacks=None,
-                 clip_norm=None, init="glorot"):
+                 clip_norm=None, init="glorot", scale=None):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -867,7 +921,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
-                         clip_norm=clip_norm, init=init)
+                         clip_norm=clip_norm, init=init, scale=scale)
         self.huber_delta = huber_delta
 
     def _loss_name(self):

@@ -9,7 +9,11 @@ A ``.fbp`` file is a NumPy ``.npz`` archive (a zip) holding only plain arrays:
   ``format_version``, ``fastbp_version``, ``estimator`` (class name),
   ``params`` (constructor parameters), ``n_features_in``, ``feature_names_in``,
   ``out_activation``, ``hidden_activations``, ``dtype``, ``n_iter``, ``loss``,
-  ``loss_curve``, ``history``, label-binarizer fields.
+  ``loss_curve``, ``history``, label-binarizer fields, ``input_n_samples``;
+* ``input_mean``, ``input_std``, ``input_min``, ``input_max`` (n_features,) float64:
+  statistics of the training inputs (``predict``'s range check; optional);
+* ``scale_mean``, ``scale_scale`` (n_features,) float64: the standardization of
+  ``scale='standard'`` (format version 2).
 
 This module is the format only (arrays and JSON in, arrays and JSON out);
 which attributes a model stores and how it is rebuilt is the estimators'
@@ -27,7 +31,7 @@ import numpy as np
 from ._version import __version__
 
 FORMAT = "fastbp-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this fastbp reads and writes
 
 __all__ = ["write", "read", "jsonable", "ModelFileError", "FORMAT_VERSION"]
 
@@ -57,10 +61,12 @@ def write(path, arrays, meta):
     """Write ``arrays`` (name -> ndarray) and ``meta`` (JSON-ready dict) to ``path`` atomically.
 
     ``meta`` gets the format fields (``format``, ``format_version``,
-    ``fastbp_version``) in front.
+    ``fastbp_version``) in front.  ``format_version`` is 1 unless ``meta`` asks for
+    more: a file is written in the oldest version that holds its contents, so older
+    fastbp versions still read it, and refuse what they would misread (version 2:
+    a model with a scaler, ``scale_mean``/``scale_scale``).
     """
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastbp_version": __version__,
-            **meta}
+    meta = {"format": FORMAT, "format_version": 1, "fastbp_version": __version__, **meta}
     arrays = dict(arrays)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = os.fspath(path)
