@@ -204,10 +204,12 @@ def _labels(index, y):
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise ValueError(f"{_where(index)}: y contains NaN or infinity (row "
                          f"{_first_bad_row(y)} of the partition)")
-    return np.unique(y, axis=0) if y.ndim == 2 else np.unique(y)
+    if y.ndim == 2:
+        return np.unique(y, axis=0), None
+    return np.unique(y, return_counts=True)
 
 
-def _prepare(index, x, y, sw, n_features, dtype, binarizer):
+def _prepare(index, x, y, sw, n_features, dtype, binarizer, class_weights=None):
     """(X, Y, sw) of one partition as the engine takes them, or a ValueError naming it."""
     where = _where(index)
     try:
@@ -252,6 +254,10 @@ def _prepare(index, x, y, sw, n_features, dtype, binarizer):
             raise ValueError(f"{where}: sample_weight has shape {w.shape}, expected ({n},).")
         if not np.isfinite(w).all() or (w < 0).any():
             raise ValueError(f"{where}: sample_weight must be finite and non-negative.")
+    if class_weights is not None:  # times each sample's class weight (Y is binarized)
+        index = (Y[:, 0] > 0.5).astype(np.intp) if Y.shape[1] == 1 else np.argmax(Y, axis=1)
+        cw = np.asarray(class_weights, dtype=np.float64)[index]
+        w = np.ascontiguousarray(cw * w if w.shape[0] else cw, dtype=dtype)
     return X, Y, w
 
 
@@ -515,8 +521,8 @@ class _DataParallelFit:
         head = validate_data(est, _head(X), accept_sparse=["csr", "csc"],
                              dtype=(np.float64, np.float32), reset=first_pass)
         dtype = head.dtype if first_pass else est.coefs_[0].dtype
-        binarizer = self._labels(ys) if is_classifier(est) else None
-        self.parts = self._place(xs, ys, ws, head.shape[1], dtype, binarizer)
+        binarizer, class_weights = self._labels(ys) if is_classifier(est) else (None, None)
+        self.parts = self._place(xs, ys, ws, head.shape[1], dtype, binarizer, class_weights)
         summaries = client.gather(client.map(_summary, self.parts, pure=False))
         for i, s in enumerate(summaries):
             if s[1] != summaries[0][1]:
@@ -525,7 +531,9 @@ class _DataParallelFit:
         self.rows = [s[0] for s in summaries]
         self.weight_sum = float(sum(s[2] for s in summaries))
         if not self.weight_sum > 0:
-            raise ValueError("sample_weight must have a positive sum.")
+            raise ValueError("sample_weight must have a positive sum"
+                             + (" (times class_weight)." if est.__dict__.get("class_weight")
+                                is not None else "."))
         fit = lifecycle.start(head.shape[1], summaries[0][1], dtype)
         net = fit.net
         return fit, net, _Cluster(client, self.parts, net.args, self.threads, self.retries)
@@ -548,21 +556,32 @@ class _DataParallelFit:
             self.parts = []
 
     def _labels(self, ys):
-        """The estimator's LabelBinarizer, fitted on the labels of all partitions."""
+        """(The estimator's LabelBinarizer, fitted on the labels of all partitions; the
+        class weights of ``class_weight``, counted over all partitions, or None)."""
         client = self.client
-        uniques = client.gather(client.compute(
+        found = client.gather(client.compute(
             [dask.delayed(_labels, pure=False)(i, yb) for i, yb in enumerate(ys)]))
+        uniques = [u for u, _ in found]
         labels = (np.unique(np.concatenate(uniques, axis=0), axis=0) if uniques[0].ndim == 2
                   else np.unique(np.concatenate(uniques)))
-        return self.lifecycle.set_classes(labels)
+        binarizer = self.lifecycle.set_classes(labels)
+        if getattr(self.est, "class_weight", None) is None:
+            return binarizer, None
+        counts = None
+        if uniques[0].ndim == 1:
+            counts = np.zeros(len(labels), dtype=np.int64)
+            for u, c in found:
+                counts[np.searchsorted(labels, u)] += c
+        return binarizer, self.est.class_weights(counts=counts)
 
-    def _place(self, xs, ys, ws, n_features, dtype, binarizer):
+    def _place(self, xs, ys, ws, n_features, dtype, binarizer, class_weights=None):
         """Futures of the checked partitions, spread round-robin over the workers."""
         workers = sorted(self.client.scheduler_info()["workers"])
         parts = []
         for i, (xb, yb, wb) in enumerate(zip(xs, ys, ws)):
             task = dask.delayed(_prepare, pure=False)(i, xb, yb, wb, n_features,
-                                                      np.dtype(dtype), binarizer)
+                                                      np.dtype(dtype), binarizer,
+                                                      class_weights)
             home = [workers[i % len(workers)]] if workers else None  # none yet: anywhere
             parts.append(self.client.compute(task, workers=home, allow_other_workers=True))
         return parts

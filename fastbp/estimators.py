@@ -108,6 +108,16 @@ _PARAMS_DOC = """
         this keeps the scaling in the ``.fbp`` file.
 """
 
+_CLASS_WEIGHT_DOC = """    class_weight : dict, 'balanced' or None, default=None
+        Weight of each class (scikit-learn's ``compute_class_weight``):
+        a dict ``{label: weight}`` (missing classes weigh 1), or 'balanced',
+        ``n_samples / (n_classes * np.bincount(y))`` counted on the ``y`` of
+        each ``fit``.  Multiplied with ``sample_weight``, so it reaches the loss,
+        the gradient and the early-stopping score alike.  ``partial_fit``
+        takes a dict (classes given up front), not 'balanced'.  Single-label
+        targets only.
+"""
+
 
 def _common_constraints():
     return {
@@ -270,7 +280,11 @@ class _BaseMLP(BaseEstimator):
             if not sw.sum() > 0:
                 raise ValueError("sample_weight must have a positive sum.")
             sw = engine_array(sw)
+        sw = self._class_weighted(Y, sw, incremental)
         return X, Y, sw
+
+    def _class_weighted(self, Y, sw, incremental):
+        return sw  # regressors: no classes
 
     # -- prediction -----------------------------------------------------------
     def _keep(self, net, theta):
@@ -715,11 +729,28 @@ def _from_file(cls, meta, data, path):
     model.scaler_ = Standardizer.from_file(data, sizes[0])
     if model.scaler_ is not None and model.scale is None:
         raise ModelFileError(f"{path}: the file holds a scaler but scale is not set")
+    if isinstance(params.get("class_weight"), dict):  # JSON made its labels strings
+        model.class_weight = _labels_as_classes(params["class_weight"], model.classes_, path)
     if model.n_outputs_ != sizes[-1]:
         raise ModelFileError(f"{path}: n_outputs does not match the last layer")
     net = model._network(sizes[0], model.n_outputs_, dtype)
     model._keep(net, net.layout.pack(coefs, intercepts, dtype))
     return model
+
+
+def _labels_as_classes(weights, classes, path):
+    """A saved ``class_weight`` dict (labels as JSON strings) keyed by ``classes`` again."""
+    by_text = {str(c): c for c in np.asarray(classes).tolist()}
+    out = {}
+    for c in list(by_text.values()):  # an int key of float classes was saved as "1"
+        if isinstance(c, float) and c.is_integer():
+            by_text.setdefault(str(int(c)), c)
+    for key, value in weights.items():
+        if key not in by_text:
+            raise ModelFileError(f"{path}: class_weight names a label {key!r} that is not "
+                                 "a class")
+        out[by_text[key]] = value
+    return out
 
 
 def load(path):
@@ -736,6 +767,54 @@ def load(path):
                              f"({type(exc).__name__}: {exc})") from None
 
 
+def _class_index(Y):
+    """Index into ``classes_`` of each row of a binarized (single-label) target."""
+    if Y.shape[1] == 1:
+        return (Y[:, 0] > 0.5).astype(np.intp)
+    return np.argmax(Y, axis=1)
+
+
+def _class_weights(class_weight, classes, labels, y_type, counts=None):
+    """The per-class weights (aligned with ``classes``) of ``class_weight``, or None."""
+    if class_weight is None:
+        return None
+    if y_type == "multilabel-indicator":
+        raise ValueError("class_weight is not supported for multilabel targets (a 2-D "
+                         "indicator y); pass per-sample weights as sample_weight instead.")
+    classes = np.asarray(classes)
+    if isinstance(class_weight, dict):
+        unknown = [k for k in class_weight if k not in set(classes.tolist())]
+        if unknown:
+            raise ValueError(f"class_weight has labels {unknown} that are not classes "
+                             f"(classes_ = {classes.tolist()}).")
+        bad = [v for v in class_weight.values()
+               if not (isinstance(v, (Real, np.number)) and np.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(f"class_weight values must be finite numbers >= 0, got {bad}.")
+        # compute_class_weight's dict: classes it does not name weigh 1
+        return np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+    if counts is None:
+        counts = np.array([np.count_nonzero(labels == c) for c in classes])
+    counts = np.asarray(counts, dtype=np.float64)
+    if not (counts > 0).all():
+        raise ValueError(f"class_weight='balanced': classes {classes[counts == 0].tolist()} "
+                         "have no samples in y.")
+    # compute_class_weight's formula: n_samples / (n_classes * bincount(y))
+    return counts.sum() / (len(classes) * counts)
+
+
+def _combine_weights(cw, index, sw, dtype):
+    """Per-sample weights: the class weight of each sample's class times sample_weight."""
+    w = np.asarray(cw, dtype=np.float64)[index]
+    if sw.shape[0]:
+        w = w * sw
+    w = np.ascontiguousarray(w, dtype=dtype)
+    if not w.sum() > 0:
+        raise ValueError("sample_weight times class_weight must have a positive sum (every "
+                         "sample has weight 0).")
+    return w
+
+
 def _layer_grads(net, grad):
     return [np.concatenate([w.ravel(), b]) for w, b in
             zip(net.layout.weights(grad), net.layout.biases(grad))]
@@ -745,7 +824,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     __doc__ = ("Multi-layer perceptron classifier trained by fastbp's compiled backprop.\n\n"
                "Same parameters, attributes and results as ``sklearn.neural_network."
                "MLPClassifier``; softmax output for multiclass, logistic for binary and "
-               "multilabel, log-loss.\n\n    Parameters\n    ----------" + _PARAMS_DOC)
+               "multilabel, log-loss.\n\n    Parameters\n    ----------" + _PARAMS_DOC
+               + _CLASS_WEIGHT_DOC)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -754,7 +834,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot",
-                 scale=None):
+                 scale=None, class_weight=None):
+        self.class_weight = class_weight
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -767,8 +848,33 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
                          clip_norm=clip_norm, init=init, scale=scale)
 
-    _parameter_constraints = {**_BaseMLP._parameter_constraints}
+    _parameter_constraints = {**_BaseMLP._parameter_constraints,
+                              "class_weight": [StrOptions({"balanced"}), dict, None]}
     _parameter_constraints.pop("loss", None)
+
+    def class_weights(self, labels=None, counts=None):
+        """One weight per class of ``classes_`` (``sklearn.utils.class_weight.
+        compute_class_weight``'s meaning of ``class_weight``), or None when unset.
+
+        'balanced' counts the training ``labels``, or takes ``counts`` (samples
+        per class of ``classes_``, as ``fastbp.dask.fit`` gathers them).
+        """
+        return _class_weights(self.class_weight, self.classes_, labels,
+                              self._label_binarizer.y_type_, counts)
+
+    def _class_weighted(self, Y, sw, incremental):
+        """sample weights times the class weights of each sample's class."""
+        if self.class_weight is None:
+            return sw
+        if incremental and isinstance(self.class_weight, str):
+            raise ValueError(
+                "class_weight='balanced' is not supported by partial_fit: one call sees only "
+                "part of y. Compute the weights on all of y with sklearn.utils.class_weight."
+                "compute_class_weight('balanced', classes=classes, y=y) and pass "
+                "class_weight=dict(zip(classes, weights)).")
+        index = _class_index(Y)
+        cw = self.class_weights(np.asarray(self.classes_)[index])
+        return _combine_weights(cw, index, sw, Y.dtype)
 
     def _loss_name(self):
         return "log_loss"

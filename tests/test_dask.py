@@ -146,6 +146,24 @@ def test_lbfgs_regressor_with_sample_weight(client, rng):
     np.testing.assert_allclose(est.predict(X), ref.predict(X), atol=1e-6)
 
 
+def test_lbfgs_classifier_with_class_weight_counts_all_partitions(client, rng):
+    """'balanced' is counted over all partitions (not per partition) and multiplied
+    with sample_weight: the single-machine fit's loss and predictions."""
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    order = np.argsort(y, kind="stable")  # partitions of very different class mixes
+    X, y = X[order], y[order]
+    sw = rng.uniform(0.5, 1.5, y.shape[0])
+    for cw in ("balanced", {0: 3.0}):
+        kw = dict(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=40, random_state=1,
+                  class_weight=cw)
+        ref = fit_quietly(fastbp.MLPClassifier(**kw), X, y, sample_weight=sw)
+        est = fdask.fit(fastbp.MLPClassifier(**kw), da.from_array(X, chunks=200),
+                        da.from_array(y, chunks=200), sample_weight=sw, client=client)
+        assert abs(est.loss_ - ref.loss_) < 1e-8
+        np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+
+
 def test_warm_start_float32_and_sparse_in_memory_input(client, rng):
     sparse = pytest.importorskip("scipy.sparse")
     X = rng.standard_normal((120, 6)).astype(np.float32)

@@ -82,7 +82,7 @@ EXTRAS = {"scale", "backend", "n_jobs", "callbacks", "clip_norm", "init"}
 def test_parameters_and_defaults_are_sklearns(name):
     ours = getattr(fastbp, name)().get_params()
     theirs = getattr(sk, name)().get_params()
-    extras = EXTRAS | ({"huber_delta"} if name == "MLPRegressor" else set())
+    extras = EXTRAS | ({"huber_delta"} if name == "MLPRegressor" else {"class_weight"})
     assert set(ours) == set(theirs) | extras
     assert {k: ours[k] for k in theirs} == theirs
     # positional parameters in scikit-learn's order (MLPRegressor's first is loss)
