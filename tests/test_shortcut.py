@@ -489,3 +489,35 @@ def test_model_file_records_the_connections(tmp_path, small):
     loaded.set_params(warm_start=True, max_iter=2)
     fit_quietly(loaded, X, y)
     assert loaded.n_iter_ == 2
+
+
+def test_shortcuts_beat_vanishing_gradients_on_digits():
+    """A deep, narrow logistic net (6 hidden layers of 8 units) on scikit-learn's digits.
+
+    Chain: the error shrinks by g' <= 1/4 per layer on its way down, so the first
+    layer's gradient norm is about 1e-5 in the first epoch (measured: 1.2e-5) and
+    sgd stays at chance (test accuracy 0.10).  Shortcut (same widths, every layer
+    also fed by the input and all earlier layers): the input's blocks get the
+    output's error directly, the first layer's gradient norm is about 0.04 and the
+    net learns (test accuracy 0.97).
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, random_state=0, stratify=y)
+    kw = dict(hidden_layer_sizes=(8,) * 6, activation="logistic", solver="sgd",
+              learning_rate_init=0.1, momentum=0.9, max_iter=30, n_iter_no_change=1000,
+              random_state=0)
+    chain = fit_quietly(fastbp.MLPClassifier(**kw), X_tr, y_tr)
+    short = fit_quietly(fastbp.MLPClassifier(connections="shortcut", **kw), X_tr, y_tr)
+    g_chain = np.array(chain.history_["grad_norms"])
+    g_short = np.array(short.history_["grad_norms"])
+    assert g_chain.shape == (30, 7) and g_short.shape == (30, 7 + 21)
+    # first layer's mean gradient norm in the first epoch: vanished in the chain only
+    assert g_chain[0, 0] < 1e-4 < 1e-2 < g_short[0, 0]
+    assert g_chain[:, 0].max() < 1e-2 * g_short[:, 0].mean()  # every epoch: 1.2e-5 vs 0.007
+    assert chain.score(X_te, y_te) < 0.2          # chance is 0.1 (measured 0.10)
+    assert short.score(X_te, y_te) > 0.9          # measured 0.97
