@@ -35,7 +35,9 @@ from fastbp.params import Layout, chain_sources, normalize_connections
 from fastbp.trainer import run_epoch
 from helpers import assert_close, fit_quietly, targets, tol_for
 
-pytestmark = pytest.mark.nojit
+# The kernel and gradient tests run on tiny shapes: CI also runs them with
+# NUMBA_DISABLE_JIT=1 (marked nojit); the estimator tests are compiled only.
+nojit = pytest.mark.nojit
 
 DTYPES = [np.float32, np.float64]
 FORMS = ["serial", "parallel", "python"]
@@ -43,14 +45,20 @@ FORMS = ["serial", "parallel", "python"]
 SHAPES = [(1, 3, 5), (7, 5, 1), (9, 6, 6), (13, 4, 9)]
 
 
+def plain(func):
+    """The plain-Python source of a compiled function (itself under NUMBA_DISABLE_JIT)."""
+    return getattr(func, "py_func", func)
+
+
 def kernel(name, form):
     if form == "python":
-        return kl.__dict__[name + "_serial"].py_func
-    return kl.__dict__[f"{name}_{form}"]
+        return plain(getattr(kl, name + "_serial"))
+    return getattr(kl, f"{name}_{form}")
 
 
 # ---- kernels vs BLAS twins ------------------------------------------------------------
 
+@nojit
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ["identity", "tanh", "relu", "softmax"])
@@ -70,6 +78,7 @@ def test_dense_forward_acc(rng, form, dtype, act, shape):
     assert_close(got, formula, tol_for(dtype), "vs formula", terms)
 
 
+@nojit
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("add", [False, True])
@@ -91,6 +100,7 @@ def test_dense_backward_input_acc(rng, form, dtype, add, act, shape):
     assert_close(got, e * reference.g_prime(act, z), tol_for(dtype) * 10, "vs formula", terms)
 
 
+@nojit
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shuffled", [False, True])
@@ -113,13 +123,14 @@ def test_csr_forward_acc(rng, form, dtype, shuffled):
     assert_close(got, formula, tol_for(dtype), "vs formula", 10.0)
 
 
+@nojit
 @pytest.mark.parametrize("form", ["compiled", "python"])
 def test_block_sq_norms(rng, form):
     layout = Layout([3, 4, 5, 2], [2, 2, 0], normalize_connections("shortcut", 2))
     grad = rng.standard_normal(layout.n_params)
     out = np.full(len(layout.skip_keys), np.nan)
     ref = np.full(len(layout.skip_keys), np.nan)
-    func = kl.block_sq_norms.py_func if form == "python" else kl.block_sq_norms
+    func = plain(kl.block_sq_norms) if form == "python" else kl.block_sq_norms
     func(grad, layout.skips, out)
     kb.block_sq_norms(grad, layout.skips, ref)
     expect = [float(np.sum(w ** 2)) for w in layout.skip_weights(grad)]
@@ -187,6 +198,7 @@ def _hidden_pre_activations(coefs, intercepts, skips, X, hidden):
     return zs
 
 
+@nojit
 @pytest.mark.parametrize("case", range(12))
 def test_random_dag_gradients(rng, case):
     """Every backend vs central differences and the per-sample oracle (float64, weights, L2)."""
@@ -210,6 +222,7 @@ def test_random_dag_gradients(rng, case):
             assert_close(sg[key], ref[3][key], 1e-12, f"{backend} skip grad {key}", 1.0)
 
 
+@nojit
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 def test_shortcut_gradients_every_activation(rng, activation):
     """FANN's shortcut net (every layer fed by all earlier ones), 3 hidden layers."""
@@ -236,6 +249,7 @@ def test_shortcut_gradients_every_activation(rng, activation):
         assert_close(sg[key], ref[3][key], 1e-12, f"skip grad {key}", 1.0)
 
 
+@nojit
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_random_dag_float32_and_sparse(rng, dtype):
     """float32 within 1e-5 of the float64 oracle; CSR input gives the dense gradient."""
@@ -264,6 +278,7 @@ def test_random_dag_float32_and_sparse(rng, dtype):
                 assert_close(sg[key], ref[3][key], tol * 10, f"{backend} skip {key}", 1.0)
 
 
+@nojit
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 def test_training_epochs_python_matches_loops(rng, solver, sparse):
@@ -304,6 +319,7 @@ def test_training_epochs_python_matches_loops(rng, solver, sparse):
 
 # ---- topology: validation, layout, the chain -----------------------------------------
 
+@nojit
 @pytest.mark.parametrize("connections,match", [
     ("dense", "unknown name 'dense'"),
     ([1, 2], "must be 'chain', 'shortcut' or a mapping"),
@@ -324,6 +340,7 @@ def test_invalid_connections_name_the_entry(connections, match):
         normalize_connections(connections, 2)
 
 
+@nojit
 def test_connection_forms():
     assert normalize_connections("chain", 2) == ((0,), (1,), (2,)) == chain_sources(2)
     assert normalize_connections("shortcut", 2) == ((0,), (0, 1), (0, 1, 2))
@@ -332,6 +349,7 @@ def test_connection_forms():
     assert normalize_connections({2: [0], 3: [1, 2]}, 2) == ((0,), (0,), (1, 2))
 
 
+@nojit
 def test_layout_chain_blocks_first():
     """A chain is exactly today's layout; shortcut blocks come after every chain block."""
     sizes = [5, 4, 3, 2]
@@ -348,6 +366,7 @@ def test_layout_chain_blocks_first():
     assert gap.skip_keys == [(0, 2), (1, 3)]
 
 
+@nojit
 def test_init_draws_scikit_learns_chain_then_the_shortcut_blocks():
     """Glorot over the total fan-in; a chain draws exactly what it always did."""
     sizes = [6, 4, 3]
