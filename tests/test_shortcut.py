@@ -28,7 +28,7 @@ from fastbp import kernels_blas as kb
 from fastbp import kernels_loop as kl
 from fastbp.api import check_gradients, loss_and_gradient
 from fastbp.backends import BACKENDS
-from fastbp.codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IDENTITY
+from fastbp.codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IP_PAR_MIN
 from fastbp.network import Network
 from fastbp.optimizers import Optimizer
 from fastbp.params import Layout, chain_sources, normalize_connections
@@ -283,7 +283,8 @@ def test_random_dag_float32_and_sparse(rng, dtype):
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 def test_training_epochs_python_matches_loops(rng, solver, sparse):
     """Whole compiled epochs (shuffled mini-batches, clipping, optimizer, per-block
-    gradient norms) on a random DAG: the 'python' backend and 'blas' agree with 'loops'."""
+    gradient norms) on a random DAG: the 'python' backend, 'blas' and the loops with
+    every kernel on its parallel twin agree with 'loops'."""
     sources = random_sources(rng, 3)
     while all(len(s) == 1 for s in sources):
         sources = random_sources(rng, 3)
@@ -298,9 +299,11 @@ def test_training_epochs_python_matches_loops(rng, solver, sparse):
     sw = rng.uniform(0.2, 2.0, n)
     orders = [rng.permutation(n).astype(np.int64) for _ in range(3)]
     runs = {}
-    for backend in ("loops", "python", "blas"):
-        net = Network(sizes, hidden, "identity", "squared_error", np.float64, backend,
-                      sources=sources)
+    for backend in ("loops", "python", "blas", "loops-parallel"):
+        net = Network(sizes, hidden, "identity", "squared_error", np.float64,
+                      backend.replace("-parallel", ""), sources=sources)
+        if backend == "loops-parallel":  # every kernel call on its parallel twin
+            net.buffers(4)[2][IP_PAR_MIN] = 1
         theta = net.layout.init(np.random.RandomState(3), np.float64)
         opt = Optimizer(solver, theta.size, np.float64, 0.05, "constant", 0.9, True, 0.5,
                         0.9, 0.999, 1e-8)
@@ -312,7 +315,7 @@ def test_training_epochs_python_matches_loops(rng, solver, sparse):
             norms.append(gn.copy())
         assert len(norms[0]) == net.layout.n_blocks
         runs[backend] = (theta, np.array(losses), np.array(norms))
-    for backend in ("python", "blas"):
+    for backend in ("python", "blas", "loops-parallel"):
         for k, what in enumerate(("parameters", "losses", "gradient norms")):
             assert_close(runs[backend][k], runs["loops"][k], 1e-12, f"{backend} {what}")
 
