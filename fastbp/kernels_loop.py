@@ -258,7 +258,7 @@ dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backwar
 
 
 def dense_forward_acc(w, a_src, act, a):
-    """Add one more source block to a layer's sums: ``z_nj <- z_nj + sum_i w_ji a_ni``, then ``a_nj = g(z_nj)``.
+    """Add a source block to a layer's sums: ``z_nj <- z_nj + sum_i w_ji a_ni``, a = g(z).
 
     The forward pass of a layer with several sources (``z^t = b^t + sum_s a^s
     W^{s,t}``): ``dense_forward`` with the identity writes the first block's
@@ -390,7 +390,7 @@ dense_forward_acc_serial, dense_forward_acc_parallel = twins(dense_forward_acc)
 
 
 def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
-    """One term of a source layer's error: ``e_ni (+)= sum_j w_ji delta_nj``, then ``delta_src = g'(z) e``.
+    """A term of a source's error: ``e_ni (+)= sum_j w_ji delta_nj``, then ``delta_src = g'(z) e``.
 
     A layer s that feeds several later layers t sums their errors before its
     derivative is applied: ``delta^s = g_s'(z^s) * sum_t delta^t W^{s,t}``.  The
@@ -487,7 +487,7 @@ dense_backward_input_acc_serial, dense_backward_input_acc_parallel = twins(
 
 
 def csr_forward_acc(w, Xs, order, start, act, a):
-    """Add a block from sparse input rows: ``z_nj <- z_nj + sum_{k in row r} w_{j,col_k} x_k``, then g.
+    """Add a block from sparse rows: ``z_nj <- z_nj + sum_{k in row r} w_{j,col_k} x_k``, then g.
 
     ``csr_forward``'s twin for a shortcut block whose source is the (CSR)
     input: like ``dense_forward_acc``, a holds z on entry and g(z + ...) on
