@@ -11,6 +11,10 @@ combinations are skipped with NotImplementedError in ``setup``).
 ``track_train_loss`` is the training loss after the fit: a speed-up that
 changes the numbers shows up there (it should agree across backends and
 thread counts to rounding).
+
+``ShortcutFit`` / ``ShortcutSpeedup``: the same workloads with shortcut
+connections (every layer fed by all earlier layers and the input) beside their
+chain twin, and the BLAS backend's fit time over the loops' on each.
 """
 import warnings
 
@@ -109,6 +113,63 @@ class Speedup(_Estimator):
         self.blas.fit(self.X[:rows], self.y[:rows])
 
     def track_speedup_vs_blas(self, backend, workload, threads):
+        loops = wall_seconds(lambda: self.est.fit(self.X, self.y))
+        blas = wall_seconds(lambda: self.blas.fit(self.X, self.y))
+        return blas / loops
+
+    track_speedup_vs_blas.unit = "x"
+
+
+SHORTCUT_WORKLOADS = ["tiny", "W3", "W2", "W4"]   # 'tiny' first (the tiniest)
+CONNECTIONS = ["chain", "shortcut"]
+
+
+class _Topology(_Estimator):
+    """A workload's estimator with ``connections`` set; JIT warm-up fit in setup."""
+
+    param_names = ["workload", "connections", "backend", "threads"]
+    params = [SHORTCUT_WORKLOADS, CONNECTIONS, ["loops", "blas"], THREADS]
+
+    def setup(self, workload, connections, backend, threads):
+        super().setup(workload, backend, threads)
+        self.est.set_params(connections=connections)
+        rows = self.wl.warm_rows()
+        self.est.fit(self.X[:rows], self.y[:rows])
+
+    def teardown(self, workload, connections, backend, threads):
+        super().teardown(workload, backend, threads)
+
+
+class ShortcutFit(_Topology):
+    """One epoch of a shortcut net beside its chain twin (same widths)."""
+
+    def time_fit_epoch(self, workload, connections, backend, threads):
+        self.est.fit(self.X, self.y)
+
+    def track_train_loss(self, workload, connections, backend, threads):
+        self.est.fit(self.X, self.y)
+        return float(self.est.loss_)
+
+    track_train_loss.unit = "loss"
+
+
+class ShortcutSpeedup(_Topology):
+    """Fit time of the BLAS backend over the loops', chain and shortcut, one process."""
+
+    param_names = ["workload", "connections", "threads"]
+    params = [SHORTCUT_WORKLOADS, CONNECTIONS, THREADS]
+
+    def setup(self, workload, connections, threads):
+        super().setup(workload, connections, "loops", threads)
+        self.blas = self.wl.fastbp_estimator("blas", max_iter=EPOCHS, n_jobs=threads)
+        self.blas.set_params(connections=connections)
+        rows = self.wl.warm_rows()
+        self.blas.fit(self.X[:rows], self.y[:rows])
+
+    def teardown(self, workload, connections, threads):
+        super().teardown(workload, connections, "loops", threads)
+
+    def track_speedup_vs_blas(self, workload, connections, threads):
         loops = wall_seconds(lambda: self.est.fit(self.X, self.y))
         blas = wall_seconds(lambda: self.blas.fit(self.X, self.y))
         return blas / loops

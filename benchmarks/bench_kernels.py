@@ -22,8 +22,8 @@ allocate nothing, the BLAS twin allocates temporaries.
 """
 import numpy as np
 from fastbp import kernels_blas, kernels_loop
-from fastbp.codes import LOG_LOSS, OPT_SGD, RELU, SOFTMAX
-from fastbp.params import Layout
+from fastbp.codes import IDENTITY, LOG_LOSS, OPT_SGD, RELU, SOFTMAX
+from fastbp.params import Layout, normalize_connections
 
 from .common import (SEED, Benchmark, ThreadLimit, median_seconds, random_array,
                      skip_single_threaded)
@@ -156,6 +156,42 @@ class DenseBackwardParams(_Gflops, _Kernel):
         return 2.0 * m * n_in * n_out
 
 
+class DenseForwardAcc(_Gflops, _Kernel):
+    """A shortcut block added to a layer's sums: ``a = g(a + a_src w^T)``, relu.
+
+    Repeated calls keep adding to ``a`` (it grows linearly with the calls, which
+    does not change the work).
+    """
+
+    kernel = "dense_forward_acc"
+    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        w, a_src, _ = _dense(dims, dtype, rng)
+        return w, a_src, RELU, np.zeros((m, n_out), dtype=dtype)
+
+    def flops(self, dims):
+        m, n_in, n_out = dims
+        return 2.0 * m * n_in * n_out
+
+
+class DenseBackwardInputAcc(_Gflops, _Kernel):
+    """A shortcut block's term of its source's error, overwriting (``add`` false), g' = 1."""
+
+    kernel = "dense_backward_input_acc"
+    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        w, a_src, delta = _dense(dims, dtype, rng)
+        return w, delta, a_src, IDENTITY, False, np.empty((m, n_in), dtype=dtype)
+
+    def flops(self, dims):
+        m, n_in, n_out = dims
+        return 2.0 * m * n_in * n_out
+
+
 def _csr_batch(dims, dtype, rng, density=0.02):
     """(w, Xs, order): a CSR matrix of 4 m rows (int64 indices, sorted) and a shuffle."""
     import scipy.sparse as sp
@@ -201,6 +237,18 @@ class CsrBackwardParams(_Kernel):
         return (w, delta, Xs, order, 0, 1e-4, 1.0 / m, False,
                 np.empty((n_out, n_in), dtype=dtype), np.empty(n_out, dtype=dtype),
                 np.empty(n_out, dtype=dtype))
+
+
+class CsrForwardAcc(_Kernel):
+    """A shortcut block from CSR input rows (shuffled) added to a layer's sums, identity."""
+
+    kernel = "csr_forward_acc"
+    params = [CSR_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        w, Xs, order = _csr_batch(dims, dtype, rng)
+        return w, Xs, order, 0, IDENTITY, np.zeros((m, n_out), dtype=dtype)
 
 
 class GatherRows(_Kernel):
@@ -275,6 +323,19 @@ class LayerSqNorms(_Kernel):
         layout = Layout(dims, [RELU] * (len(dims) - 2) + [SOFTMAX])
         grad = random_array(rng, (layout.n_params,), dtype) * dtype.type(0.01)
         return grad, layout.table, np.empty(layout.n_layers, dtype=dtype)
+
+
+class BlockSqNorms(_Kernel):
+    """Per-shortcut-block squared gradient norms of W4's net with shortcut connections."""
+
+    kernel = "block_sq_norms"
+    params = [["784x512x512x10"], DTYPES, HELPER_BACKENDS, [1]]
+
+    def arguments(self, dims, dtype, rng):
+        sources = normalize_connections("shortcut", len(dims) - 2)
+        layout = Layout(dims, [RELU] * (len(dims) - 2) + [SOFTMAX], sources)
+        grad = random_array(rng, (layout.n_params,), dtype) * dtype.type(0.01)
+        return grad, layout.skips, np.empty(len(layout.skip_keys), dtype=dtype)
 
 
 class ScaleVector(_Kernel):

@@ -23,11 +23,12 @@ ENTRY_POINTS = ("train_epoch", "loss_grad", "predict")
 _BLAS_NAMES = {}
 for _name in ("gather_rows", "dense_forward", "dense_backward_input",
               "dense_backward_params", "optimizer_step", "csr_forward",
-              "csr_backward_params"):
+              "csr_backward_params", "dense_forward_acc", "dense_backward_input_acc",
+              "csr_forward_acc"):
     _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
     _BLAS_NAMES[_name + "_parallel"] = getattr(kernels_blas, _name)
 for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector",
-              "copy_rows"):
+              "copy_rows", "block_sq_norms"):
     _BLAS_NAMES[_name] = getattr(kernels_blas, _name)
 
 

@@ -140,6 +140,24 @@ def _layer_sizes(text):
     return sizes
 
 
+def _connections(text):
+    """'chain', 'shortcut' or a JSON mapping {layer: [sources]} (checked against the
+    hidden layers in ``cmd_train``)."""
+    text = text.strip()
+    if text in ("chain", "shortcut"):
+        return text
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected 'chain', 'shortcut' or a JSON mapping of layers to their source "
+            f"layers such as '{{\"3\": [0, 2]}}', got {text!r}")
+    return {int(k) if str(k).strip().isdigit() else k: v for k, v in value.items()}
+
+
 def _build_parser():
     from .codes import HIDDEN_ACTIVATIONS
     from .estimators import SOLVERS
@@ -190,6 +208,11 @@ def _build_parser():
                        help="hidden layer widths, comma-separated (default: 64)")
     train.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
                        help="hidden activation (default: relu)")
+    train.add_argument("--connections", type=_connections, default="chain", metavar="KIND",
+                       help="which layers feed which: 'chain' (each layer the next), "
+                            "'shortcut' (every layer fed by all earlier layers and the "
+                            "input) or JSON {layer: [sources]} with 0 = the input, "
+                            "1..H the hidden layers, H+1 the output (default: chain)")
     train.add_argument("--epochs", type=_positive_int, default=200,
                        help="maximum epochs (default: 200)")
     train.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
@@ -431,9 +454,15 @@ def cmd_train(args):
 
     from .estimators import MLPClassifier, MLPRegressor
 
+    from .params import normalize_connections
+
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise CLIError(f"{args.out}: cannot write the model file (no folder {folder!r})")
+    try:
+        normalize_connections(args.connections, len(args.hidden))
+    except ValueError as exc:
+        raise CLIError(f"--connections: {exc}") from None
     table = _read_csv(args.data)
     if args.target not in table.columns:
         raise CLIError(f"{args.data}: no column {args.target!r} (columns: "
@@ -473,7 +502,8 @@ def cmd_train(args):
                 learning_rate_init=args.learning_rate, max_iter=args.epochs,
                 early_stopping=True, validation_fraction=args.validation_fraction,
                 n_iter_no_change=args.patience, random_state=args.seed, callbacks=progress,
-                scale=None if args.scale == "none" else args.scale)
+                scale=None if args.scale == "none" else args.scale,
+                connections=args.connections)
     metric = "accuracy" if task == "classify" else "R^2"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported below in plain words
@@ -596,12 +626,18 @@ def cmd_info(args):
     model = _load_model(args.model)
     sizes = [model.n_features_in_] + [c.shape[1] for c in model.coefs_]
     acts = list(model._hidden_acts_) + [model.out_activation_]
-    n_params = sum(c.size + b.size for c, b in zip(model.coefs_, model.intercepts_))
+    skips = getattr(model, "skip_coefs_", None) or {}
+    n_params = sum(c.size + b.size for c, b in zip(model.coefs_, model.intercepts_)) + \
+        sum(c.size for c in skips.values())
     layers = " -> ".join([f"{sizes[0]} inputs"] +
                          [f"{s} {a}" for s, a in zip(sizes[1:], acts)])
     params = model.get_params()
     print(f"{args.model}: {type(model).__name__}")
     print(f"  layers:     {layers}")
+    if skips:
+        gaps = [f"{l} -> {l + 1}" for l, c in enumerate(model.coefs_) if c.shape[0] == 0]
+        print(f"  shortcuts:  {', '.join(f'{s} -> {t}' for s, t in sorted(skips))} "
+              "(0 = the input)" + (f"; no chain block {', '.join(gaps)}" if gaps else ""))
     print(f"  dtype:      {model.coefs_[0].dtype} ({n_params} parameters)")
     names = getattr(model, "feature_names_in_", None)
     if names is not None:

@@ -127,12 +127,11 @@ def _epoch_sums(spec, job, state, indices, *parts):
     """One compiled epoch per partition from ``state``; weighted sums of the results.
 
     Returns [weight sum, loss*rows, rows, batches, max step, diverged partition
-    (-1 if none), gradient-norm sums per layer..., weighted state...].
+    (-1 if none), gradient-norm sums per layer and shortcut block..., weighted state...].
     """
     net = _network(spec)
     p = net.layout.n_params
-    n_layers = net.layout.n_layers
-    head = 6 + n_layers
+    head = 6 + net.layout.n_blocks  # a gradient norm per layer, then per shortcut block
     out = np.zeros(head + state.shape[0])
     out[5] = -1.0
     for index, (X, Y, sw) in zip(indices, parts):
@@ -429,7 +428,9 @@ class _DistributedNetwork:
         scale = 1.0 / self.weight_sum
         g = sums[2:]
         wsq = 0.0
-        for w, dw in zip(self.layout.weights(theta), self.layout.weights(g)):
+        layout = self.layout
+        for w, dw in zip(layout.weights(theta) + layout.skip_weights(theta),
+                         layout.weights(g) + layout.skip_weights(g)):
             w64 = w.astype(np.float64)
             dw += alpha * w64  # the engine's finalize_params: (dw + alpha w) * scale
             wsq += float(np.dot(w64.ravel(), w64.ravel()))
@@ -599,7 +600,7 @@ class _AveragingEpoch:
         est = lifecycle.est
         self.cluster = cluster
         self.p = net.layout.n_params
-        self.n_layers = net.layout.n_layers
+        self.n_blocks = net.layout.n_blocks
         self.moments = _MOMENTS[est.solver]
         self.job = {"optimizer": lifecycle.optimizer(0, net.dtype), "moments": self.moments,
                     "seed": int(lifecycle.rng.randint(np.iinfo(np.int32).max)),
@@ -628,7 +629,7 @@ class _AveragingEpoch:
             err.warning = msg + " Keeping the weights of the last averaged epoch."
             raise err
         opt.t = max(int(r[4]) for r in results)
-        head = 6 + self.n_layers
+        head = 6 + self.n_blocks
         avg = sums[head:] / sums[0]
         theta[...] = avg[:p]
         for k, name in enumerate(moments):

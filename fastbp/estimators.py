@@ -33,6 +33,7 @@ from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
 from .io import ModelFileError, jsonable
 from .network import Network, as_rows, engine_array, engine_input
 from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
+from .params import chain_sources, connections_dict, normalize_connections, sources_of_weights
 from .scaling import InputStats, Standardizer
 from .trainer import (DivergenceWarning, EpochLoop, EpochResult, LocalEpoch, as_list,
                       curve_lengths, cut_curves, empty_history, record, verbose_progress,
@@ -99,13 +100,25 @@ _PARAMS_DOC = """
     clip_norm : float or None, default=None
         Clip each mini-batch gradient to this global L2 norm.
     init : {'glorot', 'he'}, default='glorot'
-        'glorot' is scikit-learn's uniform initialisation.
+        'glorot' is scikit-learn's uniform initialisation.  With shortcut
+        connections both scale by a layer's total fan-in (all its sources).
     scale : {None, 'standard'}, default=None
         'standard': standardize each input column with the mean and standard
         deviation of the first fit's X (scikit-learn's StandardScaler), inside
         the model: predict applies it, model files store it (``scaler_``).
         Dense X only.  In Python a Pipeline with a StandardScaler does the same;
         this keeps the scaling in the ``.fbp`` file.
+    connections : 'chain', 'shortcut' or dict, default='chain'
+        Which layers feed which.  Layers are numbered 0 = the input, 1..H the
+        hidden layers, H+1 the output.  'chain': each layer is fed by the one
+        before it (scikit-learn's MLP).  'shortcut': every layer, the output
+        included, is fed by all earlier layers and the input (FANN's shortcut
+        network).  A dict ``{layer: [sources]}`` sets the sources of the
+        layers it lists (earlier layers only; a layer not listed keeps its
+        chain source), e.g. ``{3: [0, 2]}``: the input also feeds layer 3.
+        ``coefs_[l]`` holds the chain block from layer l to layer l+1 (0 rows
+        when l is not a source of l+1); the other blocks are in
+        ``skip_coefs_``.
 """
 
 _CLASS_WEIGHT_DOC = """    class_weight : dict, 'balanced' or None, default=None
@@ -116,6 +129,21 @@ _CLASS_WEIGHT_DOC = """    class_weight : dict, 'balanced' or None, default=None
         the gradient and the early-stopping score alike.  ``partial_fit``
         takes a dict (classes given up front), not 'balanced'.  Single-label
         targets only.
+"""
+
+_ATTRIBUTES_DOC = """
+    Attributes (besides scikit-learn's)
+    -----------------------------------
+    skip_coefs_ : dict
+        ``{(source, layer): array (n_source, n_layer)}``: the weights of the
+        connections that are not chain blocks ({} for a chain).  Like
+        ``coefs_`` they view the model's parameters, and assigning arrays of
+        the same shapes before a ``warm_start`` fit sets the starting point.
+    history_ : dict
+        Per epoch ``loss``, ``validation_score``, ``learning_rate``,
+        ``seconds`` and ``grad_norms``: the mean gradient norm of each layer
+        (chain weights and biases), then of each block of ``skip_coefs_`` in
+        its key order.
 """
 
 
@@ -150,6 +178,7 @@ def _common_constraints():
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "init": [StrOptions({"glorot", "he"})],
         "scale": [StrOptions({"standard"}), None],
+        "connections": [StrOptions({"chain", "shortcut"}), dict],
     }
 
 
@@ -176,7 +205,7 @@ class _BaseMLP(BaseEstimator):
                  random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                  early_stopping, validation_fraction, beta_1, beta_2, epsilon,
                  n_iter_no_change, max_fun, backend, n_jobs, callbacks, clip_norm, init,
-                 scale=None):
+                 scale=None, connections="chain"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -207,6 +236,7 @@ class _BaseMLP(BaseEstimator):
         self.clip_norm = clip_norm
         self.init = init
         self.scale = scale
+        self.connections = connections
 
     # -- structure ------------------------------------------------------------
     def _hidden_sizes(self):
@@ -234,15 +264,24 @@ class _BaseMLP(BaseEstimator):
                              "hidden layers; give one name per hidden layer.")
         return act
 
+    def _sources(self, n_hidden):
+        """The validated sources of layers 1..H+1 for the ``connections`` parameter."""
+        return normalize_connections(self.connections, n_hidden)
+
+    def _fitted_sources(self):
+        """The topology of the fitted weights (``coefs_`` and ``skip_coefs_``)."""
+        return sources_of_weights(self.coefs_, list(getattr(self, "skip_coefs_", None) or {}))
+
     def _network(self, n_features, n_outputs, dtype, hidden_sizes=None, hidden_acts=None,
-                 out_activation=None):
+                 out_activation=None, sources=None):
         if hidden_sizes is None:
             hidden_sizes = [c.shape[1] for c in self.coefs_[:-1]]
             hidden_acts = self._hidden_acts_
             out_activation = self.out_activation_
+            sources = self._fitted_sources()
         return Network([n_features] + hidden_sizes + [n_outputs], hidden_acts, out_activation,
                        self._loss_name(), dtype, self.backend, self._huber_delta(),
-                       mean_outputs=not is_classifier(self))
+                       mean_outputs=not is_classifier(self), sources=sources)
 
     def _huber_delta(self):
         return 1.0
@@ -291,8 +330,10 @@ class _BaseMLP(BaseEstimator):
         """Expose ``theta`` as ``coefs_``/``intercepts_`` (views) and keep both for predict."""
         self.coefs_ = net.layout.coefs(theta)
         self.intercepts_ = net.layout.biases(theta)
+        self.skip_coefs_ = net.layout.skip_coefs(theta)
         self._predictor = (net, theta, tuple(self.coefs_), tuple(self.intercepts_),
-                           self.out_activation_, tuple(self._hidden_acts_))
+                           self.out_activation_, tuple(self._hidden_acts_),
+                           dict(self.skip_coefs_))
 
     def _predictor_net(self, n_features, dtype):
         """(Network, flat parameters) for prediction.
@@ -304,15 +345,19 @@ class _BaseMLP(BaseEstimator):
         """
         kept = self.__dict__.get("_predictor")
         if kept is not None:
-            net, theta, coefs, intercepts, out_act, hidden = kept
+            net, theta, coefs, intercepts, out_act, hidden, skips = kept
+            now = getattr(self, "skip_coefs_", None) or {}
             if (net.backend == self.backend and out_act == self.out_activation_
                     and hidden == tuple(self._hidden_acts_)
                     and len(coefs) == len(self.coefs_) and len(intercepts) == len(self.intercepts_)
                     and all(a is b for a, b in zip(coefs, self.coefs_))
-                    and all(a is b for a, b in zip(intercepts, self.intercepts_))):
+                    and all(a is b for a, b in zip(intercepts, self.intercepts_))
+                    and skips.keys() == now.keys()
+                    and all(skips[k] is now[k] for k in skips)):
                 return net, theta
         net = self._network(n_features, self.n_outputs_, dtype)
-        return net, net.layout.pack(self.coefs_, self.intercepts_, dtype)
+        return net, net.layout.pack(self.coefs_, self.intercepts_, dtype,
+                                    getattr(self, "skip_coefs_", None))
 
     def _plainly_valid(self, X):
         """True when ``X`` needs none of ``validate_data``'s conversions or messages: a
@@ -362,7 +407,9 @@ class _BaseMLP(BaseEstimator):
     def save(self, path):
         """Write this fitted model to ``path`` (see ``fastbp.io``; atomic, no pickle)."""
         check_is_fitted(self)
-        return io.write(path, *_file_contents(self))
+        arrays, meta = _file_contents(self)
+        # version 2 only where needed: a chain model stays readable by older fastbp
+        return io.write(path, arrays, meta, version=2 if getattr(self, "skip_coefs_", None) else 1)
 
     def _save_labels(self, arrays, meta):
         pass
@@ -387,6 +434,7 @@ class FitRun:
         self.incremental = incremental
         self.hidden_sizes = est._hidden_sizes()
         self.hidden_acts = est._hidden_activations(len(self.hidden_sizes))
+        self.sources = est._sources(len(self.hidden_sizes))
         self.first_pass = not hasattr(est, "coefs_") or (not est.warm_start and not incremental)
         self.rng = check_random_state(est.random_state)
 
@@ -410,7 +458,7 @@ class FitRun:
         if self.first_pass:
             out_act = est._output_activation()
             net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts,
-                               out_act)
+                               out_act, self.sources)
             codes = net.layout.activations
             if isinstance(est.activation, str):  # scikit-learn: one factor for all layers
                 factor_codes = [ACTIVATION_CODES[est.activation]] * len(codes)
@@ -429,10 +477,16 @@ class FitRun:
                 raise ValueError(
                     "warm_start/partial_fit: hidden_layer_sizes or the number of outputs "
                     "changed since the previous fit; fit a new model instead.")
+            if est._fitted_sources() != self.sources:
+                raise ValueError(
+                    "warm_start/partial_fit: connections changed since the previous fit "
+                    f"(fitted: {connections_dict(est._fitted_sources())}, now: "
+                    f"{connections_dict(self.sources)}); fit a new model instead.")
             # scikit-learn continues with the current activation, the first fit's output
             net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts,
-                               est.out_activation_)
-            theta = net.layout.pack(est.coefs_, est.intercepts_, dtype)
+                               est.out_activation_, self.sources)
+            theta = net.layout.pack(est.coefs_, est.intercepts_, dtype,
+                                    getattr(est, "skip_coefs_", None))
             # scalars and the curves (appended to in place) as they are; the optimizer's
             # moments are updated in place, so they are copied
             fit = _Fit(**{k: getattr(est, k) for k in _FIT_ATTRS if hasattr(est, k)})
@@ -666,6 +720,10 @@ def _file_contents(model):
     for l, (c, b) in enumerate(zip(model.coefs_, model.intercepts_)):
         arrays[f"coef_{l}"] = np.ascontiguousarray(c)
         arrays[f"intercept_{l}"] = np.ascontiguousarray(b)
+    sources = model._fitted_sources()
+    skips = getattr(model, "skip_coefs_", None) or {}
+    for (s, t), c in skips.items():
+        arrays[f"skip_coef_{s}_{t}"] = np.ascontiguousarray(c)
     meta = {
         "estimator": type(model).__name__,
         "params": {k: jsonable(v) for k, v in model.get_params().items()
@@ -689,6 +747,7 @@ def _file_contents(model):
     if scaler is not None:  # older fastbp would ignore it and predict garbage: refuse
         arrays.update(scaler.arrays())
         meta["format_version"] = 2
+    meta["connections"] = jsonable(connections_dict(sources))
     model._save_labels(arrays, meta)
     return arrays, meta
 
@@ -700,19 +759,37 @@ def _from_file(cls, meta, data, path):
     intercepts = [data[f"intercept_{l}"] for l in range(n_layers)]
     dtype = np.dtype(meta["dtype"])
     sizes = [int(meta["n_features_in"])] + [c.shape[1] for c in coefs]
+    # files before shortcut connections have no "connections": a chain
+    sources = (normalize_connections(meta["connections"], n_layers - 1)
+               if meta.get("connections") is not None else chain_sources(n_layers - 1))
+    skips = {}
+    for t, src in enumerate(sources, start=1):
+        for s in src:
+            if s != t - 1:
+                skips[(s, t)] = data[f"skip_coef_{s}_{t}"]
     for l, (c, b) in enumerate(zip(coefs, intercepts)):
-        if c.dtype != dtype or b.dtype != dtype or c.shape != (sizes[l], sizes[l + 1]) \
+        n_in = sizes[l] if l in sources[l] else 0
+        if c.dtype != dtype or b.dtype != dtype or c.shape != (n_in, sizes[l + 1]) \
                 or b.shape != (sizes[l + 1],):
             raise ModelFileError(f"{path}: layer {l} arrays have inconsistent shapes or "
                                  "dtype")
         if not (np.isfinite(c).all() and np.isfinite(b).all()):
             raise ModelFileError(f"{path}: layer {l} holds non-finite weights")
+    for (s, t), c in skips.items():
+        if c.dtype != dtype or c.shape != (sizes[s], sizes[t]):
+            raise ModelFileError(f"{path}: shortcut block {(s, t)} has an inconsistent shape "
+                                 "or dtype")
+        if not np.isfinite(c).all():
+            raise ModelFileError(f"{path}: shortcut block {(s, t)} holds non-finite weights")
     params = {k: v for k, v in meta["params"].items() if k in cls().get_params()}
     if isinstance(params.get("hidden_layer_sizes"), list):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    if isinstance(params.get("connections"), dict):  # JSON keys are strings
+        params["connections"] = {int(k): list(v) for k, v in params["connections"].items()}
     model = cls(**params)
     model.coefs_ = coefs
     model.intercepts_ = intercepts
+    model.skip_coefs_ = skips
     model.n_features_in_ = sizes[0]
     if meta.get("feature_names_in") is not None:
         model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
@@ -734,7 +811,7 @@ def _from_file(cls, meta, data, path):
     if model.n_outputs_ != sizes[-1]:
         raise ModelFileError(f"{path}: n_outputs does not match the last layer")
     net = model._network(sizes[0], model.n_outputs_, dtype)
-    model._keep(net, net.layout.pack(coefs, intercepts, dtype))
+    model._keep(net, net.layout.pack(coefs, intercepts, dtype, skips))
     return model
 
 
@@ -816,8 +893,10 @@ def _combine_weights(cw, index, sw, dtype):
 
 
 def _layer_grads(net, grad):
+    """Per layer (chain weights and biases), then per shortcut block, its gradient (flat)."""
     return [np.concatenate([w.ravel(), b]) for w, b in
-            zip(net.layout.weights(grad), net.layout.biases(grad))]
+            zip(net.layout.weights(grad), net.layout.biases(grad))] + \
+        [w.ravel() for w in net.layout.skip_weights(grad)]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -825,7 +904,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                "Same parameters, attributes and results as ``sklearn.neural_network."
                "MLPClassifier``; softmax output for multiclass, logistic for binary and "
                "multilabel, log-loss.\n\n    Parameters\n    ----------" + _PARAMS_DOC
-               + _CLASS_WEIGHT_DOC)
+               + _CLASS_WEIGHT_DOC + _ATTRIBUTES_DOC)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -834,7 +913,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot",
-                 scale=None, class_weight=None):
+                 scale=None, connections="chain", class_weight=None):
         self.class_weight = class_weight
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
@@ -846,7 +925,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
-                         clip_norm=clip_norm, init=init, scale=scale)
+                         clip_norm=clip_norm, init=init, scale=scale,
+                         connections=connections)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints,
                               "class_weight": [StrOptions({"balanced"}), dict, None]}
@@ -1003,7 +1083,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                "MLPRegressor``; identity output.\n\n    Parameters\n    ----------\n"
                "    loss : {'squared_error', 'huber'}, default='squared_error'\n"
                "    huber_delta : float, default=1.0\n"
-               "        Where the Huber loss turns from quadratic to linear." + _PARAMS_DOC)
+               "        Where the Huber loss turns from quadratic to linear." + _PARAMS_DOC
+               + _ATTRIBUTES_DOC)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints,
                               "loss": [StrOptions({"squared_error", "huber"})],
@@ -1016,7 +1097,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  huber_delta=1.0, backend="loops", n_jobs=None, callbacks=None,
-                 clip_norm=None, init="glorot", scale=None):
+                 clip_norm=None, init="glorot", scale=None, connections="chain"):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1027,7 +1108,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
-                         clip_norm=clip_norm, init=init, scale=scale)
+                         clip_norm=clip_norm, init=init, scale=scale,
+                         connections=connections)
         self.huber_delta = huber_delta
 
     def _loss_name(self):

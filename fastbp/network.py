@@ -15,8 +15,8 @@ from .backends import BACKENDS, get_engine
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
                     HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, IP_BATCH, IP_CHUNK, IP_LOSS,
                     IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
-                    IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, SOFTMAX, ST_DATA, ST_GNORM,
-                    ST_REG)
+                    IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
+                    ST_GNORM, ST_REG)
 from .losses import check_pair
 from .params import Layout
 
@@ -79,17 +79,19 @@ class Network:
     """A network's architecture bound to a backend and dtype.
 
     ``sizes`` = [n_features, hidden..., n_outputs]; ``hidden`` = activation names
-    per hidden layer; ``output`` = output activation name; ``loss`` = loss name.
+    per hidden layer; ``output`` = output activation name; ``loss`` = loss name;
+    ``sources`` = the source layers of layers 1..H+1
+    (``params.normalize_connections``; None = a chain).
     """
 
     def __init__(self, sizes, hidden, output, loss, dtype, backend="loops", huber_delta=1.0,
-                 mean_outputs=False):
+                 mean_outputs=False, sources=None):
         codes = [ACTIVATION_CODES[a] for a in hidden] + [ACTIVATION_CODES[output]]
         if SOFTMAX in codes[:-1]:
             raise ValueError("softmax is only available as the output activation")
         self.loss_code = LOSS_CODES[loss]
         check_pair(self.loss_code, codes[-1])
-        self.layout = Layout(sizes, codes)
+        self.layout = Layout(sizes, codes, sources)
         self.dtype = np.dtype(dtype)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
@@ -101,7 +103,8 @@ class Network:
         self.mean_outputs = bool(mean_outputs)
         # Network(*args) builds this network again (a dask worker's copy)
         self.args = (tuple(int(s) for s in sizes), tuple(hidden), output, loss, self.dtype.str,
-                     backend, float(huber_delta), self.mean_outputs)
+                     backend, float(huber_delta), self.mean_outputs,
+                     None if self.layout.chain else self.layout.sources)
         self._work = {}
 
     @property
@@ -117,16 +120,17 @@ class Network:
         call can reach the parallel threshold ``ip[IP_PAR_MIN]``, else the full one.
 
         The engine picks a kernel's parallel twin when a call's work
-        (multiply-adds ``cap * n_in * n_out`` of a layer, ``cap * n_features``
-        gathered inputs, or the optimizer's ``n_params``) reaches the threshold;
-        below it on every layer both engines run the same serial kernels, so the
-        results are bitwise the same and the parallel kernels need never be
-        compiled.
+        (multiply-adds ``cap * n_in * n_out`` of a weight block, chain or
+        shortcut; ``cap * n_features`` gathered inputs; the optimizer's
+        ``n_params``) reaches the threshold; below it everywhere both engines
+        run the same serial kernels, so the results are bitwise the same and
+        the parallel kernels need never be compiled.
         """
         engine = self.engine
         sizes = self.layout.sizes
         work = max([cap * sizes[0], self.layout.n_params]
-                   + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])])
+                   + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
+                   + [cap * sizes[s] * sizes[t] for s, t in self.layout.skip_keys])
         return engine if work >= ip[IP_PAR_MIN] else engine.serial
 
     # -- the engine's controls --------------------------------------------------
@@ -135,8 +139,10 @@ class Network:
 
         ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
         activations and deltas (cap, n_out); a scratch of max(n_units,
-        n_layers) for per-row sums.  ``table`` is the layer table with the
-        offsets into it; ``ip`` the engine's control vector.
+        n_blocks) for per-row sums; with shortcut blocks, a scratch row of
+        max(n_units) for the bias sums their kernels compute.  ``table`` is
+        the layer table with the offsets into it; ``ip`` the engine's control
+        vector, followed by the shortcut-block table (``codes.S_*``).
         """
         layout = self.layout
         table = layout.table.copy()
@@ -146,15 +152,22 @@ class Network:
             off += cap * layout.sizes[l + 1]
             table[l, L_DOFF] = off
             off += cap * layout.sizes[l + 1]
-        ip = np.zeros(IP_SIZE, dtype=np.int64)
+        skips = layout.skips.copy()
+        ip = np.zeros(IP_SIZE + skips.size, dtype=np.int64)
         ip[IP_WSQ_OFF] = off
         ip[IP_BATCH] = cap  # train_epoch's mini-batch
         ip[IP_CHUNK] = cap  # loss_grad's and predict's block of rows
         ip[IP_PAR_MIN] = self.engine.par_min
         ip[IP_LOSS] = self.loss_code
         ip[IP_MEAN_OUT] = int(self.mean_outputs)
-        off += max(max(layout.sizes[1:]), layout.n_layers)
+        off += max(max(layout.sizes[1:]), layout.n_blocks)
+        if skips.shape[0]:
+            skips[:, S_DB] = off
+            off += max(layout.sizes[1:])
+            ip[IP_SIZE:] = skips.ravel()
         work = np.empty(off, dtype=self.dtype)  # every block is written before it is read
+        if skips.shape[0]:
+            work[skips[0, S_DB]:] = 0.0  # the bias scratch is only added to, never read
         return work, table, ip
 
     def buffers(self, cap):
@@ -169,7 +182,7 @@ class Network:
 
     def stats(self):
         """A zeroed statistics vector for the engine."""
-        return np.zeros(ST_GNORM + self.layout.n_layers)
+        return np.zeros(ST_GNORM + self.layout.n_blocks)
 
     def context(self, cap, alpha=0.0, clip=0.0, optimizer=None):
         """The engine's ``context`` (layers, work, hp, ip, stats) for blocks of ``cap`` rows.

@@ -285,6 +285,27 @@ def test_plot(workdir, trained):
     assert b"<svg" in (workdir / "curves.svg").read_bytes()[:500]
 
 
+def test_train_shortcut_network_then_predict_and_info_in_other_processes(workdir):
+    """``--connections shortcut``: the file records the topology; another process
+    predicts with it and ``info`` lists the shortcut blocks."""
+    import fastbp
+    result = run(["train", "iris.csv", "--target", "species", "--hidden", "8,4",
+                  "--activation", "tanh", "--connections", "shortcut", "--epochs", "40",
+                  "--learning-rate", "0.01", "--quiet", "--out", "short.fbp"], workdir)
+    assert_ok(result)
+    results = run_all({"info": ["info", "short.fbp"],
+                       "predict": ["predict", "short.fbp", "iris.csv"]}, workdir)
+    assert_ok(results["info"])
+    assert "shortcuts:  0 -> 2, 0 -> 3, 1 -> 3 (0 = the input)" in results["info"].stdout
+    assert "4 inputs -> 8 tanh -> 4 tanh -> 3 softmax" in results["info"].stdout
+    assert_ok(results["predict"])
+    model = fastbp.load(workdir / "short.fbp")
+    assert model.connections == "shortcut" and len(model.skip_coefs_) == 3
+    frame = pd.read_csv(workdir / "iris.csv")
+    expected = model.predict(frame[list(model.feature_names_in_)])
+    assert results["predict"].stdout.splitlines()[1:] == [str(label) for label in expected]
+
+
 # -- demo -------------------------------------------------------------------------------------
 def test_demo_without_comparison(workdir):
     result = run(["demo", "--epochs", "2", "--hidden", "16", "--no-compare"], workdir)
@@ -377,6 +398,12 @@ ERRORS = {
     "bad option value": (["train", "iris.csv", "--target", "species", "--epochs", "ten"],
                          "argument --epochs: expected a positive integer, got 'ten'"),
     "unknown option": (["info", "iris.fbp", "--verbose"], "unrecognized arguments: --verbose"),
+    "bad --connections": (["train", "iris.csv", "--target", "species", "--connections",
+                           "dense"], "argument --connections: expected 'chain', 'shortcut' "
+                                     "or a JSON mapping"),
+    "--connections naming no layer": (["train", "iris.csv", "--target", "species",
+                                       "--connections", '{"3": [0]}'],
+                                      "--connections: connections: layer 3 does not exist"),
     "unknown command": (["fit", "iris.csv"], "invalid choice: 'fit'"),
     "missing model file": (["info", "nope.fbp"], "nope.fbp: no such file"),
     "corrupted model (info)": (["info", "truncated.fbp"], "truncated.fbp: unreadable, "

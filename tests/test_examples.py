@@ -95,3 +95,14 @@ def test_benchmarks_dashboard_gives_the_commands():
     assert text.index("asv machine --yes") < text.index("asv run --python=same --quick")
     assert "track_test_score" not in text and "one graph per benchmark and parameter" not in text
     assert "STYLE.md" not in text
+
+
+@pytest.mark.slow
+def test_shortcut_networks(tmp_path):
+    out = run_example([str(EXAMPLES / "shortcut_networks.py")], tmp_path)
+    rows = dict(re.findall(r"^ *(\S+|dict \{.*\}): .*test accuracy ([0-9.]+)$", out, re.M))
+    assert float(rows["chain"]) < 0.2 and float(rows["shortcut"]) > 0.9
+    chain_g, short_g = (float(g) for g in re.findall(r"gradient norm \(epoch 1\) (\S+),", out)[:2])
+    assert chain_g < 1e-3 * short_g
+    assert "21 shortcut blocks" in out
+    assert "blocks zeroed == chain with the same coefs_: True" in out

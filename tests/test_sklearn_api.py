@@ -75,7 +75,7 @@ def test_array_api_check_in_subprocess():
 
 
 # -- parameters and the partial_fit guard -----------------------------------------------
-EXTRAS = {"scale", "backend", "n_jobs", "callbacks", "clip_norm", "init"}
+EXTRAS = {"scale", "backend", "n_jobs", "callbacks", "clip_norm", "init", "connections"}
 
 
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
