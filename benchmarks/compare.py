@@ -392,7 +392,8 @@ def peer_worker(args):
     else:
         seconds, loss, version = torch_compile_peer(wl, X, y, args.epochs, args.repeats,
                                                     args.threads)
-    print(json.dumps({"seconds": seconds, "loss": loss, "version": version}))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(json.dumps({"seconds": seconds, "loss": loss, "version": version, "cpus": cpus}))
     return 0
 
 
@@ -426,7 +427,7 @@ def peer_check(peer, name, wl, epochs, reference, out):
     tol = PEER_RTOL[wl.dtype]
     check = {"peer": peer, "workload": name, "epochs": epochs, "reference": reference,
              "loss": out.get("loss"), "tol": tol, "error": out.get("error"),
-             "version": out.get("version")}
+             "version": out.get("version"), "cpus": out.get("cpus")}
     loss = check["loss"]
     check["rel"] = (abs(loss - reference) / abs(reference)
                     if loss is not None and np.isfinite(loss) and reference else None)
@@ -444,9 +445,9 @@ def print_peer_checks(checks, md):
         rows.append([c["workload"], c["peer"], c["epochs"], f"{c['reference']:.10g}",
                      "n/a" if c["loss"] is None else f"{c['loss']:.10g}",
                      "n/a" if c["rel"] is None else f"{c['rel']:.1e}", f"{c['tol']:.0e}",
-                     verdict])
+                     c["version"] or "n/a", c["cpus"] or "n/a", verdict])
     print(table(["workload", "peer", "epochs", "fastbp loops loss_", "peer loss",
-                 "rel. diff", "tolerance", "check"], rows, md))
+                 "rel. diff", "tolerance", "version", "CPUs", "check"], rows, md))
     bad = [c for c in checks if not c["ok"]]
     print("peer check: " + ("all peers match fastbp loops within tolerance" if not bad else
                             "FAILED for " + ", ".join(f"{c['peer']} on {c['workload']}"
