@@ -8,10 +8,10 @@ Usage::
 For each workload of ``common.WORKLOADS`` (same architecture, activation,
 loss, optimizer -- sgd, momentum 0.9, Nesterov -- and batch size for every
 system) it times fastbp's ``loops``, ``loops-serial`` and ``blas`` backends,
-scikit-learn's MLPClassifier/MLPRegressor and, when they are importable, a
-plain PyTorch CPU training loop (``torch``) and two compiled peers, each in a
-child process of its own: ``jax`` (``jax.jit`` of a ``lax.scan`` over the
-epoch's mini-batch steps) and ``torch.compile`` (the whole training step --
+scikit-learn's MLPClassifier/MLPRegressor and, when they are importable and
+each in a child process of its own, a plain PyTorch CPU training loop
+(``torch``) and two compiled peers: ``jax`` (``jax.jit`` of a ``lax.scan`` over
+the epoch's mini-batch steps) and ``torch.compile`` (the whole training step --
 forward, loss, backward, update -- as one compiled function).  It prints each
 ratio to fastbp loops.  The compiled peers start from fastbp's starting weights
 and follow its sample orders, so their training loss after the timed epochs
@@ -387,7 +387,11 @@ def peer_worker(args):
     import json
     wl = common.WORKLOADS[args.names[0]]
     X, y = wl.data(args.n)
-    if args.peer_worker == "jax":
+    if args.peer_worker == "torch":  # the eager loop: timed only, not checked
+        import torch
+        seconds, loss, version = (torch_seconds(wl, X, y, args.epochs, args.repeats,
+                                                args.threads), None, torch.__version__)
+    elif args.peer_worker == "jax":
         seconds, loss, version = jax_peer(wl, X, y, args.epochs, args.repeats)
     else:
         seconds, loss, version = torch_compile_peer(wl, X, y, args.epochs, args.repeats,
@@ -398,8 +402,9 @@ def peer_worker(args):
 
 
 def peer_available(peer):
+    """Is the package of ``peer`` (a PEERS column, or "torch": the eager loop) installed?"""
     import importlib.util
-    return importlib.util.find_spec(PEERS[peer][0]) is not None
+    return importlib.util.find_spec(PEERS[peer][0] if peer in PEERS else peer) is not None
 
 
 def run_peer(peer, name, n, epochs, repeats, threads):
@@ -548,7 +553,7 @@ def parse_args(argv):
                    "among %s, or 'none' (default: all)" % ", ".join(PEERS))
     p.add_argument("--markdown", action="store_true", help="print Markdown tables")
     # internal: the child process of one peer (run_peer)
-    p.add_argument("--peer-worker", choices=list(PEERS), help=argparse.SUPPRESS)
+    p.add_argument("--peer-worker", choices=["torch"] + list(PEERS), help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
@@ -589,7 +594,7 @@ def main(argv=None):
     import numba
     threads = min(args.threads, numba.config.NUMBA_NUM_THREADS)
     md = args.markdown
-    print(("# " if md else "") + "fastbp vs scikit-learn vs PyTorch: seconds per epoch")
+    print(("# " if md else "") + "fastbp vs scikit-learn vs PyTorch vs JAX: seconds per epoch")
     print()
     print("command: " + shlex.join(command))
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
@@ -627,7 +632,12 @@ def run(args, threads):
                 lambda it, b=backend: wl.fastbp_estimator(b, max_iter=it, n_jobs=threads),
                 X, y, epochs, args.repeats, warm)
         r["sklearn"] = fit_seconds(wl.sklearn_estimator, X, y, epochs, args.repeats, warm)
-        r["torch"] = torch_seconds(wl, X, y, epochs, args.repeats, threads)
+        r["torch"] = None
+        if peer_available("torch"):  # a child process too: torch's threads stay out of ours
+            out = run_peer("torch", name, n, epochs, args.repeats, threads)
+            r["torch"] = out.get("seconds")
+            if "error" in out:
+                print(f"torch on {name}: failed in its child process: {out['error']}")
         for peer in PEERS:
             r[peer] = None
         for peer in peers:  # each in a child process, after fastbp's timings
