@@ -136,9 +136,9 @@ def peer_recipe(wl, y):
     """
     p = wl.estimator_params(1)
     if p["learning_rate"] != "constant" or p["solver"] not in ("sgd", "adam") \
-            or p["early_stopping"] or not p["shuffle"]:
-        raise ValueError(f"{wl.name}: peers implement constant-step sgd/adam with shuffling, "
-                         f"got {p}")
+            or p["early_stopping"] or not p["shuffle"] or not isinstance(p["random_state"], int):
+        raise ValueError(f"{wl.name}: peers implement constant-step sgd/adam, shuffling from "
+                         f"an int random_state; got {p}")
     if wl.task == "regression":
         out, n_out = "identity", 1 if np.ndim(y) == 1 else y.shape[1]
     else:
@@ -152,21 +152,21 @@ def peer_recipe(wl, y):
                 lr=p["learning_rate_init"], alpha=p["alpha"],
                 momentum=p.get("momentum", 0.9), nesterov=p.get("nesterovs_momentum", True),
                 beta_1=p.get("beta_1", 0.9), beta_2=p.get("beta_2", 0.999),
-                epsilon=p.get("epsilon", 1e-8))
+                epsilon=p.get("epsilon", 1e-8), random_state=p["random_state"])
 
 
 def peer_start(wl, X, y, epochs):
     """(recipe, X, Y, params, orders): fastbp's first ``epochs`` epochs, spelt out.
 
     ``params``: [(W (n_in, n_out), b (n_out,))], scikit-learn's uniform Glorot draw
-    from ``RandomState(SEED)`` (bound sqrt(f / (n_in + n_out)), f = 2 for a logistic
+    from ``RandomState(random_state)`` (bound sqrt(f / (n_in + n_out)), f = 2 for a logistic
     net, else 6); ``orders``: (epochs, n) int64, the sample order of each epoch,
     drawn from the same RandomState afterwards as scikit-learn's ``shuffle`` does.
     ``Y``: (n, n_out) targets of the net's dtype (one-hot rows for classification).
     """
     rec = peer_recipe(wl, y)
     dtype = np.dtype(rec["dtype"])
-    rng = np.random.RandomState(common.SEED)
+    rng = np.random.RandomState(rec["random_state"])
     factor = 2.0 if rec["activation"] == "logistic" else 6.0
     params = []
     for n_in, n_out in zip(rec["sizes"][:-1], rec["sizes"][1:]):
