@@ -264,7 +264,7 @@ def test_peer_start_is_fastbps_start(name, n):
 def test_peer_check_catches_a_wrong_peer(capsys):
     compare = compare_module()
     wl = compare.common.WORKLOADS["tiny"]
-    good = compare.peer_check("jax", "tiny", wl, 2, 0.5, {"seconds": 1.0, "loss": 0.5 + 1e-9})
+    good = compare.peer_check("jax", "tiny", wl, 2, 0.5, {"seconds": 1.0, "loss": 0.5 + 1e-12})
     bad = compare.peer_check("jax", "tiny", wl, 2, 0.5, {"seconds": 1.0, "loss": 0.51})
     broken = compare.peer_check("torch.compile", "tiny", wl, 2, 0.5, {"error": "boom"})
     assert good["ok"] and not bad["ok"] and not broken["ok"]
