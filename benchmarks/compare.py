@@ -125,6 +125,7 @@ PEERS = {  # column: (module to import, pip hint)
     "jax": ("jax", "pip install '.[jax]'"),
     "torch.compile": ("torch", "pip install '.[torch]'"),
 }
+PEER_TIMEOUT = 3600  # seconds for one peer on one workload, compilation included
 PEER_RTOL = {"float64": 1e-9, "float32": 1e-4}  # final-loss tolerance against fastbp loops
 
 
@@ -420,11 +421,18 @@ def run_peer(peer, name, n, epochs, repeats, threads):
     preexec = None
     if len(cpus) > threads:  # XLA sizes its thread pool by the CPUs it may use
         preexec = lambda: os.sched_setaffinity(0, cpus[:threads])  # noqa: E731
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          preexec_fn=preexec)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                              preexec_fn=preexec, timeout=PEER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result after {PEER_TIMEOUT} s"}
+    try:
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):  # no JSON line: report what the child said
+        pass
+    lines = (proc.stderr + proc.stdout).strip().splitlines()
+    return {"error": lines[-1] if lines else f"exit status {proc.returncode}"}
 
 
 def peer_check(peer, name, wl, epochs, reference, out):

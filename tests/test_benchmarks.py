@@ -331,3 +331,10 @@ def test_compare_runs_the_jax_peer_in_a_child_process():
     out = proc.stdout
     assert "jax/loops" in out and "torch.compile: not run (--peers)" in out
     assert "peer check: all peers match fastbp loops within tolerance" in out
+
+
+@pytest.mark.slow
+def test_a_failing_peer_child_is_reported_not_raised():
+    compare = compare_module()
+    out = compare.run_peer("jax", "no-such-workload", 10, 1, 1, 1)
+    assert set(out) == {"error"} and "unknown workload" in out["error"]
