@@ -467,6 +467,32 @@ def test_skip_coefs_set_the_starting_point_and_predict(small):
         m.predict(X)
 
 
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_grow_a_trained_chain_into_a_shortcut_net(small, how):
+    """Assign zero shortcut blocks and the matching connections: training goes on from the
+    chain's function (same predictions at the start), with optimizer moments of the new size."""
+    X, y = small
+    m = fastbp.MLPClassifier((5, 4), random_state=0, max_iter=3)
+    if how == "warm_start":
+        fit_quietly(m, X, y)
+    else:
+        m.partial_fit(X, y, classes=np.unique(y))
+    before = m.predict_proba(X)
+    m.skip_coefs_ = {(0, 2): np.zeros((4, 4)), (0, 3): np.zeros((4, 3)),
+                     (1, 3): np.zeros((5, 3))}
+    with pytest.raises(ValueError, match="connections changed"):
+        m.partial_fit(X, y) if how == "partial_fit" else m.set_params(warm_start=True).fit(X, y)
+    m.set_params(connections="shortcut")
+    np.testing.assert_allclose(m.predict_proba(X), before, rtol=1e-12)
+    if how == "partial_fit":
+        m.partial_fit(X, y)
+        n_params = (4 * 5 + 5) + (5 * 4 + 4) + (4 * 3 + 3) + (4 * 4 + 4 * 3 + 5 * 3)
+        assert m._optimizer.m1.shape[0] == n_params == 107
+    else:
+        fit_quietly(m.set_params(warm_start=True), X, y)
+    assert np.abs(m.skip_coefs_[(0, 3)]).max() > 0
+
+
 def test_partial_fit_sparse_and_early_stopping(small):
     X, y = small
     conn = {2: [0], 3: [1, 2]}  # layer 1 reaches the output past layer 2
