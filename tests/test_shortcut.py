@@ -543,6 +543,7 @@ def test_model_file_records_the_connections(tmp_path, small):
     assert loaded.n_iter_ == 2
 
 
+@pytest.mark.filterwarnings("ignore::fastbp.InputRangeWarning")  # border pixels of digits
 def test_shortcuts_beat_vanishing_gradients_on_digits():
     """A deep, narrow logistic net (6 hidden layers of 8 units) on scikit-learn's digits.
 
