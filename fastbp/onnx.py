@@ -40,6 +40,11 @@ def to_onnx(model, name="fastbp", input_name="X", dtype=None):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model)
+    shortcuts = model.get_params().get("connections")
+    if shortcuts not in (None, "none", "sequential", "chain"):
+        # a graph without the shortcut weights would predict something else, silently
+        raise NotImplementedError(f"ONNX export of connections={shortcuts!r} is not supported "
+                                  "yet; only layer-to-next-layer networks are exported")
     dtype = np.dtype(model.coefs_[0].dtype if dtype is None else dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"ONNX export: dtype must be float32 or float64, got {dtype}")
@@ -133,6 +138,8 @@ def _activation(node, const, z, act, l):
         one_plus = node("Add", [const(f"one_{l}", 1.0), node("Exp", [neg], f"exp_{l}")],
                         f"one_plus_{l}")
         return node("Add", [relu, node("Log", [one_plus], f"log_{l}")], tag)
+    if act == "exp":  # a log link (Poisson regression)
+        return node("Exp", [z], tag)
     if act == "softmax":
         return node("Softmax", [z], tag, axis=1)
     raise ValueError(f"ONNX export: unknown activation {act!r}")
