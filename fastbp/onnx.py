@@ -29,11 +29,12 @@ def _require_onnx():
                           "a fastbp checkout, pip install \".[onnx]\")") from None
 
 
-def to_onnx(model, name="fastbp", input_name="X", dtype=None):
+def to_onnx(model, name="fastbp", input_name="X", dtype=None, *, class_indices=False):
     """The fitted ``model`` as an ``onnx.ModelProto`` (save it with ``onnx.save``).
 
     ``dtype``: float32 or float64 for the graph's input, weights and arithmetic
-    (default: the model's dtype).
+    (default: the model's dtype).  ``class_indices``: classifiers' ``label`` is the
+    int64 index into ``classes_`` rather than the class itself (skl2onnx's ``nocl``).
     """
     _require_onnx()
     from onnx import TensorProto, checker, helper, numpy_helper
@@ -89,7 +90,10 @@ def to_onnx(model, name="fastbp", input_name="X", dtype=None):
             else:
                 proba = node("Identity", [x], "probabilities")
             index = node("ArgMax", [proba], "argmax", axis=1, keepdims=0)
-            if classes.dtype.kind in "US":
+            if class_indices:
+                table = const("classes", np.arange(len(classes), dtype=np.int64), as_dtype=None)
+                label_elem = TensorProto.INT64
+            elif classes.dtype.kind in "US":
                 table = const("classes", classes.astype(object), as_dtype=None)
                 label_elem = TensorProto.STRING
             elif classes.dtype.kind in "iub":
@@ -185,7 +189,7 @@ def _classifier_shapes(operator):
     classes = np.asarray(model.classes_)
     if model._label_binarizer.y_type_ == "multilabel-indicator":
         operator.outputs[0].type = Int64TensorType([n, len(classes)])
-    elif classes.dtype.kind in "US":
+    elif classes.dtype.kind in "US" and not _nocl(operator):
         operator.outputs[0].type = StringTensorType([n])
     else:
         operator.outputs[0].type = Int64TensorType([n])
@@ -198,7 +202,15 @@ def _regressor_shapes(operator):
     operator.outputs[0].type = _tensor_type(_input_dtype(operator))([n, model.n_outputs_])
 
 
+def _nocl(operator, scope=None):
+    """skl2onnx's ``nocl`` option of this classifier (labels as class indices)."""
+    scope = scope if scope is not None else operator.scope_inst
+    return bool(scope.get_options(operator.raw_operator, dict(nocl=False))["nocl"])
+
+
 def _convert(scope, operator, container):
     from skl2onnx.helpers.integration import add_onnx_graph
+    model = operator.raw_operator
+    nocl = hasattr(model, "classes_") and _nocl(operator, scope)
     add_onnx_graph(scope, operator, container,
-                   to_onnx(operator.raw_operator, dtype=_input_dtype(operator)))
+                   to_onnx(model, dtype=_input_dtype(operator), class_indices=nocl))
