@@ -5,7 +5,8 @@ The graph computes what ``predict``/``predict_proba`` compute, in the model's dt
 
 * ``scale='standard'``: ``(X - mean) / scale`` first;
 * each layer ``MatMul(coef) + intercept`` and its activation (identity, Sigmoid,
-  Tanh, Relu, LeakyRelu(0.01), Softplus; one per layer as fitted);
+  Tanh, Relu, LeakyRelu(0.01), Softplus; one per layer as fitted), plus one MatMul
+  per shortcut block of ``skip_coefs_`` (``connections``) into the layer it feeds;
 * classifiers: outputs ``label`` (class labels: int64 or string) and
   ``probabilities`` (n, n_classes) -- softmax for multiclass, ``[1 - p, p]`` for
   binary, the per-label probabilities (and 0/1 int64 labels) for multilabel;
@@ -41,11 +42,6 @@ def to_onnx(model, name="fastbp", input_name="X", dtype=None, *, class_indices=F
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model)
-    shortcuts = model.get_params().get("connections")
-    if shortcuts not in (None, "none", "sequential", "chain"):
-        # a graph without the shortcut weights would predict something else, silently
-        raise NotImplementedError(f"ONNX export of connections={shortcuts!r} is not supported "
-                                  "yet; only layer-to-next-layer networks are exported")
     dtype = np.dtype(model.coefs_[0].dtype if dtype is None else dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"ONNX export: dtype must be float32 or float64, got {dtype}")
@@ -67,10 +63,23 @@ def to_onnx(model, name="fastbp", input_name="X", dtype=None, *, class_indices=F
         x = node("Sub", [x, const("scale_mean", scaler.mean)], "centered")
         x = node("Div", [x, const("scale_scale", scaler.scale)], "scaled")
     acts = list(model._hidden_acts_) + [model.out_activation_]
+    skips = dict(getattr(model, "skip_coefs_", None) or {})  # {(source, layer): weights}
+    a = [x]  # a[s]: the output of layer s (0 = the input)
     for l, (w, b) in enumerate(zip(model.coefs_, model.intercepts_)):
-        z = node("MatMul", [x, const(f"coef_{l}", w)], f"matmul_{l}")
+        t = l + 1
+        terms = []
+        if np.shape(w)[0] != 0:  # 0 rows: layer t does not take layer t-1 (shortcuts)
+            terms.append(node("MatMul", [a[l], const(f"coef_{l}", w)], f"matmul_{l}"))
+        for (source, target), ws in sorted(skips.items()):
+            if int(target) == t:
+                terms.append(node("MatMul", [a[int(source)], const(f"skip_{source}_{t}", ws)],
+                                  f"matmul_{source}_{t}"))
+        z = terms[0]
+        for k, term in enumerate(terms[1:]):
+            z = node("Add", [z, term], f"sum_{l}_{k}")
         z = node("Add", [z, const(f"intercept_{l}", b)], f"z_{l}")
-        x = _activation(node, const, z, acts[l], l)
+        a.append(_activation(node, const, z, acts[l], l))
+    x = a[-1]
     outputs = []
     n = None  # the batch dimension is free
     if hasattr(model, "classes_"):

@@ -118,3 +118,17 @@ def test_skl2onnx_zipmap_and_nocl_options(rng):
         else:  # nocl: indices into classes_
             np.testing.assert_array_equal(model.classes_[label], model.predict(X))
         assert_close(proba, expected, tol=TOL[np.float32])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_shortcut_connections_match_onnxruntime(dtype, rng):
+    X = rng.standard_normal((40, 4)).astype(dtype)
+    y = _targets(X)["multiclass"]
+    for connections in ("shortcut", {3: [0, 2]}, {2: [0], 3: [1, 2]}):
+        model = fastbp.MLPClassifier(hidden_layer_sizes=(6, 5), activation=["tanh", "relu"],
+                                     connections=connections, max_iter=5,
+                                     random_state=0).fit(X, y)
+        assert model.skip_coefs_  # the blocks are exported, not dropped
+        label, proba = _session(model).run(None, {"X": X})
+        assert_close(proba, model.predict_proba(X), tol=TOL[dtype], what=str(connections))
+        np.testing.assert_array_equal(label, model.predict(X))
