@@ -5,10 +5,24 @@ per test, seeded from the test's node id, so every test (and every parametrized
 case) sees its own reproducible stream and no state leaks between tests.  Nothing
 random happens at import and nothing is seeded globally.
 """
+import os
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Every process of the suite runs this checkout's fastbp: the test process (first on
+# sys.path, whether pytest was started as `pytest` or `python -m pytest`) and the
+# processes tests start (CLI, examples, cache lifecycle: PYTHONPATH).  Otherwise an
+# installed copy served the subprocesses: stale code for a developer who edited without
+# reinstalling, and in CI a second source path, hence a second kernel cache compiled
+# from scratch (and lifecycle tests whose seeded cache did not match their processes).
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
 @pytest.fixture
@@ -24,6 +38,12 @@ def blobs(rng):
     X = rng.standard_normal((90, 4))
     y = (X[:, 0] - X[:, 1] > 0).astype(int) + (X[:, 2] > 0.8).astype(int)
     return X, y
+
+
+def pytest_sessionstart(session):
+    import fastbp
+    assert Path(fastbp.__file__).resolve().parent == ROOT / "fastbp", (
+        f"the suite imported fastbp from {fastbp.__file__}, not from this checkout {ROOT}")
 
 
 def pytest_collection_modifyitems(config, items):
