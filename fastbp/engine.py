@@ -32,7 +32,7 @@ Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]`
 import numpy as np
 
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
-                    HP_MOMENTUM, HP_PROB_EPS, IP_BATCH, IP_CHUNK, IP_LOSS, IP_MEAN_OUT,
+                    HP_MOMENTUM, HP_PROB_EPS, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH, IP_CHUNK, IP_LOSS, IP_MEAN_OUT,
                     IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF,
                     L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF, OPT_ADAM, OPT_NONE, OPT_SGD,
                     ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES,
@@ -45,7 +45,8 @@ from .kernels_loop import (copy_rows, csr_backward_params_parallel,
                            dense_backward_params_serial, dense_forward_parallel,
                            dense_forward_serial, finalize_params, gather_rows_parallel,
                            gather_rows_serial, layer_sq_norms, optimizer_step_parallel,
-                           optimizer_step_serial, output_delta, scale_vector)
+                           optimizer_step_serial, output_delta, rprop_step_parallel,
+                           rprop_step_serial, scale_vector)
 
 
 @jit
@@ -306,6 +307,37 @@ def loss_grad(data, theta, grad, context):
     stats[ST_DATA] = data_sum * scale
     stats[ST_REG] = 0.5 * alpha * wsq_total * scale
     stats[ST_SWSUM] = swsum
+
+
+@jit
+def rprop_epoch(data, state, context):
+    """One full-batch iRPROP- iteration: ``loss_grad`` at theta, then one step.
+
+    ``state = (theta, grad, step, prev)``: the per-weight step sizes and the
+    previous gradient are the optimizer's two moment buffers.  ``stats`` gets
+    ST_DATA, ST_REG, ST_SWSUM of ``loss_grad`` (the objective at theta before
+    the step) and the per-layer gradient norms at ST_GNORM.  A non-finite
+    objective or gradient sets ``stats[ST_DIVERGED] = 1`` and leaves theta,
+    step and prev untouched.  Step bounds: ``hp[HP_STEP_MIN]``, ``hp[HP_STEP_MAX]``.
+    """
+    theta, grad, step, prev = state
+    layers, work, hp, ip, stats = context
+    loss_grad(data, theta, grad, context)
+    n_layers = layers.shape[0]
+    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_layers]
+    layer_sq_norms(grad, layers, norms)
+    total = 0.0
+    for l in range(n_layers):
+        total += norms[l]
+        stats[ST_GNORM + l] = np.sqrt(norms[l])
+    stats[ST_DIVERGED] = 0.0
+    if not (np.isfinite(stats[ST_DATA] + stats[ST_REG]) and np.isfinite(total)):
+        stats[ST_DIVERGED] = 1.0
+        return
+    if theta.shape[0] >= ip[IP_PAR_MIN]:
+        rprop_step_parallel(theta, grad, step, prev, hp[HP_STEP_MIN], hp[HP_STEP_MAX])
+    else:
+        rprop_step_serial(theta, grad, step, prev, hp[HP_STEP_MIN], hp[HP_STEP_MAX])
 
 
 @jit
