@@ -477,15 +477,6 @@ def cmd_train(args):
     else:
         task, reason = _infer_task(df[args.target])
     y = _target(df[args.target], task, args.data, args.target)
-    if task == "classify":
-        classes = np.unique(y)
-        if len(classes) < 2:
-            raise CLIError(f"{args.data}: target column {args.target!r} has only one value; "
-                           "nothing to classify")
-        print(f"task: classify ({reason}): {len(classes)} classes "
-              f"{_names(classes, limit=6)}")
-    else:
-        print(f"task: regress ({reason})")
     if args.class_weight and task != "classify":
         raise CLIError("--class-weight applies to classification only")
     if args.loss and task != "regress":
@@ -497,6 +488,16 @@ def cmd_train(args):
     val = None
     if args.val_data:
         val = _validation_rows(args.val_data, features.columns, args.target, task)
+    if task == "classify":
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise CLIError(f"{args.data}: target column {args.target!r} has only one value; "
+                           "nothing to classify")
+        print(f"task: classify ({reason}): {len(classes)} classes "
+              f"{_names(classes, limit=6)}")
+    else:
+        print(f"task: regress ({reason})")
+    if val is not None:
         print(f"data: {len(y)} rows, {X.shape[1]} features, all for training; "
               f"{len(val[1])} validation rows from {args.val_data}", flush=True)
     else:
