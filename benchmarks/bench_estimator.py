@@ -1,7 +1,8 @@
 """Estimator benchmarks: whole fits and predictions on the workloads of ``common.WORKLOADS``.
 
-Parameters: workload x backend x threads.  Every fit runs exactly
-``EPOCHS`` epoch(s) (fixed ``max_iter``, sgd + momentum 0.9, no early stopping,
+Parameters: backend x workload x threads (backend first, so that asv's default
+graph, up to 8 combinations taken in parameter order, shows the backends side by
+side).  Every fit runs exactly ``EPOCHS`` epoch(s) (fixed ``max_iter``, sgd + momentum 0.9, no early stopping,
 no tolerance stop), so ``time_fit_epoch`` is seconds per epoch (plus the fit's
 small fixed cost: validation, initialisation).  The python backend runs the
 'tiny' workload only; serial backends run with 1 thread only (other
@@ -10,6 +11,10 @@ combinations are skipped with NotImplementedError in ``setup``).
 ``track_train_loss`` is the training loss after the fit: a speed-up that
 changes the numbers shows up there (it should agree across backends and
 thread counts to rounding).
+
+``ShortcutFit`` / ``ShortcutSpeedup``: the same workloads with shortcut
+connections (every layer fed by all earlier layers and the input) beside their
+chain twin, and the BLAS backend's fit time over the loops' on each.
 """
 import warnings
 
@@ -33,13 +38,13 @@ def _skip(workload, backend, threads):
 class _Estimator(Benchmark):
     """Data, estimator, threads and a JIT warm-up fit; shared by the classes below."""
 
-    param_names = ["workload", "backend", "threads"]
-    params = [WORKLOAD_NAMES, BACKENDS, THREADS]
+    param_names = ["backend", "workload", "threads"]  # backend first: see the docstring
+    params = [BACKENDS, WORKLOAD_NAMES, THREADS]
     timeout = 900.0
     warmup_time = 0.0  # setup warms up; W4/W5 epochs take seconds
     number = 1
 
-    def setup(self, workload, backend, threads):
+    def setup(self, backend, workload, threads):
         _skip(workload, backend, threads)
         from sklearn.exceptions import ConvergenceWarning
         self.threads = ThreadLimit(threads)
@@ -52,7 +57,7 @@ class _Estimator(Benchmark):
         rows = self.wl.warm_rows()
         self.est.fit(self.X[:rows], self.y[:rows])  # JIT: compile or load the cache
 
-    def teardown(self, workload, backend, threads):
+    def teardown(self, backend, workload, threads):
         # asv also tears down the cases whose setup was skipped or failed part-way
         if getattr(self, "quiet", None) is not None:
             self.quiet.__exit__(None, None, None)
@@ -65,19 +70,19 @@ class _Estimator(Benchmark):
 class Fit(_Estimator):
     """One fit of ``EPOCHS`` epoch(s) over the whole workload."""
 
-    def time_fit_epoch(self, workload, backend, threads):
+    def time_fit_epoch(self, backend, workload, threads):
         self.est.fit(self.X, self.y)
 
-    def peakmem_fit(self, workload, backend, threads):
+    def peakmem_fit(self, backend, workload, threads):
         self.est.fit(self.X, self.y)
 
-    def track_gflops(self, workload, backend, threads):
+    def track_gflops(self, backend, workload, threads):
         seconds = wall_seconds(lambda: self.est.fit(self.X, self.y))
         return self.wl.train_flops() * EPOCHS / seconds / 1e9
 
     track_gflops.unit = "GFLOP/s"
 
-    def track_train_loss(self, workload, backend, threads):
+    def track_train_loss(self, backend, workload, threads):
         self.est.fit(self.X, self.y)
         return float(self.est.loss_)
 
@@ -87,27 +92,84 @@ class Fit(_Estimator):
 class Predict(_Estimator):
     """``predict`` on the first ``PREDICT_ROWS`` rows of the workload (fitted in setup)."""
 
-    def setup(self, workload, backend, threads):
-        super().setup(workload, backend, threads)
+    def setup(self, backend, workload, threads):
+        super().setup(backend, workload, threads)
         self.X_pred = self.X[:PREDICT_ROWS]
         self.est.predict(self.X_pred)
 
-    def time_predict(self, workload, backend, threads):
+    def time_predict(self, backend, workload, threads):
         self.est.predict(self.X_pred)
 
 
 class Speedup(_Estimator):
     """Fit time of the BLAS backend over that of a loop backend, same threads, one process."""
 
-    params = [WORKLOAD_NAMES, ["loops", "loops-serial"], THREADS]
+    params = [["loops", "loops-serial"], WORKLOAD_NAMES, THREADS]
 
-    def setup(self, workload, backend, threads):
-        super().setup(workload, backend, threads)
+    def setup(self, backend, workload, threads):
+        super().setup(backend, workload, threads)
         self.blas = self.wl.fastbp_estimator("blas", max_iter=EPOCHS, n_jobs=threads)
         rows = self.wl.warm_rows()
         self.blas.fit(self.X[:rows], self.y[:rows])
 
-    def track_speedup_vs_blas(self, workload, backend, threads):
+    def track_speedup_vs_blas(self, backend, workload, threads):
+        loops = wall_seconds(lambda: self.est.fit(self.X, self.y))
+        blas = wall_seconds(lambda: self.blas.fit(self.X, self.y))
+        return blas / loops
+
+    track_speedup_vs_blas.unit = "x"
+
+
+SHORTCUT_WORKLOADS = ["tiny", "W3", "W2", "W4"]   # 'tiny' first (the tiniest)
+CONNECTIONS = ["chain", "shortcut"]
+
+
+class _Topology(_Estimator):
+    """A workload's estimator with ``connections`` set; JIT warm-up fit in setup."""
+
+    param_names = ["workload", "connections", "backend", "threads"]
+    params = [SHORTCUT_WORKLOADS, CONNECTIONS, ["loops", "blas"], THREADS]
+
+    def setup(self, workload, connections, backend, threads):
+        super().setup(workload, backend, threads)
+        self.est.set_params(connections=connections)
+        rows = self.wl.warm_rows()
+        self.est.fit(self.X[:rows], self.y[:rows])
+
+    def teardown(self, workload, connections, backend, threads):
+        super().teardown(workload, backend, threads)
+
+
+class ShortcutFit(_Topology):
+    """One epoch of a shortcut net beside its chain twin (same widths)."""
+
+    def time_fit_epoch(self, workload, connections, backend, threads):
+        self.est.fit(self.X, self.y)
+
+    def track_train_loss(self, workload, connections, backend, threads):
+        self.est.fit(self.X, self.y)
+        return float(self.est.loss_)
+
+    track_train_loss.unit = "loss"
+
+
+class ShortcutSpeedup(_Topology):
+    """Fit time of the BLAS backend over the loops', chain and shortcut, one process."""
+
+    param_names = ["workload", "connections", "threads"]
+    params = [SHORTCUT_WORKLOADS, CONNECTIONS, THREADS]
+
+    def setup(self, workload, connections, threads):
+        super().setup(workload, connections, "loops", threads)
+        self.blas = self.wl.fastbp_estimator("blas", max_iter=EPOCHS, n_jobs=threads)
+        self.blas.set_params(connections=connections)
+        rows = self.wl.warm_rows()
+        self.blas.fit(self.X[:rows], self.y[:rows])
+
+    def teardown(self, workload, connections, threads):
+        super().teardown(workload, connections, "loops", threads)
+
+    def track_speedup_vs_blas(self, workload, connections, threads):
         loops = wall_seconds(lambda: self.est.fit(self.X, self.y))
         blas = wall_seconds(lambda: self.blas.fit(self.X, self.y))
         return blas / loops

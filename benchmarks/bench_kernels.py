@@ -4,7 +4,10 @@ Each class is named after its kernel in CamelCase (``dense_forward`` ->
 ``DenseForward``, attribute ``kernel``); ``tests/test_benchmarks.py`` checks
 that every engine kernel of ``fastbp.kernels_loop`` has one.
 
-Parameters: size x dtype x backend x threads.
+Parameters: backend x size x dtype x threads.  The backend comes first because asv's
+dashboard draws up to 8 parameter combinations by default, taking the parameters in
+their order: so every kernel's default graph shows the loop kernels and their BLAS
+twin side by side (1 thread, float64, each size); other combinations are a click away.
 
 * backend 'loops-parallel' / 'loops-serial': the ``<name>_parallel`` /
   ``<name>_serial`` twin of ``fastbp.kernels_loop`` (the serial jitted helpers
@@ -19,8 +22,8 @@ allocate nothing, the BLAS twin allocates temporaries.
 """
 import numpy as np
 from fastbp import kernels_blas, kernels_loop
-from fastbp.codes import LOG_LOSS, OPT_SGD, RELU, SOFTMAX
-from fastbp.params import Layout
+from fastbp.codes import IDENTITY, LOG_LOSS, OPT_SGD, RELU, SOFTMAX
+from fastbp.params import Layout, normalize_connections
 
 from .common import (SEED, Benchmark, ThreadLimit, median_seconds, random_array,
                      skip_single_threaded)
@@ -29,7 +32,7 @@ DTYPES = ["float64", "float32"]
 TWIN_BACKENDS = ["loops-parallel", "loops-serial", "blas"]
 HELPER_BACKENDS = ["loops-serial", "blas"]
 THREADS = [1, 2]
-PARAM_NAMES = ["size", "dtype", "backend", "threads"]
+PARAM_NAMES = ["backend", "size", "dtype", "threads"]  # backend first: see the docstring
 
 # m x n_in x n_out: W1's hidden layer at batch 32; W4's first layer at batch 256.
 DENSE_SIZES = ["32x64x64", "256x784x512"]
@@ -65,7 +68,7 @@ class _Kernel(Benchmark):
         """Floating-point operations of one call (for track_gflops)."""
         raise NotImplementedError
 
-    def setup(self, size, dtype, backend, threads):
+    def setup(self, backend, size, dtype, threads):
         skip_single_threaded(backend, threads)
         self.func = kernel_function(self.kernel, backend)
         self.dims = parse_size(size)
@@ -73,22 +76,22 @@ class _Kernel(Benchmark):
         self.threads = ThreadLimit(threads)
         self.func(*self.args)  # compile or load from the numba cache
 
-    def teardown(self, size, dtype, backend, threads):
+    def teardown(self, backend, size, dtype, threads):
         if getattr(self, "threads", None) is not None:  # asv tears down skipped cases too
             self.threads.restore()
             self.threads = None
 
-    def time_kernel(self, size, dtype, backend, threads):
+    def time_kernel(self, backend, size, dtype, threads):
         self.func(*self.args)
 
-    def peakmem_kernel(self, size, dtype, backend, threads):
+    def peakmem_kernel(self, backend, size, dtype, threads):
         self.func(*self.args)
 
 
 class _Gflops:
     """``track_gflops``: flops of a call over its median time (mixed into dense kernels)."""
 
-    def track_gflops(self, size, dtype, backend, threads):
+    def track_gflops(self, backend, size, dtype, threads):
         seconds = median_seconds(lambda: self.func(*self.args), repeats=5, min_time=0.02)
         return self.flops(self.dims) / seconds / 1e9
 
@@ -107,7 +110,7 @@ class DenseForward(_Gflops, _Kernel):
     """``a = g(a_prev w^T + b)``, relu."""
 
     kernel = "dense_forward"
-    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, DENSE_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -124,7 +127,7 @@ class DenseBackwardInput(_Gflops, _Kernel):
     """``delta_prev = g'(z_prev) * (delta w)``, relu below."""
 
     kernel = "dense_backward_input"
-    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, DENSE_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -140,13 +143,49 @@ class DenseBackwardParams(_Gflops, _Kernel):
     """``dw = (delta^T a_prev + alpha w) / m``, ``db``, row norms (finished, not accumulated)."""
 
     kernel = "dense_backward_params"
-    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, DENSE_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
         w, a_prev, delta = _dense(dims, dtype, rng)
         return (w, delta, a_prev, 1e-4, 1.0 / m, False, np.empty((n_out, n_in), dtype=dtype),
                 np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype))
+
+    def flops(self, dims):
+        m, n_in, n_out = dims
+        return 2.0 * m * n_in * n_out
+
+
+class DenseForwardAcc(_Gflops, _Kernel):
+    """A shortcut block added to a layer's sums: ``a = g(a + a_src w^T)``, relu.
+
+    Repeated calls keep adding to ``a`` (it grows linearly with the calls, which
+    does not change the work).
+    """
+
+    kernel = "dense_forward_acc"
+    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        w, a_src, _ = _dense(dims, dtype, rng)
+        return w, a_src, RELU, np.zeros((m, n_out), dtype=dtype)
+
+    def flops(self, dims):
+        m, n_in, n_out = dims
+        return 2.0 * m * n_in * n_out
+
+
+class DenseBackwardInputAcc(_Gflops, _Kernel):
+    """A shortcut block's term of its source's error, overwriting (``add`` false), g' = 1."""
+
+    kernel = "dense_backward_input_acc"
+    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        w, a_src, delta = _dense(dims, dtype, rng)
+        return w, delta, a_src, IDENTITY, False, np.empty((m, n_in), dtype=dtype)
 
     def flops(self, dims):
         m, n_in, n_out = dims
@@ -176,7 +215,7 @@ class CsrForward(_Kernel):
     """First layer from CSR rows (shuffled), relu."""
 
     kernel = "csr_forward"
-    params = [CSR_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, CSR_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -189,7 +228,7 @@ class CsrBackwardParams(_Kernel):
     """First-layer gradients from CSR rows (shuffled), finished."""
 
     kernel = "csr_backward_params"
-    params = [CSR_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, CSR_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -200,11 +239,23 @@ class CsrBackwardParams(_Kernel):
                 np.empty(n_out, dtype=dtype))
 
 
+class CsrForwardAcc(_Kernel):
+    """A shortcut block from CSR input rows (shuffled) added to a layer's sums, identity."""
+
+    kernel = "csr_forward_acc"
+    params = [CSR_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        w, Xs, order = _csr_batch(dims, dtype, rng)
+        return w, Xs, order, 0, IDENTITY, np.zeros((m, n_out), dtype=dtype)
+
+
 class GatherRows(_Kernel):
     """Copy a shuffled batch of rows (m x n_features) out of 8 m rows."""
 
     kernel = "gather_rows"
-    params = [["32x20", "256x784"], DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, ["32x20", "256x784"], DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, d = dims
@@ -217,7 +268,7 @@ class OptimizerStep(_Kernel):
     """sgd with Nesterov momentum over the flat parameters (W1's and W4's counts)."""
 
     kernel = "optimizer_step"
-    params = [["5569", "669706"], DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, ["5569", "669706"], DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         (p,) = dims
@@ -250,7 +301,7 @@ class FinalizeParams(_Kernel):
     """Finish accumulated sums of one layer (n_out x n_in): ``dw = (dw + alpha w) scale``."""
 
     kernel = "finalize_params"
-    params = [["512x784"], DTYPES, HELPER_BACKENDS, [1]]
+    params = [HELPER_BACKENDS, ["512x784"], DTYPES, [1]]
 
     def arguments(self, dims, dtype, rng):
         n_out, n_in = dims
@@ -265,7 +316,7 @@ class OutputDelta(_Kernel):
     """Softmax + cross-entropy output delta of a batch (m x n_classes)."""
 
     kernel = "output_delta"
-    params = [["256x10"], DTYPES, HELPER_BACKENDS, [1]]
+    params = [HELPER_BACKENDS, ["256x10"], DTYPES, [1]]
 
     def arguments(self, dims, dtype, rng):
         m, k = dims
@@ -282,7 +333,7 @@ class LayerSqNorms(_Kernel):
     """Per-layer squared gradient norms over W4's flat gradient."""
 
     kernel = "layer_sq_norms"
-    params = [["784x512x512x10"], DTYPES, HELPER_BACKENDS, [1]]
+    params = [HELPER_BACKENDS, ["784x512x512x10"], DTYPES, [1]]
 
     def arguments(self, dims, dtype, rng):
         layout = Layout(dims, [RELU] * (len(dims) - 2) + [SOFTMAX])
@@ -290,11 +341,24 @@ class LayerSqNorms(_Kernel):
         return grad, layout.table, np.empty(layout.n_layers, dtype=dtype)
 
 
+class BlockSqNorms(_Kernel):
+    """Per-shortcut-block squared gradient norms of W4's net with shortcut connections."""
+
+    kernel = "block_sq_norms"
+    params = [["784x512x512x10"], DTYPES, HELPER_BACKENDS, [1]]
+
+    def arguments(self, dims, dtype, rng):
+        sources = normalize_connections("shortcut", len(dims) - 2)
+        layout = Layout(dims, [RELU] * (len(dims) - 2) + [SOFTMAX], sources)
+        grad = random_array(rng, (layout.n_params,), dtype) * dtype.type(0.01)
+        return grad, layout.skips, np.empty(len(layout.skip_keys), dtype=dtype)
+
+
 class ScaleVector(_Kernel):
     """In-place scaling of W4's flat gradient (factor 1: values stay put over repeats)."""
 
     kernel = "scale_vector"
-    params = [["669706"], DTYPES, HELPER_BACKENDS, [1]]
+    params = [HELPER_BACKENDS, ["669706"], DTYPES, [1]]
 
     def arguments(self, dims, dtype, rng):
         (p,) = dims
@@ -305,7 +369,7 @@ class CopyRows(_Kernel):
     """Copy a predicted chunk (m x n_outputs) into the output block at row m."""
 
     kernel = "copy_rows"
-    params = [["1024x10"], DTYPES, HELPER_BACKENDS, [1]]
+    params = [HELPER_BACKENDS, ["1024x10"], DTYPES, [1]]
 
     def arguments(self, dims, dtype, rng):
         m, k = dims

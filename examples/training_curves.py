@@ -2,11 +2,12 @@
 
     python examples/training_curves.py [OUT.png]
 
-Needs matplotlib (``pip install "fastbp[plot]"``); without it the example says so and
-exits.  The PNG goes to OUT.png, or to a new temporary folder.  ``history_`` holds, per
-epoch, the training loss, validation score (with early_stopping), learning rate,
-seconds and the mean gradient norm of each layer; the same figures reach
-``callbacks`` during training as ``fastbp.trainer.EpochResult``.
+Needs matplotlib (from a fastbp checkout: ``pip install ".[plot]"``); without it the
+example says so and exits.  The PNG goes to OUT.png, or to a new temporary folder.
+``history_`` holds, per epoch, the training loss, validation score (with
+early_stopping), learning rate, seconds and the mean gradient norm of each layer; the same
+figures reach ``callbacks`` during training as ``fastbp.trainer.EpochResult``.
+``fastbp plot MODEL.fbp`` draws the same panels from a saved model without code.
 """
 import os
 import sys
@@ -18,7 +19,7 @@ def main(out=None):
         import matplotlib
     except ImportError:
         print("matplotlib is not installed: skipping the plot "
-              "(pip install \"fastbp[plot]\" or pip install matplotlib).")
+              "(pip install matplotlib, or from a fastbp checkout: pip install \".[plot]\").")
         return None
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt

@@ -5,13 +5,14 @@ import scipy.sparse as sp
 
 from .codes import HIDDEN_ACTIVATIONS
 from .backends import BACKENDS
-from .network import Network, engine_input
+from .network import Network, engine_array, engine_input
+from .params import sources_of_weights
 
 __all__ = ["loss_and_gradient", "check_gradients", "GradientCheck"]
 
 
 def _network(coefs, intercepts, X, Y, activation, out_activation, loss, backend,
-             huber_delta):
+             huber_delta, skip_coefs=None):
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if not sp.issparse(X):
@@ -23,7 +24,7 @@ def _network(coefs, intercepts, X, Y, activation, out_activation, loss, backend,
     Y = np.asarray(Y, dtype=dtype)
     if Y.ndim == 1:
         Y = Y.reshape(-1, 1)
-    Y = np.ascontiguousarray(Y)
+    Y = engine_array(Y)
     if Y.shape[0] != X.n_rows:
         raise ValueError(f"X has {X.n_rows} rows but Y has {Y.shape[0]}")
     sizes = [X[0].shape[1]] + [np.shape(c)[1] for c in coefs]
@@ -36,15 +37,18 @@ def _network(coefs, intercepts, X, Y, activation, out_activation, loss, backend,
             raise ValueError(f"unknown activation {a!r}; expected one of {HIDDEN_ACTIVATIONS}")
     if Y.shape[1] != sizes[-1]:
         raise ValueError(f"Y has {Y.shape[1]} columns but the network has {sizes[-1]} outputs")
-    net = Network(sizes, hidden, out_activation, loss, dtype, backend, huber_delta)
-    theta = net.layout.pack(coefs, intercepts, dtype)
+    skip_coefs = skip_coefs or {}
+    sources = sources_of_weights(coefs, list(skip_coefs))
+    net = Network(sizes, hidden, out_activation, loss, dtype, backend, huber_delta,
+                  sources=sources)
+    theta = net.layout.pack(coefs, intercepts, dtype, skip_coefs)
     return net, theta, X, Y
 
 
 def _weights(sample_weight, n, dtype):
     if sample_weight is None:
         return np.empty(0, dtype=dtype)
-    sw = np.ascontiguousarray(sample_weight, dtype=dtype)
+    sw = engine_array(sample_weight, dtype)
     if sw.shape != (n,):
         raise ValueError(f"sample_weight must have shape ({n},), got {sw.shape}")
     return sw
@@ -52,7 +56,7 @@ def _weights(sample_weight, n, dtype):
 
 def loss_and_gradient(coefs, intercepts, X, Y, *, activation="relu",
                       out_activation="identity", loss="squared_error", alpha=0.0,
-                      sample_weight=None, huber_delta=1.0, backend="loops"):
+                      sample_weight=None, huber_delta=1.0, backend="loops", skip_coefs=None):
     """Objective and its gradient for scikit-learn-shaped weights.
 
     ``coefs[l]`` is (n_in, n_out), ``intercepts[l]`` (n_out,); X (n, n_features),
@@ -61,14 +65,24 @@ def loss_and_gradient(coefs, intercepts, X, Y, *, activation="relu",
     ``sum_n s_n C_n / sum_n s_n + alpha / 2 * sum ||W||^2 / sum_n s_n`` with C_n
     the per-sample loss summed over outputs (``fastbp.losses``).
 
-    Returns ``(loss, coef_grads, intercept_grads)`` in the shapes of the inputs.
+    Shortcut connections (an estimator's ``skip_coefs_``): ``skip_coefs`` maps
+    (source, layer) to an (n_source, n_layer) array, layers numbered 0 = the
+    input, 1..H hidden, H+1 the output; ``coefs[l]`` of shape (0, n_out) means
+    layer l+1 does not take layer l as a source.
+
+    Returns ``(loss, coef_grads, intercept_grads)`` in the shapes of the inputs,
+    and a fourth item, the gradients of ``skip_coefs`` (a dict with its keys),
+    when ``skip_coefs`` is given.
     """
     net, theta, X, Y = _network(coefs, intercepts, X, Y, activation, out_activation, loss,
-                                backend, huber_delta)
+                                backend, huber_delta, skip_coefs)
     sw = _weights(sample_weight, X.n_rows, net.dtype)
     data, reg, grad = net.loss_grad(theta, X, Y, sw, float(alpha))
-    return data + reg, [g.copy() for g in net.layout.coefs(grad)], \
-        [b.copy() for b in net.layout.biases(grad)]
+    out = (data + reg, [g.copy() for g in net.layout.coefs(grad)],
+           [b.copy() for b in net.layout.biases(grad)])
+    if skip_coefs is not None:
+        out += ({k: g.copy() for k, g in net.layout.skip_coefs(grad).items()},)
+    return out
 
 
 class GradientCheck:
@@ -89,8 +103,10 @@ class GradientCheck:
 
 def check_gradients(coefs, intercepts, X, Y, *, activation="relu", out_activation="identity",
                     loss="squared_error", alpha=0.0, sample_weight=None, huber_delta=1.0,
-                    backend="loops", eps=1e-6):
+                    backend="loops", eps=1e-6, skip_coefs=None):
     """Compare the backend's gradient with central finite differences (float64).
+
+    Arguments as :func:`loss_and_gradient` (``skip_coefs`` for shortcut blocks).
 
     Perturbs every parameter by +-eps and returns a :class:`GradientCheck` with
     the flat analytic and numeric gradients and the max absolute and
@@ -99,8 +115,10 @@ def check_gradients(coefs, intercepts, X, Y, *, activation="relu", out_activatio
     X = X.astype(np.float64) if sp.issparse(X) else np.asarray(X, dtype=np.float64)
     coefs = [np.asarray(c, dtype=np.float64) for c in coefs]
     intercepts = [np.asarray(b, dtype=np.float64) for b in intercepts]
+    if skip_coefs is not None:
+        skip_coefs = {k: np.asarray(v, dtype=np.float64) for k, v in skip_coefs.items()}
     net, theta, X, Y = _network(coefs, intercepts, X, Y, activation, out_activation, loss,
-                                backend, huber_delta)
+                                backend, huber_delta, skip_coefs)
     sw = _weights(sample_weight, X.n_rows, np.float64)
     _, _, grad = net.loss_grad(theta, X, Y, sw, float(alpha))
     analytic = grad.copy()

@@ -4,10 +4,12 @@
     fastbp train DATA.csv --target COLUMN        fit an MLP on a CSV file, save model.fbp
     fastbp predict model.fbp DATA.csv            predictions as CSV (stdout or --out)
     fastbp info model.fbp                        architecture, classes, training history
+    fastbp plot model.fbp [OUT.png]              draw the training history
 
 Results go to stdout; per-epoch progress, notes and warnings go to stderr.  The
-progress bar is drawn only when stderr is a terminal: in logs and pipes each epoch
-is one plain line (``--quiet``: none), so no control character ever reaches a file.
+progress bar (tqdm, when installed) is drawn only when stderr is a terminal: in logs
+and pipes each epoch is one plain line (``--quiet``: none), so no control character
+ever reaches a file.
 Every error is one line ``fastbp: error: ...`` on stderr with exit status 2, never a
 traceback (set ``FASTBP_DEBUG=1`` to see one for unexpected errors, which exit 1).
 """
@@ -36,13 +38,6 @@ def _one_line(text):
     return "".join(c if c.isprintable() else "?" for c in text).strip()
 
 
-def _is_terminal(stream):
-    try:
-        return stream.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):
-        return False
-
-
 def _note(message):
     print(f"{PROG}: {_one_line(message)}", file=sys.stderr, flush=True)
 
@@ -52,50 +47,26 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"{PROG}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
-class Progress:
-    """An epoch callback for fastbp estimators that reports progress on stderr.
+def Progress(total, label="", quiet=False, stream=None):
+    """The epoch callback reporting progress on stderr (``fastbp.progress.EpochProgress``).
 
-    On a terminal: one bar redrawn in place with ``\\r``.  Otherwise (a log, a pipe):
-    one plain line per epoch.  ``quiet``: nothing.  Never stops training.
+    On a terminal, with tqdm installed: a tqdm bar with elapsed time and ETA.  Otherwise
+    (a log, a pipe, no tqdm): one plain line per epoch.  ``quiet``: nothing.  Never stops
+    training; call ``close()`` when the fit ends.
     """
+    from .progress import EpochProgress
+    width = len(str(max(int(total), 1)))
+    prefix = f"{label} " if label else ""
 
-    width = 24
-
-    def __init__(self, total, label="", quiet=False, stream=None):
-        self.total = max(int(total), 1)
-        self.label = label
-        self.quiet = quiet
-        self.stream = stream if stream is not None else sys.stderr
-        self.terminal = _is_terminal(self.stream)
-        self._drawn = 0
-
-    def __call__(self, info):
-        if self.quiet:
-            return False
-        text = f"epoch {info.epoch:>{len(str(self.total))}}/{self.total}"
+    def line(info):
         figures = f"loss {info.loss:.4f}"
         if info.validation_score is not None:
             figures += f", validation {info.validation_score:.4f}"
-        figures += f", {info.seconds * 1000:.0f} ms"
-        label = f"{self.label} " if self.label else ""
-        if self.terminal:
-            done = min(self.width, round(self.width * info.epoch / self.total))
-            bar = "#" * done + "." * (self.width - done)
-            line = f"{label}{text} [{bar}] {figures}"
-            pad = " " * max(0, self._drawn - len(line))
-            self.stream.write("\r" + line + pad)
-            self._drawn = len(line)
-        else:
-            self.stream.write(f"{label}{text}: {figures}\n")
-        self.stream.flush()
-        return False
+        return (f"{prefix}epoch {info.epoch:>{width}}/{max(int(total), 1)}: {figures}, "
+                f"{info.seconds * 1000:.0f} ms")
 
-    def close(self):
-        """End the bar's line (terminal only)."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = 0
+    return EpochProgress(total, line, stream=stream if stream is not None else sys.stderr,
+                         desc=label or "training", quiet=quiet)
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -169,6 +140,24 @@ def _layer_sizes(text):
     return sizes
 
 
+def _connections(text):
+    """'chain', 'shortcut' or a JSON mapping {layer: [sources]} (checked against the
+    hidden layers in ``cmd_train``)."""
+    text = text.strip()
+    if text in ("chain", "shortcut"):
+        return text
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected 'chain', 'shortcut' or a JSON mapping of layers to their source "
+            f"layers such as '{{\"3\": [0, 2]}}', got {text!r}")
+    return {int(k) if str(k).strip().isdigit() else k: v for k, v in value.items()}
+
+
 def _build_parser():
     from .codes import HIDDEN_ACTIVATIONS
     from .estimators import SOLVERS
@@ -207,8 +196,8 @@ def _build_parser():
         description="Fit an MLP on a CSV file (header row; numeric feature columns; the target "
                     "may be text for classification), holding out a validation split that "
                     "early stopping watches (the best epoch's weights are kept), and save the "
-                    "model file. Features are used as they are: scale them beforehand "
-                    "(values of order 1 train best).")
+                    "model file. Features are used as they are unless --scale standard: "
+                    "values of order 1 train best.")
     train.add_argument("data", metavar="DATA.csv", help="training data with a header row")
     train.add_argument("--target", required=True, metavar="COLUMN",
                        help="the column to predict; every other column is a feature")
@@ -219,6 +208,11 @@ def _build_parser():
                        help="hidden layer widths, comma-separated (default: 64)")
     train.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu",
                        help="hidden activation (default: relu)")
+    train.add_argument("--connections", type=_connections, default="chain", metavar="KIND",
+                       help="which layers feed which: 'chain' (each layer the next), "
+                            "'shortcut' (every layer fed by all earlier layers and the "
+                            "input) or JSON {layer: [sources]} with 0 = the input, "
+                            "1..H the hidden layers, H+1 the output (default: chain)")
     train.add_argument("--epochs", type=_positive_int, default=200,
                        help="maximum epochs (default: 200)")
     train.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
@@ -243,6 +237,10 @@ def _build_parser():
     train.add_argument("--val-data", default=None, metavar="FILE.csv",
                        help="validation rows (same columns) for early stopping and the "
                             "validation score, instead of holding out --validation-fraction")
+    train.add_argument("--scale", choices=("none", "standard"), default="none",
+                       help="'standard': standardize each feature with the training data's "
+                            "mean and standard deviation, stored in the model file and "
+                            "applied by 'fastbp predict' (default: none)")
     train.add_argument("--out", default="model.fbp", metavar="PATH",
                        help="model file to write (default: model.fbp)")
     train.add_argument("-q", "--quiet", action="store_true", help="no per-epoch progress")
@@ -267,6 +265,16 @@ def _build_parser():
     info.add_argument("model", metavar="MODEL.fbp")
     info.set_defaults(func=cmd_info)
 
+    plot = sub.add_parser(
+        "plot", help="draw a saved model's training history to a PNG",
+        description="Draw a saved model's training history (training loss, validation "
+                    "score, gradient norm of each layer per epoch) into an image file. "
+                    "Needs matplotlib.")
+    plot.add_argument("model", metavar="MODEL.fbp")
+    plot.add_argument("out", metavar="OUT.png", nargs="?",
+                      help="image to write; .png, .svg, .pdf... (default: MODEL.png)")
+    plot.set_defaults(func=cmd_plot)
+
     cache = sub.add_parser(
         "cache", help="show or clear fastbp's cache of compiled kernels",
         description="fastbp compiles its kernels once per machine and keeps them in Numba's "
@@ -279,22 +287,21 @@ def _build_parser():
 
 # -- data helpers -----------------------------------------------------------------------------
 def _read_csv(path):
-    import pandas as pd
+    """The :class:`fastbp.csvtable.Table` of ``path`` (pandas not required)."""
+    from .csvtable import CSVError, read
     try:
-        df = pd.read_csv(path)
+        table = read(path)
     except FileNotFoundError:
         raise CLIError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CLIError(f"{path}: is a folder, not a CSV file") from None
     except PermissionError:
         raise CLIError(f"{path}: permission denied") from None
-    except pd.errors.EmptyDataError:
-        raise CLIError(f"{path}: empty file (expected a CSV file with a header row)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise CLIError(f"{path}: not a readable CSV file ({exc})") from None
-    if df.shape[0] == 0:
+    except CSVError as exc:
+        raise CLIError(str(exc)) from None
+    if table.n_rows == 0:
         raise CLIError(f"{path}: no data rows")
-    return df
+    return table
 
 
 def _names(columns, limit=8):
@@ -303,38 +310,34 @@ def _names(columns, limit=8):
     return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")
 
 
-def _numeric_features(frame, path):
-    """``frame`` as float64 columns (same names), or a CLIError naming the offending column."""
+def _numeric_features(table, names, path):
+    """Columns ``names`` of ``table`` as a float64 array (n_rows, len(names)), or a CLIError
+    naming the offending column."""
     import numpy as np
-    import pandas as pd
-    out = {}
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_bool_dtype(col):
-            col = col.astype(np.float64)
-        elif not pd.api.types.is_numeric_dtype(col):
-            values = col.dropna()
-            bad = values[pd.to_numeric(values, errors="coerce").isna()]
-            example = f" (e.g. {bad.iloc[0]!r} on line {bad.index[0] + 2})" if len(bad) else ""
+    X = np.empty((table.n_rows, len(names)))
+    for j, name in enumerate(names):
+        col = table.as_float(name)
+        if col is None:
+            bad = table.first_non_number(name)
+            example = f" (e.g. {bad[0]!r} on line {bad[1]})" if bad else ""
             raise CLIError(f"{path}: feature column {str(name)!r} is not numeric{example}; "
                            "encode it as numbers or drop it")
-        col = col.astype(np.float64)
-        missing = np.flatnonzero(~np.isfinite(col.to_numpy()))
+        missing = np.flatnonzero(~np.isfinite(col))
         if missing.size:
             raise CLIError(f"{path}: feature column {str(name)!r} has {missing.size} missing or "
-                           f"non-finite value(s) (first on line {missing[0] + 2}); fill or "
-                           "drop them")
-        out[name] = col
-    return pd.DataFrame(out, index=frame.index)
+                           f"non-finite value(s) (first on line {table.lines[missing[0]]}); "
+                           "fill or drop them")
+        X[:, j] = col
+    return X
 
 
-def _infer_task(y):
-    """('classify' | 'regress', reason)."""
+def _infer_task(table, name):
+    """('classify' | 'regress', reason) for target column ``name``."""
     import numpy as np
-    import pandas as pd
-    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+    if table.kinds[name] != "number":
         return "classify", "the target is not numeric"
-    values = y.to_numpy(dtype=np.float64)
+    values = table.values[name]
+    values = values[~np.isnan(values)]
     n_unique = len(np.unique(values))
     if np.all(values == np.round(values)) and n_unique <= MAX_CLASSIFY_UNIQUE \
             and n_unique <= max(2, len(values) // 2):
@@ -342,25 +345,23 @@ def _infer_task(y):
     return "regress", "the target is numeric with many values"
 
 
-def _target(y, task, path, name):
+def _target(table, task, path, name):
     import numpy as np
-    import pandas as pd
-    missing = np.flatnonzero(y.isna().to_numpy())
+    missing = np.flatnonzero(table.missing(name))
     if missing.size:
         raise CLIError(f"{path}: target column {name!r} has {missing.size} missing value(s) "
-                       f"(first on line {missing[0] + 2}); drop those rows")
+                       f"(first on line {table.lines[missing[0]]}); drop those rows")
+    kind, values = table.kinds[name], table.values[name]
     if task == "regress":
-        if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        if kind != "number":
             raise CLIError(f"{path}: target column {name!r} is not numeric; use --task classify "
                            "or a numeric target")
-        values = y.to_numpy(dtype=np.float64)
         if not np.isfinite(values).all():
             raise CLIError(f"{path}: target column {name!r} has non-finite values")
         return values
-    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
-        return np.asarray(y.astype(str).to_numpy(), dtype=str)
-    values = y.to_numpy()
-    if np.issubdtype(values.dtype, np.floating) and np.all(values == np.round(values)):
+    if kind != "number":
+        return np.asarray([str(v) for v in values], dtype=str)
+    if np.all(values == np.round(values)) and np.abs(values).max() < 2.0 ** 53:
         values = values.astype(np.int64)
     return values
 
@@ -462,21 +463,28 @@ def cmd_train(args):
 
     from .estimators import MLPClassifier, MLPRegressor
 
+    from .params import normalize_connections
+
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise CLIError(f"{args.out}: cannot write the model file (no folder {folder!r})")
-    df = _read_csv(args.data)
-    if args.target not in df.columns:
-        raise CLIError(f"{args.data}: no column {args.target!r} (columns: {_names(df.columns)})")
-    features = df.drop(columns=[args.target])
-    if features.shape[1] == 0:
+    try:
+        normalize_connections(args.connections, len(args.hidden))
+    except ValueError as exc:
+        raise CLIError(f"--connections: {exc}") from None
+    table = _read_csv(args.data)
+    if args.target not in table.columns:
+        raise CLIError(f"{args.data}: no column {args.target!r} (columns: "
+                       f"{_names(table.columns)})")
+    names = [c for c in table.columns if c != args.target]
+    if not names:
         raise CLIError(f"{args.data}: no feature columns besides the target {args.target!r}")
-    X = _numeric_features(features, args.data)
+    X = _numeric_features(table, names, args.data)
     if args.task:
         task, reason = args.task, "given by --task"
     else:
-        task, reason = _infer_task(df[args.target])
-    y = _target(df[args.target], task, args.data, args.target)
+        task, reason = _infer_task(table, args.target)
+    y = _target(table, task, args.data, args.target)
     if args.class_weight and task != "classify":
         raise CLIError("--class-weight applies to classification only")
     if args.loss and task != "regress":
@@ -487,7 +495,7 @@ def cmd_train(args):
                        f"{int(np.flatnonzero(y < 0)[0]) + 2})")
     val = None
     if args.val_data:
-        val = _validation_rows(args.val_data, features.columns, args.target, task)
+        val = _validation_rows(args.val_data, names, args.target, task)
     if task == "classify":
         classes = np.unique(y)
         if len(classes) < 2:
@@ -504,10 +512,10 @@ def cmd_train(args):
         n_val = int(np.ceil(args.validation_fraction * len(y)))
         print(f"data: {len(y)} rows, {X.shape[1]} features; {len(y) - n_val} for training, "
               f"{n_val} held out for validation", flush=True)
-    largest = float(np.abs(X.to_numpy()).max())
-    if largest > 100:
+    largest = float(np.abs(X).max())
+    if largest > 100 and args.scale == "none":
         _note(f"note: features are not scaled (largest |value| {largest:.3g}); MLPs train best "
-              "on values of order 1: consider standardizing them first")
+              "on values of order 1: consider --scale standard")
     if task == "regress" and float(np.abs(y).max()) > 100:
         _note(f"note: the target is not scaled (largest |value| {float(np.abs(y).max()):.3g}); "
               "training may need more --epochs or a larger --learning-rate")
@@ -517,7 +525,9 @@ def cmd_train(args):
                 alpha=args.alpha, batch_size=args.batch_size or "auto",
                 learning_rate_init=args.learning_rate, max_iter=args.epochs,
                 early_stopping=True, validation_fraction=args.validation_fraction,
-                n_iter_no_change=args.patience, random_state=args.seed, callbacks=progress)
+                n_iter_no_change=args.patience, random_state=args.seed, callbacks=progress,
+                scale=None if args.scale == "none" else args.scale,
+                connections=args.connections)
     if args.class_weight:
         model.set_params(class_weight=args.class_weight)
     if args.loss:
@@ -544,16 +554,10 @@ def cmd_train(args):
         print(f"ran {model.n_iter_} lbfgs iterations (at most --epochs {args.epochs})")
         print(f"validation {metric}: {score:.4f}")
     else:
-        scores = model.validation_scores_ or []
-        best_epoch = int(np.nanargmax(scores)) + 1 if scores else model.n_iter_
-        if model.n_iter_ >= args.epochs:
-            print(f"ran all {args.epochs} epochs (the validation score may still improve "
-                  "with more --epochs); kept the best epoch's weights")
-        else:
-            print(f"stopped after {model.n_iter_} epochs: no validation improvement in "
-                  f"{args.patience} epochs; kept the best epoch's weights")
-        print(f"validation {metric}: {score:.4f} (epoch {best_epoch})")
+        print(_stop_summary(model.validation_scores_ or [], model.n_iter_, args.epochs,
+                            args.patience, model.tol, metric, score))
     model.callbacks = None
+    model.feature_names_in_ = np.asarray(names, dtype=object)  # X was a plain array
     try:
         model.save(args.out)
     except OSError as exc:
@@ -563,15 +567,34 @@ def cmd_train(args):
     return 0
 
 
-def _validation_rows(path, columns, target, task):
+def _validation_rows(path, names, target, task):
     """(X_val, y_val) of ``--val-data``: the training feature columns, by name."""
-    df = _read_csv(path)
-    missing = [c for c in columns if c not in df.columns]
+    table = _read_csv(path)
+    missing = [c for c in names if c not in table.columns]
     if missing:
         raise CLIError(f"{path}: missing feature column(s) {_names(missing)}")
-    if target not in df.columns:
+    if target not in table.columns:
         raise CLIError(f"{path}: no target column {target!r}")
-    return _numeric_features(df[list(columns)], path), _target(df[target], task, path, target)
+    return _numeric_features(table, names, path), _target(table, task, path, target)
+
+
+def _stop_summary(scores, n_iter, max_epochs, patience, tol, metric, score):
+    """Why training stopped and the kept (best) epoch's validation score, in two lines.
+
+    Early stopping counts an epoch as "no improvement" when its score beats the best
+    by less than ``tol`` (scikit-learn's rule), while the kept weights are those of
+    the best score: the best epoch can be the last one, so the lines say both.
+    """
+    import numpy as np
+    best_epoch = int(np.nanargmax(scores)) + 1 if len(scores) else n_iter
+    if n_iter >= max_epochs:
+        first = (f"ran all {max_epochs} epochs (the validation score may still improve "
+                 "with more --epochs); kept the best epoch's weights")
+    else:
+        first = (f"stopped after {n_iter} epochs: the validation score did not improve by "
+                 f"more than tol={tol:g} in {patience} consecutive epochs; kept the best "
+                 "epoch's weights")
+    return f"{first}\nvalidation {metric}: {score:.4f} (best, epoch {best_epoch})"
 
 
 def _fit_lbfgs(model, X, y, task, args):
@@ -591,47 +614,56 @@ def _fit_lbfgs(model, X, y, task, args):
 
 def cmd_predict(args):
     import numpy as np
-    import pandas as pd
 
     model = _load_model(args.model)
-    df = _read_csv(args.data)
+    table = _read_csv(args.data)
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
         names = [str(n) for n in names]
-        missing = [n for n in names if n not in df.columns]
+        missing = [n for n in names if n not in table.columns]
         if missing:
             raise CLIError(f"{args.data}: missing feature column(s) {_names(missing)} that "
                            f"{args.model} was trained on")
-        X = _numeric_features(df[names], args.data)
     else:
-        if df.shape[1] != model.n_features_in_:
+        if len(table.columns) != model.n_features_in_:
             raise CLIError(f"{args.model} has no saved feature names and expects "
                            f"{model.n_features_in_} feature columns; {args.data} has "
-                           f"{df.shape[1]}")
-        X = _numeric_features(df, args.data).to_numpy()
-    pred = model.predict(X)
-    out = pd.DataFrame(index=range(len(df)))
+                           f"{len(table.columns)}")
+        names = table.columns
+    X = _numeric_features(table, names, args.data)
+    with warnings.catch_warnings():
+        # the columns were matched by name above; X is a plain array in the model's order
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        pred = model.predict(X)
+        proba = None
+        if args.proba:
+            if not hasattr(model, "predict_proba"):
+                raise CLIError(f"--proba: {args.model} is a regressor; it has no probabilities")
+            proba = model.predict_proba(X)
     if np.ndim(pred) == 1:
-        out["prediction"] = pred
+        header, columns = ["prediction"], [pred]
     else:
         labels = getattr(model, "classes_", range(pred.shape[1]))
-        for k, label in enumerate(labels):
-            out[f"prediction_{label}"] = pred[:, k]
-    if args.proba:
-        if not hasattr(model, "predict_proba"):
-            raise CLIError(f"--proba: {args.model} is a regressor; it has no probabilities")
-        proba = model.predict_proba(X)
-        for k, label in enumerate(model.classes_):
-            out[f"proba_{label}"] = proba[:, k]
+        header = [f"prediction_{label}" for label in labels]
+        columns = [pred[:, k] for k in range(pred.shape[1])]
+    if proba is not None:
+        header += [f"proba_{label}" for label in model.classes_]
+        columns += [proba[:, k] for k in range(proba.shape[1])]
     if args.out:
         try:
-            out.to_csv(args.out, index=False, lineterminator="\n")
+            with open(args.out, "w", newline="", encoding="utf-8") as fh:
+                _write_csv(fh, header, columns)
         except OSError as exc:
             raise CLIError(f"{args.out}: cannot write ({exc.strerror or exc})") from None
-        print(f"wrote {len(out)} predictions to {args.out}")
+        print(f"wrote {len(pred)} predictions to {args.out}")
     else:
-        out.to_csv(sys.stdout, index=False, lineterminator="\n")
+        _write_csv(sys.stdout, header, columns)
     return 0
+
+
+def _write_csv(stream, header, columns):
+    from .csvtable import write
+    write(stream, header, columns)
 
 
 def cmd_info(args):
@@ -640,12 +672,18 @@ def cmd_info(args):
     model = _load_model(args.model)
     sizes = [model.n_features_in_] + [c.shape[1] for c in model.coefs_]
     acts = list(model._hidden_acts_) + [model.out_activation_]
-    n_params = sum(c.size + b.size for c, b in zip(model.coefs_, model.intercepts_))
+    skips = getattr(model, "skip_coefs_", None) or {}
+    n_params = sum(c.size + b.size for c, b in zip(model.coefs_, model.intercepts_)) + \
+        sum(c.size for c in skips.values())
     layers = " -> ".join([f"{sizes[0]} inputs"] +
                          [f"{s} {a}" for s, a in zip(sizes[1:], acts)])
     params = model.get_params()
     print(f"{args.model}: {type(model).__name__}")
     print(f"  layers:     {layers}")
+    if skips:
+        gaps = [f"{l} -> {l + 1}" for l, c in enumerate(model.coefs_) if c.shape[0] == 0]
+        print(f"  shortcuts:  {', '.join(f'{s} -> {t}' for s, t in sorted(skips))} "
+              "(0 = the input)" + (f"; no chain block {', '.join(gaps)}" if gaps else ""))
     print(f"  dtype:      {model.coefs_[0].dtype} ({n_params} parameters)")
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
@@ -656,6 +694,9 @@ def cmd_info(args):
         print(f"  classes:    {_names(model.classes_, limit=12)} ({len(model.classes_)})")
     else:
         print(f"  outputs:    {model.n_outputs_} ({params.get('loss', 'squared_error')})")
+    if getattr(model, "scaler_", None) is not None:
+        print("  scaling:    standard (training mean and standard deviation, applied by "
+              "predict)")
     print(f"  training:   solver {params['solver']}, learning_rate_init "
           f"{params['learning_rate_init']}, alpha {params['alpha']}, batch_size "
           f"{params['batch_size']}, random_state {params['random_state']}")
@@ -672,6 +713,24 @@ def cmd_info(args):
         best = "best validation score n/a (none recorded during training)"
     unit = "iterations" if params["solver"] == "lbfgs" else "epochs"
     print(f"  history:    {epochs} {unit}, {final}, {best}")
+    return 0
+
+
+def cmd_plot(args):
+    from .plot import MatplotlibMissing, save_history
+
+    model = _load_model(args.model)
+    out = args.out or os.path.splitext(args.model)[0] + ".png"
+    try:
+        save_history(model, out, title=f"{os.path.basename(args.model)}: "
+                                       f"{type(model).__name__}")
+    except MatplotlibMissing as exc:
+        raise CLIError(f"{exc}") from None
+    except ValueError as exc:
+        raise CLIError(f"{args.model}: {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {out}")
     return 0
 
 

@@ -49,6 +49,16 @@ IP_SIZE = 9
 # Columns of the int64 layer table (one row per weight layer).
 L_NIN, L_NOUT, L_WOFF, L_BOFF, L_ACT, L_AOFF, L_DOFF = range(7)
 L_COLS = 7
+# Columns of the int64 shortcut-block table (one row per weight block that is not a
+# chain block: source layer S_SRC feeds target layer S_DST, layers numbered 0 = the
+# input, 1..H hidden, H+1 output).  The block's weights ``w[j, i]`` (S_NOUT, S_NIN)
+# sit at S_WOFF of the flat buffer; S_DB is the offset into the workspace of a
+# scratch row that receives the bias sums the shared kernels also compute.  The
+# engine finds the table in ``ip[IP_SIZE:]`` (S_COLS numbers per block; empty for
+# a chain), rows sorted by (S_DST, S_SRC).
+S_SRC, S_DST, S_NIN, S_NOUT, S_WOFF, S_DB = range(6)
+S_COLS = 6
 # Layout of the float64 statistics vector written by the engine.
 ST_LOSS, ST_SAMPLES, ST_DIVERGED, ST_BATCHES, ST_DATA, ST_REG, ST_SWSUM, ST_GNORM = range(8)
-# per-layer gradient norms follow from ST_GNORM on
+# gradient norms follow from ST_GNORM on: one per layer (its chain weights and biases),
+# then one per shortcut block

@@ -49,7 +49,7 @@ import dask
 import distributed
 
 from .estimators import FitRun, MLPClassifier, MLPRegressor
-from .network import Network, as_rows
+from .network import Network, as_rows, engine_array
 from .trainer import DivergenceError, run_epoch, sample_order, with_threads
 
 __all__ = ["fit", "task_threads", "benchmark"]
@@ -127,12 +127,11 @@ def _epoch_sums(spec, job, state, indices, *parts):
     """One compiled epoch per partition from ``state``; weighted sums of the results.
 
     Returns [weight sum, loss*rows, rows, batches, max step, diverged partition
-    (-1 if none), gradient-norm sums per layer..., weighted state...].
+    (-1 if none), gradient-norm sums per layer and shortcut block..., weighted state...].
     """
     net = _network(spec)
     p = net.layout.n_params
-    n_layers = net.layout.n_layers
-    head = 6 + n_layers
+    head = 6 + net.layout.n_blocks  # a gradient norm per layer, then per shortcut block
     out = np.zeros(head + state.shape[0])
     out[5] = -1.0
     for index, (X, Y, sw) in zip(indices, parts):
@@ -245,11 +244,11 @@ def _prepare(index, x, y, sw, n_features, dtype, binarizer, class_weights=None):
         if not np.isfinite(Y).all():
             raise ValueError(f"{where}: y contains NaN or infinity (row "
                              f"{_first_bad_row(Y)} of the partition).")
-    Y = np.ascontiguousarray(Y.reshape(n, -1))
+    Y = engine_array(Y.reshape(n, -1))
     if sw is None:
         w = np.empty(0, dtype=dtype)
     else:
-        w = np.ascontiguousarray(_rows(sw, dtype))
+        w = engine_array(_rows(sw, dtype))
         if w.shape != (n,):
             raise ValueError(f"{where}: sample_weight has shape {w.shape}, expected ({n},).")
         if not np.isfinite(w).all() or (w < 0).any():
@@ -429,7 +428,9 @@ class _DistributedNetwork:
         scale = 1.0 / self.weight_sum
         g = sums[2:]
         wsq = 0.0
-        for w, dw in zip(self.layout.weights(theta), self.layout.weights(g)):
+        layout = self.layout
+        for w, dw in zip(layout.weights(theta) + layout.skip_weights(theta),
+                         layout.weights(g) + layout.skip_weights(g)):
             w64 = w.astype(np.float64)
             dw += alpha * w64  # the engine's finalize_params: (dw + alpha w) * scale
             wsq += float(np.dot(w64.ravel(), w64.ravel()))
@@ -491,6 +492,9 @@ def fit(estimator, X, y, sample_weight=None, *, client=None, n_partitions=None,
     if estimator.solver == "rprop":
         raise ValueError("fastbp.dask.fit does not support solver='rprop' yet; use "
                          "solver='lbfgs' (exact full batch on a cluster) or fit in memory.")
+    if estimator.scale is not None:
+        raise ValueError("fastbp.dask.fit does not support scale='standard'; standardize the "
+                         "dask arrays first (e.g. dask_ml.preprocessing.StandardScaler).")
     with FitRun(estimator) as lifecycle:  # start -> epochs -> commit, or nothing assigned
         run = _DataParallelFit(estimator, client, threads, retries, lifecycle)
         try:
@@ -599,7 +603,7 @@ class _AveragingEpoch:
         est = lifecycle.est
         self.cluster = cluster
         self.p = net.layout.n_params
-        self.n_layers = net.layout.n_layers
+        self.n_blocks = net.layout.n_blocks
         self.moments = _MOMENTS[est.solver]
         self.job = {"optimizer": lifecycle.optimizer(0, net.dtype), "moments": self.moments,
                     "seed": int(lifecycle.rng.randint(np.iinfo(np.int32).max)),
@@ -628,7 +632,7 @@ class _AveragingEpoch:
             err.warning = msg + " Keeping the weights of the last averaged epoch."
             raise err
         opt.t = max(int(r[4]) for r in results)
-        head = 6 + self.n_layers
+        head = 6 + self.n_blocks
         avg = sums[head:] / sums[0]
         theta[...] = avg[:p]
         for k, name in enumerate(moments):

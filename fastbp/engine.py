@@ -25,6 +25,14 @@ builds them):
   (n_layers, L_COLS); ``work`` flat workspace for one block of activations and
   deltas; ``hp`` float64 hyper-parameters (HP_*), ``ip`` int64 controls (IP_*),
   ``stats`` float64 outputs (ST_*) -- slots named in ``codes``.
+* Topology (``params``): row l of ``layers`` is layer l+1 with its chain block
+  from layer l (``L_NIN`` = 0 when absent); the other weight blocks ("shortcut
+  blocks", source s -> target t) are the table ``ip[IP_SIZE:]`` (S_COLS per
+  row, ``codes.S_*``; empty for a chain, which then runs exactly the chain
+  code).  Forward: a layer with shortcut blocks gets ``z = W a + b`` from its
+  chain block and adds each shortcut block's ``a^s W^{s,t}``, the activation
+  applied with the last.  Backward: a layer that feeds shortcut blocks sums the
+  errors ``delta^t W^{s,t}`` of every layer it feeds, g' applied with the last.
 
 Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]``
 (or ``start:start + m`` in the natural order).
@@ -32,21 +40,24 @@ Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]`
 import numpy as np
 
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
-                    HP_MOMENTUM, HP_PROB_EPS, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH, IP_CHUNK, IP_LOSS, IP_MEAN_OUT,
-                    IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF,
-                    L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF, OPT_ADAM, OPT_NONE, OPT_SGD,
-                    ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES,
-                    ST_SWSUM)
+                    HP_MOMENTUM, HP_PROB_EPS, HP_STEP_MAX, HP_STEP_MIN, IDENTITY, IP_BATCH,
+                    IP_CHUNK, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE,
+                    IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF,
+                    OPT_ADAM, OPT_NONE, OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC,
+                    S_WOFF, ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG,
+                    ST_SAMPLES, ST_SWSUM)
 from .jit import jit
-from .kernels_loop import (copy_rows, csr_backward_params_parallel,
-                           csr_backward_params_serial, csr_forward_parallel,
-                           csr_forward_serial, dense_backward_input_parallel,
-                           dense_backward_input_serial, dense_backward_params_parallel,
-                           dense_backward_params_serial, dense_forward_parallel,
-                           dense_forward_serial, finalize_params, gather_rows_parallel,
-                           gather_rows_serial, layer_sq_norms, optimizer_step_parallel,
-                           optimizer_step_serial, output_delta, rprop_step_parallel,
-                           rprop_step_serial, scale_vector)
+from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parallel,
+                           csr_backward_params_serial, csr_forward_acc_parallel,
+                           csr_forward_acc_serial, csr_forward_parallel, csr_forward_serial,
+                           dense_backward_input_acc_parallel, dense_backward_input_acc_serial,
+                           dense_backward_input_parallel, dense_backward_input_serial,
+                           dense_backward_params_parallel, dense_backward_params_serial,
+                           dense_forward_acc_parallel, dense_forward_acc_serial,
+                           dense_forward_parallel, dense_forward_serial, finalize_params,
+                           gather_rows_parallel, gather_rows_serial, layer_sq_norms,
+                           optimizer_step_parallel, optimizer_step_serial, output_delta,
+                           rprop_step_parallel, rprop_step_serial, scale_vector)
 
 
 @jit
@@ -57,6 +68,22 @@ def _layer_params(buf, layers, l):
     wo = layers[l, L_WOFF]
     bo = layers[l, L_BOFF]
     return buf[wo:wo + n_out * n_in].reshape((n_out, n_in)), buf[bo:bo + n_out]
+
+
+@jit
+def _skip_table(ip):
+    """The shortcut-block table (n_skip, S_COLS) stored in ``ip[IP_SIZE:]``."""
+    n_skip = (ip.shape[0] - IP_SIZE) // S_COLS
+    return ip[IP_SIZE:IP_SIZE + n_skip * S_COLS].reshape((n_skip, S_COLS))
+
+
+@jit
+def _skip_weights(buf, skips, k):
+    """Shortcut block k's view ``w (n_out, n_in)`` of a flat buffer laid out as theta."""
+    n_in = skips[k, S_NIN]
+    n_out = skips[k, S_NOUT]
+    wo = skips[k, S_WOFF]
+    return buf[wo:wo + n_out * n_in].reshape((n_out, n_in))
 
 
 @jit
@@ -81,6 +108,14 @@ def _input_block(X, batch, work, par_min):
 
 
 @jit
+def _outputs(work, layers, a0, s, m):
+    """The (m, n_units) outputs of layer s (0 = the batch's dense input block a0)."""
+    if s == 0:
+        return a0
+    return _rows(work, layers[s - 1, L_AOFF], m, layers[s - 1, L_NOUT])
+
+
+@jit
 def _n_rows(X, Xs):
     """Number of samples of dense X or of the CSR matrix Xs."""
     indptr = Xs[2]
@@ -88,31 +123,54 @@ def _n_rows(X, Xs):
 
 
 @jit
-def _forward(a0, Xs, batch, theta, layers, work, par_min):
+def _forward(a0, Xs, batch, theta, layers, skips, work, par_min):
     """Forward pass of one batch through every layer; returns the output block.
 
     a0 is the batch's dense input block (ignored for CSR input Xs, whose rows
-    order[start:start + m] feed the first layer directly).
+    order[start:start + m] feed the first layer directly).  ``skips`` is the
+    shortcut-block table (empty for a chain).
     """
     order, start, m = batch
     sparse = Xs[2].shape[0] > 0
     a_prev = a0
     a = a0
+    k = 0  # next shortcut block (rows sorted by target)
     for l in range(layers.shape[0]):
         n_in = layers[l, L_NIN]
         n_out = layers[l, L_NOUT]
         w, b = _layer_params(theta, layers, l)
         a = _rows(work, layers[l, L_AOFF], m, n_out)
         par = m * n_in * n_out >= par_min and m > 1
+        k_end = k
+        while k_end < skips.shape[0] and skips[k_end, S_DST] == l + 1:
+            k_end += 1
+        act = layers[l, L_ACT] if k_end == k else IDENTITY  # g with the last block
+        if n_in == 0:  # no chain block: z = b, the shortcut blocks add the rest
+            a_prev = _rows(work, 0, m, 0)
         if l == 0 and sparse:
             if par:
-                csr_forward_parallel(w, b, Xs, order, start, layers[l, L_ACT], a)
+                csr_forward_parallel(w, b, Xs, order, start, act, a)
             else:
-                csr_forward_serial(w, b, Xs, order, start, layers[l, L_ACT], a)
+                csr_forward_serial(w, b, Xs, order, start, act, a)
         elif par:
-            dense_forward_parallel(w, b, a_prev, layers[l, L_ACT], a)
+            dense_forward_parallel(w, b, a_prev, act, a)
         else:
-            dense_forward_serial(w, b, a_prev, layers[l, L_ACT], a)
+            dense_forward_serial(w, b, a_prev, act, a)
+        while k < k_end:
+            s = skips[k, S_SRC]
+            ws = _skip_weights(theta, skips, k)
+            act = layers[l, L_ACT] if k == k_end - 1 else IDENTITY
+            par = m * skips[k, S_NIN] * n_out >= par_min and m > 1
+            if s == 0 and sparse:
+                if par:
+                    csr_forward_acc_parallel(ws, Xs, order, start, act, a)
+                else:
+                    csr_forward_acc_serial(ws, Xs, order, start, act, a)
+            elif par:
+                dense_forward_acc_parallel(ws, _outputs(work, layers, a0, s, m), act, a)
+            else:
+                dense_forward_acc_serial(ws, _outputs(work, layers, a0, s, m), act, a)
+            k += 1
         a_prev = a
     return a
 
@@ -124,16 +182,18 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     Writes the finished gradient into ``grad`` (``accumulate`` false; scale =
     1 / sum of the batch's weights) or adds raw sums to it (``accumulate``
     true).  Returns (sum_n s_n C_n, sum of squared weights); the second is 0
-    when accumulating.
+    when accumulating.  Callers pass ``np.bool_`` flags, not literals: Numba
+    then compiles one variant (a runtime branch), not one per literal value.
     """
     X, Xs, Y, sw = data
     layers, work, hp, ip, _ = context
+    skips = _skip_table(ip)
     order, start, m = batch
     par_min = ip[IP_PAR_MIN]
     n_layers = layers.shape[0]
     sparse = Xs[2].shape[0] > 0
     a0 = X[0:0] if sparse else _input_block(X, batch, work, par_min)
-    out = _forward(a0, Xs, batch, theta, layers, work, par_min)
+    out = _forward(a0, Xs, batch, theta, layers, skips, work, par_min)
     last = n_layers - 1
     delta = _rows(work, layers[last, L_DOFF], m, layers[last, L_NOUT])
     data_sum = output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[last, L_ACT],
@@ -169,15 +229,109 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
         if not accumulate:
             for j in range(n_out):
                 wsq_total += wsq[j]
+        if skips.shape[0] > 0:
+            wsq_total += _skip_backward_params(data, batch, theta, grad, layers, skips, work,
+                                               a0, l, alpha, scale, accumulate, wsq,
+                                               par_min)
         if l > 0:
-            delta_prev = _rows(work, layers[l - 1, L_DOFF], m, n_in)
-            if big and m > 1:
-                dense_backward_input_parallel(w, delta, a_prev, layers[l - 1, L_ACT],
-                                              delta_prev)
+            n_cons = 0  # shortcut blocks layer l feeds
+            for k in range(skips.shape[0]):
+                if skips[k, S_SRC] == l:
+                    n_cons += 1
+            if n_cons == 0:
+                delta_prev = _rows(work, layers[l - 1, L_DOFF], m, n_in)
+                if big and m > 1:
+                    dense_backward_input_parallel(w, delta, a_prev, layers[l - 1, L_ACT],
+                                                  delta_prev)
+                else:
+                    dense_backward_input_serial(w, delta, a_prev, layers[l - 1, L_ACT],
+                                                delta_prev)
             else:
-                dense_backward_input_serial(w, delta, a_prev, layers[l - 1, L_ACT],
-                                            delta_prev)
+                _skip_backward_input(theta, layers, skips, work, l, n_cons, w, delta, m,
+                                     par_min)
     return data_sum, wsq_total
+
+
+@jit
+def _skip_backward_params(data, batch, theta, grad, layers, skips, work, a0, l, alpha, scale,
+                          accumulate, wsq, par_min):
+    """Gradients of the shortcut blocks into layer l+1 (row l); returns their sum of w^2.
+
+    As the chain block's (``dense_backward_params``); the bias sums the kernels
+    also compute go to the scratch row at ``S_DB`` (a layer's bias is its chain
+    block's).  The returned sum is 0 when accumulating.
+    """
+    _, Xs, _, _ = data
+    order, start, m = batch
+    sparse = Xs[2].shape[0] > 0
+    n_out = layers[l, L_NOUT]
+    delta = _rows(work, layers[l, L_DOFF], m, n_out)
+    db = work[skips[0, S_DB]:skips[0, S_DB] + n_out]
+    total = 0.0
+    for k in range(skips.shape[0]):
+        if skips[k, S_DST] != l + 1:
+            continue
+        s = skips[k, S_SRC]
+        ws = _skip_weights(theta, skips, k)
+        dws = _skip_weights(grad, skips, k)
+        big = m * skips[k, S_NIN] * n_out >= par_min and n_out > 1
+        if s == 0 and sparse:
+            if big:
+                csr_backward_params_parallel(ws, delta, Xs, order, start, alpha, scale,
+                                             accumulate, dws, db, wsq)
+            else:
+                csr_backward_params_serial(ws, delta, Xs, order, start, alpha, scale,
+                                           accumulate, dws, db, wsq)
+        else:
+            a_src = _outputs(work, layers, a0, s, m)
+            if big:
+                dense_backward_params_parallel(ws, delta, a_src, alpha, scale, accumulate,
+                                               dws, db, wsq)
+            else:
+                dense_backward_params_serial(ws, delta, a_src, alpha, scale, accumulate,
+                                             dws, db, wsq)
+        if not accumulate:
+            for j in range(n_out):
+                total += wsq[j]
+    return total
+
+
+@jit
+def _skip_backward_input(theta, layers, skips, work, l, n_cons, w, delta, m, par_min):
+    """Error of layer l (row l-1), fed by its chain block into row l and n_cons shortcut blocks.
+
+    ``delta^l = g'(z^l) * (delta^{l+1} W^{l,l+1} + sum_k delta^{t_k} W^{l,t_k})``:
+    the terms are summed into delta^l (the first overwrites) and g' is applied
+    with the last.  Every target's delta is complete: targets come later.
+    """
+    n_src = layers[l - 1, L_NOUT]
+    act_src = layers[l - 1, L_ACT]
+    a_src = _rows(work, layers[l - 1, L_AOFF], m, n_src)
+    delta_src = _rows(work, layers[l - 1, L_DOFF], m, n_src)
+    add = np.bool_(False)  # np.bool_: one compiled variant of the kernel, not one per literal
+    if layers[l, L_NIN] > 0:  # the chain block is a source of the error too
+        if m * n_src * layers[l, L_NOUT] >= par_min and m > 1:
+            dense_backward_input_acc_parallel(w, delta, a_src, IDENTITY, np.bool_(False),
+                                              delta_src)
+        else:
+            dense_backward_input_acc_serial(w, delta, a_src, IDENTITY, np.bool_(False),
+                                            delta_src)
+        add = np.bool_(True)
+    seen = 0
+    for k in range(skips.shape[0]):
+        if skips[k, S_SRC] != l:
+            continue
+        seen += 1
+        t = skips[k, S_DST]
+        n_t = layers[t - 1, L_NOUT]
+        delta_t = _rows(work, layers[t - 1, L_DOFF], m, n_t)
+        ws = _skip_weights(theta, skips, k)
+        act = act_src if seen == n_cons else IDENTITY
+        if m * n_src * n_t >= par_min and m > 1:
+            dense_backward_input_acc_parallel(ws, delta_t, a_src, act, add, delta_src)
+        else:
+            dense_backward_input_acc_serial(ws, delta_t, a_src, act, add, delta_src)
+        add = np.bool_(True)
 
 
 @jit
@@ -212,38 +366,42 @@ def train_epoch(data, order, state, context):
     X, Xs, _, sw = data
     theta, grad, m1, m2 = state
     layers, work, hp, ip, stats = context
+    skips = _skip_table(ip)
     n = _n_rows(X, Xs)
     bs = ip[IP_BATCH]
     n_layers = layers.shape[0]
+    n_blocks = n_layers + skips.shape[0]  # gradient norms: layers, then shortcut blocks
     par_min = ip[IP_PAR_MIN]
     opt = ip[IP_OPT]
     beta1 = hp[HP_MOMENTUM] if opt == OPT_SGD else hp[HP_BETA1]  # optimizer_step's beta1
     p = theta.shape[0]
-    gsq = stats[ST_GNORM:ST_GNORM + n_layers]
-    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_layers]
-    for l in range(n_layers):
+    gsq = stats[ST_GNORM:ST_GNORM + n_blocks]
+    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_blocks]
+    for l in range(n_blocks):
         gsq[l] = 0.0
     stats[ST_LOSS] = 0.0
     stats[ST_SAMPLES] = 0.0
     stats[ST_DIVERGED] = 0.0
     stats[ST_BATCHES] = 0.0
-    start = 0
+    start = np.int64(0)  # typed int64 from the start: no Literal[int](0) variant of callees
     while start < n:
         m = min(bs, n - start)
         batch = (order, start, m)
         swsum = _weight_sum(sw, batch)
         if swsum > 0.0:
-            data_sum, wsq = _batch_gradient(data, batch, theta, grad, context, False,
-                                            1.0 / swsum)
+            data_sum, wsq = _batch_gradient(data, batch, theta, grad, context,
+                                            np.bool_(False), 1.0 / swsum)
             batch_loss = (data_sum + 0.5 * hp[HP_ALPHA] * wsq) / swsum
             layer_sq_norms(grad, layers, norms)
+            if skips.shape[0] > 0:
+                block_sq_norms(grad, skips, norms[n_layers:])
             total = 0.0
-            for l in range(n_layers):
+            for l in range(n_blocks):
                 total += norms[l]
             if not (np.isfinite(batch_loss) and np.isfinite(total)):
                 stats[ST_DIVERGED] = 1.0
                 return
-            for l in range(n_layers):
+            for l in range(n_blocks):
                 gsq[l] += np.sqrt(norms[l])
             clip = hp[HP_CLIP]
             if clip > 0.0 and total > clip * clip:
@@ -284,12 +442,12 @@ def loss_grad(data, theta, grad, context):
         grad[k] = 0.0
     data_sum = 0.0
     swsum = 0.0
-    start = 0
+    start = np.int64(0)  # typed int64 from the start: no Literal[int](0) variant of callees
     while start < n:
         m = min(cap, n - start)
         batch = (empty, start, m)
         swsum += _weight_sum(sw, batch)
-        d, _ = _batch_gradient(data, batch, theta, grad, context, True, 1.0)
+        d, _ = _batch_gradient(data, batch, theta, grad, context, np.bool_(True), 1.0)
         data_sum += d
         start += m
     alpha = hp[HP_ALPHA]
@@ -304,6 +462,15 @@ def loss_grad(data, theta, grad, context):
         finalize_params(w, alpha, scale, dw, db, wsq)
         for j in range(n_out):
             wsq_total += wsq[j]
+    skips = _skip_table(ip)
+    for k in range(skips.shape[0]):
+        n_out = skips[k, S_NOUT]
+        db = work[skips[k, S_DB]:skips[k, S_DB] + n_out]  # scratch: biases are the chain's
+        wsq = work[wsq_off:wsq_off + n_out]
+        finalize_params(_skip_weights(theta, skips, k), alpha, scale,
+                        _skip_weights(grad, skips, k), db, wsq)
+        for j in range(n_out):
+            wsq_total += wsq[j]
     stats[ST_DATA] = data_sum * scale
     stats[ST_REG] = 0.5 * alpha * wsq_total * scale
     stats[ST_SWSUM] = swsum
@@ -316,18 +483,22 @@ def rprop_epoch(data, state, context):
     ``state = (theta, grad, step, prev)``: the per-weight step sizes and the
     previous gradient are the optimizer's two moment buffers.  ``stats`` gets
     ST_DATA, ST_REG, ST_SWSUM of ``loss_grad`` (the objective at theta before
-    the step) and the per-layer gradient norms at ST_GNORM.  A non-finite
+    the step) and the gradient norms (layers, then shortcut blocks) at ST_GNORM.  A non-finite
     objective or gradient sets ``stats[ST_DIVERGED] = 1`` and leaves theta,
     step and prev untouched.  Step bounds: ``hp[HP_STEP_MIN]``, ``hp[HP_STEP_MAX]``.
     """
     theta, grad, step, prev = state
     layers, work, hp, ip, stats = context
     loss_grad(data, theta, grad, context)
+    skips = _skip_table(ip)
     n_layers = layers.shape[0]
-    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_layers]
+    n_blocks = n_layers + skips.shape[0]  # gradient norms: layers, then shortcut blocks
+    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_blocks]
     layer_sq_norms(grad, layers, norms)
+    if skips.shape[0] > 0:
+        block_sq_norms(grad, skips, norms[n_layers:])
     total = 0.0
-    for l in range(n_layers):
+    for l in range(n_blocks):
         total += norms[l]
         stats[ST_GNORM + l] = np.sqrt(norms[l])
     stats[ST_DIVERGED] = 0.0
@@ -347,13 +518,15 @@ def predict(X, Xs, theta, context, out):
     out: (n, n_outputs) C, overwritten.
     """
     layers, work, _, ip, _ = context
+    skips = _skip_table(ip)
     n = _n_rows(X, Xs)
     cap = ip[IP_CHUNK]
     par_min = ip[IP_PAR_MIN]
     empty = np.empty(0, dtype=np.int64)
-    start = 0
+    start = np.int64(0)  # typed int64 from the start: no Literal[int](0) variant of callees
     while start < n:
         m = min(cap, n - start)
-        a = _forward(X[start:start + m], Xs, (empty, start, m), theta, layers, work, par_min)
+        a = _forward(X[start:start + m], Xs, (empty, start, m), theta, layers, skips, work,
+                     par_min)
         copy_rows(a, out, start)
         start += m

@@ -32,13 +32,14 @@ from . import io
 from .backends import BACKENDS
 from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, HP_HUBER
 from .io import ModelFileError, jsonable
-from .network import Network, as_rows, engine_input
-from .optimizers import FULL_BATCH_SOLVERS, LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
 from .losses import loss_delta
+from .network import Network, as_rows, engine_array, engine_input
+from .optimizers import FULL_BATCH_SOLVERS, LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
+from .params import chain_sources, connections_dict, normalize_connections, sources_of_weights
+from .scaling import InputStats, Standardizer
 from .trainer import (DivergenceWarning, EpochLoop, EpochResult, FullBatchEpoch, LocalEpoch,
-                      as_list,
-                      complete_history, curve_lengths, cut_curves, empty_history, progress,
-                      record, with_threads)
+                      as_list, complete_history, curve_lengths, cut_curves, empty_history,
+                      record, verbose_progress, with_threads)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning", "FitRun", "load"]
 
@@ -107,7 +108,25 @@ _PARAMS_DOC = """
     clip_norm : float or None, default=None
         Clip each mini-batch gradient to this global L2 norm.
     init : {'glorot', 'he'}, default='glorot'
-        'glorot' is scikit-learn's uniform initialisation.
+        'glorot' is scikit-learn's uniform initialisation.  With shortcut
+        connections both scale by a layer's total fan-in (all its sources).
+    scale : {None, 'standard'}, default=None
+        'standard': standardize each input column with the mean and standard
+        deviation of the first fit's X (scikit-learn's StandardScaler), inside
+        the model: predict applies it, model files store it (``scaler_``).
+        Dense X only.  In Python a Pipeline with a StandardScaler does the same;
+        this keeps the scaling in the ``.fbp`` file.
+    connections : 'chain', 'shortcut' or dict, default='chain'
+        Which layers feed which.  Layers are numbered 0 = the input, 1..H the
+        hidden layers, H+1 the output.  'chain': each layer is fed by the one
+        before it (scikit-learn's MLP).  'shortcut': every layer, the output
+        included, is fed by all earlier layers and the input (FANN's shortcut
+        network).  A dict ``{layer: [sources]}`` sets the sources of the
+        layers it lists (earlier layers only; a layer not listed keeps its
+        chain source), e.g. ``{3: [0, 2]}``: the input also feeds layer 3.
+        ``coefs_[l]`` holds the chain block from layer l to layer l+1 (0 rows
+        when l is not a source of l+1); the other blocks are in
+        ``skip_coefs_``.
     rprop_step_bounds : (float, float), default=(1e-6, 50.0)
         Smallest and largest per-weight step of 'rprop' (0 <= min < max).
 """
@@ -121,6 +140,21 @@ _CLASS_WEIGHT_DOC = """    class_weight : dict, 'balanced' or None, default=None
         takes a dict (classes given up front), not 'balanced'.  For a
         multilabel y only 'balanced' (scikit-learn's ``compute_sample_weight``
         for several outputs), and not in partial_fit.
+"""
+
+_ATTRIBUTES_DOC = """
+    Attributes (besides scikit-learn's)
+    -----------------------------------
+    skip_coefs_ : dict
+        ``{(source, layer): array (n_source, n_layer)}``: the weights of the
+        connections that are not chain blocks ({} for a chain).  Like
+        ``coefs_`` they view the model's parameters, and assigning arrays of
+        the same shapes before a ``warm_start`` fit sets the starting point.
+    history_ : dict
+        Per epoch ``loss``, ``validation_score``, ``learning_rate``,
+        ``seconds`` and ``grad_norms``: the mean gradient norm of each layer
+        (chain weights and biases), then of each block of ``skip_coefs_`` in
+        its key order.
 """
 
 
@@ -155,6 +189,8 @@ def _common_constraints():
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "init": [StrOptions({"glorot", "he"})],
         "rprop_step_bounds": [tuple, list],
+        "scale": [StrOptions({"standard"}), None],
+        "connections": [StrOptions({"chain", "shortcut"}), dict],
     }
 
 
@@ -181,7 +217,7 @@ class _BaseMLP(BaseEstimator):
                  random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                  early_stopping, validation_fraction, beta_1, beta_2, epsilon,
                  n_iter_no_change, max_fun, backend, n_jobs, callbacks, clip_norm, init,
-                 rprop_step_bounds=(1e-6, 50.0)):
+                 scale=None, connections="chain", rprop_step_bounds=(1e-6, 50.0)):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -212,6 +248,8 @@ class _BaseMLP(BaseEstimator):
         self.clip_norm = clip_norm
         self.init = init
         self.rprop_step_bounds = rprop_step_bounds
+        self.scale = scale
+        self.connections = connections
 
     # -- structure ------------------------------------------------------------
     def _hidden_sizes(self):
@@ -239,15 +277,24 @@ class _BaseMLP(BaseEstimator):
                              "hidden layers; give one name per hidden layer.")
         return act
 
+    def _sources(self, n_hidden):
+        """The validated sources of layers 1..H+1 for the ``connections`` parameter."""
+        return normalize_connections(self.connections, n_hidden)
+
+    def _fitted_sources(self):
+        """The topology of the fitted weights (``coefs_`` and ``skip_coefs_``)."""
+        return sources_of_weights(self.coefs_, list(getattr(self, "skip_coefs_", None) or {}))
+
     def _network(self, n_features, n_outputs, dtype, hidden_sizes=None, hidden_acts=None,
-                 out_activation=None):
+                 out_activation=None, sources=None):
         if hidden_sizes is None:
             hidden_sizes = [c.shape[1] for c in self.coefs_[:-1]]
             hidden_acts = self._hidden_acts_
             out_activation = self.out_activation_
+            sources = self._fitted_sources()
         return Network([n_features] + hidden_sizes + [n_outputs], hidden_acts, out_activation,
                        self._loss_name(), dtype, self.backend, self._huber_delta(),
-                       mean_outputs=self._mean_outputs())
+                       mean_outputs=self._mean_outputs(), sources=sources)
 
     def _mean_outputs(self):
         """Whether ``loss_`` averages over the outputs (scikit-learn's squared error
@@ -268,6 +315,9 @@ class _BaseMLP(BaseEstimator):
             X, Y, sw = self._prepare_data(X, y, sample_weight, incremental, run.first_pass)
             val = self._prepare_validation(*validation, X.dtype, Y.shape[1])
             fit = run.start(X.shape[1], Y.shape[1], X.dtype)
+            X = run.record_inputs(fit, X)
+            if val is not None and fit.scaler_ is not None:  # the user's set, scaled alike
+                val.X = as_rows(fit.scaler_.transform(val.X))
             run.solve_local(fit, X, Y, sw, val)
             run.commit(fit)
         return self
@@ -323,7 +373,7 @@ class _BaseMLP(BaseEstimator):
         X = as_rows(X)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
-        Y = np.ascontiguousarray(y, dtype=X.dtype)
+        Y = engine_array(y, X.dtype)
         if sample_weight is None:
             sw = np.empty(0, dtype=X.dtype)
         else:
@@ -333,7 +383,7 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError("sample_weight contains NaN or infinity.")
             if not sw.sum() > 0:
                 raise ValueError("sample_weight must have a positive sum.")
-            sw = np.ascontiguousarray(sw)
+            sw = engine_array(sw)
         sw = self._class_weighted(Y, sw, incremental)
         return X, Y, sw
 
@@ -345,8 +395,10 @@ class _BaseMLP(BaseEstimator):
         """Expose ``theta`` as ``coefs_``/``intercepts_`` (views) and keep both for predict."""
         self.coefs_ = net.layout.coefs(theta)
         self.intercepts_ = net.layout.biases(theta)
+        self.skip_coefs_ = net.layout.skip_coefs(theta)
         self._predictor = (net, theta, tuple(self.coefs_), tuple(self.intercepts_),
-                           self.out_activation_, tuple(self._hidden_acts_))
+                           self.out_activation_, tuple(self._hidden_acts_),
+                           dict(self.skip_coefs_))
 
     def _predictor_net(self, n_features, dtype):
         """(Network, flat parameters) for prediction.
@@ -358,22 +410,43 @@ class _BaseMLP(BaseEstimator):
         """
         kept = self.__dict__.get("_predictor")
         if kept is not None:
-            net, theta, coefs, intercepts, out_act, hidden = kept
+            net, theta, coefs, intercepts, out_act, hidden, skips = kept
+            now = getattr(self, "skip_coefs_", None) or {}
             if (net.backend == self.backend and out_act == self.out_activation_
                     and hidden == tuple(self._hidden_acts_)
                     and len(coefs) == len(self.coefs_) and len(intercepts) == len(self.intercepts_)
                     and all(a is b for a, b in zip(coefs, self.coefs_))
-                    and all(a is b for a, b in zip(intercepts, self.intercepts_))):
+                    and all(a is b for a, b in zip(intercepts, self.intercepts_))
+                    and skips.keys() == now.keys()
+                    and all(skips[k] is now[k] for k in skips)):
                 return net, theta
         net = self._network(n_features, self.n_outputs_, dtype)
-        return net, net.layout.pack(self.coefs_, self.intercepts_, dtype)
+        return net, net.layout.pack(self.coefs_, self.intercepts_, dtype,
+                                    getattr(self, "skip_coefs_", None))
+
+    def _plainly_valid(self, X):
+        """True when ``X`` needs none of ``validate_data``'s conversions or messages: a
+        finite 2-D float32/float64 ndarray of the fitted width, for a model fitted
+        without feature names.  ``validate_data`` is ~70% of a one-row predict."""
+        return (type(X) is np.ndarray and X.ndim == 2 and X.shape[0] > 0
+                and X.dtype in (np.float64, np.float32)
+                and X.shape[1] == getattr(self, "n_features_in_", -1)
+                and not hasattr(self, "feature_names_in_")
+                and bool(np.isfinite(X).all()))
 
     def _forward(self, X, check_input=True):
-        check_is_fitted(self)
-        if check_input:
+        if "coefs_" not in self.__dict__:  # scikit-learn's check scans every attribute
+            check_is_fitted(self)
+        if check_input and not self._plainly_valid(X):
             X = validate_data(self, X, accept_sparse=["csr", "csc"],
                               dtype=(np.float64, np.float32), reset=False)
         dtype = self.coefs_[0].dtype
+        stats = self.__dict__.get("input_stats_")
+        if stats is not None and check_input:
+            stats.check(X, getattr(self, "feature_names_in_", None))
+        scaler = self.__dict__.get("scaler_")
+        if scaler is not None:
+            X = scaler.transform(X if X.dtype == dtype else X.astype(dtype))
         X = engine_input(X, dtype)
         net, theta = self._predictor_net(X[0].shape[1], dtype)
         return with_threads(self.n_jobs, net.predict, theta, X)
@@ -393,7 +466,9 @@ class _BaseMLP(BaseEstimator):
     def save(self, path):
         """Write this fitted model to ``path`` (see ``fastbp.io``; atomic, no pickle)."""
         check_is_fitted(self)
-        return io.write(path, *_file_contents(self))
+        arrays, meta = _file_contents(self)
+        # version 2 only where needed: a chain model stays readable by older fastbp
+        return io.write(path, arrays, meta, version=2 if getattr(self, "skip_coefs_", None) else 1)
 
     def _save_labels(self, arrays, meta):
         pass
@@ -418,6 +493,7 @@ class FitRun:
         self.incremental = incremental
         self.hidden_sizes = est._hidden_sizes()
         self.hidden_acts = est._hidden_activations(len(self.hidden_sizes))
+        self.sources = est._sources(len(self.hidden_sizes))
         self.first_pass = not hasattr(est, "coefs_") or (not est.warm_start and not incremental)
         self.rng = check_random_state(est.random_state)
 
@@ -441,7 +517,7 @@ class FitRun:
         if self.first_pass:
             out_act = est._output_activation()
             net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts,
-                               out_act)
+                               out_act, self.sources)
             codes = net.layout.activations
             if isinstance(est.activation, str):  # scikit-learn: one factor for all layers
                 factor_codes = [ACTIVATION_CODES[est.activation]] * len(codes)
@@ -452,22 +528,31 @@ class FitRun:
             theta = net.layout.init(self.rng, dtype, est.init, factor_codes)
             fit = _Fit(n_iter_=0, t_=0, n_outputs_=n_outputs, n_layers_=len(hidden_sizes) + 2,
                        out_activation_=out_act, _hidden_acts_=hidden_acts,
-                       history_=empty_history(), _no_improvement_count=0, _optimizer=None)
+                       history_=empty_history(), _no_improvement_count=0, _optimizer=None,
+                       input_stats_=None, scaler_=None)
         else:
             if [c.shape[1] for c in est.coefs_[:-1]] != hidden_sizes or \
                     est.coefs_[-1].shape[1] != n_outputs:
                 raise ValueError(
                     "warm_start/partial_fit: hidden_layer_sizes or the number of outputs "
                     "changed since the previous fit; fit a new model instead.")
+            if est._fitted_sources() != self.sources:
+                raise ValueError(
+                    "warm_start/partial_fit: connections changed since the previous fit "
+                    f"(fitted: {connections_dict(est._fitted_sources())}, now: "
+                    f"{connections_dict(self.sources)}); fit a new model instead.")
             # scikit-learn continues with the current activation, the first fit's output
             net = est._network(n_features, n_outputs, dtype, hidden_sizes, hidden_acts,
-                               est.out_activation_)
-            theta = net.layout.pack(est.coefs_, est.intercepts_, dtype)
+                               est.out_activation_, self.sources)
+            theta = net.layout.pack(est.coefs_, est.intercepts_, dtype,
+                                    getattr(est, "skip_coefs_", None))
             # scalars and the curves (appended to in place) as they are; the optimizer's
             # moments are updated in place, so they are copied
             fit = _Fit(**{k: getattr(est, k) for k in _FIT_ATTRS if hasattr(est, k)})
             fit._optimizer = copy.deepcopy(getattr(est, "_optimizer", None))
             fit._hidden_acts_ = hidden_acts
+            fit.input_stats_ = getattr(est, "input_stats_", None)
+            fit.scaler_ = getattr(est, "scaler_", None)
             if not hasattr(fit, "history_"):
                 fit.history_ = empty_history()
             complete_history(fit.history_)
@@ -496,6 +581,22 @@ class FitRun:
             fit.best_loss_ = np.inf
             fit.validation_scores_ = None
             fit.best_validation_score_ = None
+
+    def record_inputs(self, fit, X):
+        """Record X's column statistics in the fit (merged with earlier ones on a warm
+        start or partial_fit) and return X as the network sees it: standardized with
+        ``scale='standard'`` (by the first fit's statistics), else X itself."""
+        stats = InputStats.of(X)
+        fit.input_stats_ = stats if fit.input_stats_ is None else fit.input_stats_.merged(stats)
+        if self.est.scale is None:
+            fit.scaler_ = None
+            return X
+        if fit.scaler_ is None:
+            if not self.first_pass:
+                raise ValueError("scale='standard' was not set when this model was first "
+                                 "fitted; its weights expect unscaled inputs. Fit a new model.")
+            fit.scaler_ = Standardizer.from_stats(stats)
+        return fit.scaler_.transform(X)
 
     def set_classes(self, labels):
         """Classifiers: the label encoding for ``labels`` (all of y's distinct labels)."""
@@ -603,7 +704,7 @@ class FitRun:
         else:
             y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
         sw_val = np.empty(0, dtype=X.dtype) if sw_val is None else sw_val
-        return (as_rows(X_tr), np.ascontiguousarray(Y_tr), np.ascontiguousarray(sw_tr),
+        return (as_rows(X_tr), engine_array(Y_tr), engine_array(sw_tr),
                 X_val, np.ascontiguousarray(Y_val), y_val, sw_val)
 
     def lbfgs(self, fit, X, Y, sw, val=None):
@@ -626,6 +727,7 @@ class FitRun:
         callbacks = as_list(est.callbacks)
         self._validation_state(fit, val)
         validate = None if val is None else val.bind(net)
+        report = verbose_progress(est.max_iter) if est.verbose else None
 
         def callback(intermediate_result):
             # called once per accepted L-BFGS iteration; the last evaluation is its point
@@ -640,8 +742,8 @@ class FitRun:
                                val_loss)
             record(history, info)
             t0[0] = time.perf_counter()
-            if est.verbose:
-                progress(info)
+            if report is not None:
+                report(info)
             if any([bool(cb(info)) for cb in callbacks]):  # call every callback
                 state["stopped"] = True
                 raise StopIteration
@@ -654,6 +756,9 @@ class FitRun:
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user: keeping the last weights.")
             res = None
+        finally:
+            if report is not None:
+                report.close()
         if res is not None:
             if res.status != 0 and not state["stopped"]:
                 warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s"
@@ -715,7 +820,7 @@ class ValidationSet:
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
               "loss_curve_", "history_", "best_loss_", "validation_scores_",
               "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_",
-              "validation_loss_curve_")
+              "validation_loss_curve_", "input_stats_", "scaler_")
 _REQUIRED = object()
 # What a model file keeps of them: file key -> (attribute, conversion on load, default;
 # _REQUIRED: the file must have it).  n_layers_ is len(coefs_) + 1.
@@ -744,6 +849,10 @@ def _file_contents(model):
     for l, (c, b) in enumerate(zip(model.coefs_, model.intercepts_)):
         arrays[f"coef_{l}"] = np.ascontiguousarray(c)
         arrays[f"intercept_{l}"] = np.ascontiguousarray(b)
+    sources = model._fitted_sources()
+    skips = getattr(model, "skip_coefs_", None) or {}
+    for (s, t), c in skips.items():
+        arrays[f"skip_coef_{s}_{t}"] = np.ascontiguousarray(c)
     meta = {
         "estimator": type(model).__name__,
         "params": {k: jsonable(v) for k, v in model.get_params().items()
@@ -759,6 +868,15 @@ def _file_contents(model):
             meta[key] = jsonable(getattr(model, attr))
         else:
             meta[key] = jsonable(getattr(model, attr, default))
+    stats = getattr(model, "input_stats_", None)
+    if stats is not None:
+        arrays.update(stats.arrays())
+        meta["input_n_samples"] = stats.n_samples
+    scaler = getattr(model, "scaler_", None)
+    if scaler is not None:  # older fastbp would ignore it and predict garbage: refuse
+        arrays.update(scaler.arrays())
+        meta["format_version"] = 2
+    meta["connections"] = jsonable(connections_dict(sources))
     model._save_labels(arrays, meta)
     return arrays, meta
 
@@ -770,19 +888,37 @@ def _from_file(cls, meta, data, path):
     intercepts = [data[f"intercept_{l}"] for l in range(n_layers)]
     dtype = np.dtype(meta["dtype"])
     sizes = [int(meta["n_features_in"])] + [c.shape[1] for c in coefs]
+    # files before shortcut connections have no "connections": a chain
+    sources = (normalize_connections(meta["connections"], n_layers - 1)
+               if meta.get("connections") is not None else chain_sources(n_layers - 1))
+    skips = {}
+    for t, src in enumerate(sources, start=1):
+        for s in src:
+            if s != t - 1:
+                skips[(s, t)] = data[f"skip_coef_{s}_{t}"]
     for l, (c, b) in enumerate(zip(coefs, intercepts)):
-        if c.dtype != dtype or b.dtype != dtype or c.shape != (sizes[l], sizes[l + 1]) \
+        n_in = sizes[l] if l in sources[l] else 0
+        if c.dtype != dtype or b.dtype != dtype or c.shape != (n_in, sizes[l + 1]) \
                 or b.shape != (sizes[l + 1],):
             raise ModelFileError(f"{path}: layer {l} arrays have inconsistent shapes or "
                                  "dtype")
         if not (np.isfinite(c).all() and np.isfinite(b).all()):
             raise ModelFileError(f"{path}: layer {l} holds non-finite weights")
+    for (s, t), c in skips.items():
+        if c.dtype != dtype or c.shape != (sizes[s], sizes[t]):
+            raise ModelFileError(f"{path}: shortcut block {(s, t)} has an inconsistent shape "
+                                 "or dtype")
+        if not np.isfinite(c).all():
+            raise ModelFileError(f"{path}: shortcut block {(s, t)} holds non-finite weights")
     params = {k: v for k, v in meta["params"].items() if k in cls().get_params()}
     if isinstance(params.get("hidden_layer_sizes"), list):
         params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+    if isinstance(params.get("connections"), dict):  # JSON keys are strings
+        params["connections"] = {int(k): list(v) for k, v in params["connections"].items()}
     model = cls(**params)
     model.coefs_ = coefs
     model.intercepts_ = intercepts
+    model.skip_coefs_ = skips
     model.n_features_in_ = sizes[0]
     if meta.get("feature_names_in") is not None:
         model.feature_names_in_ = np.asarray(meta["feature_names_in"], dtype=object)
@@ -795,12 +931,16 @@ def _from_file(cls, meta, data, path):
     for attr, value in _FRESH_ON_LOAD.items():
         setattr(model, attr, value)
     model._load_labels(meta, data, path)
+    model.input_stats_ = InputStats.from_file(meta, data, sizes[0])
+    model.scaler_ = Standardizer.from_file(data, sizes[0])
+    if model.scaler_ is not None and model.scale is None:
+        raise ModelFileError(f"{path}: the file holds a scaler but scale is not set")
     if isinstance(params.get("class_weight"), dict):  # JSON made its labels strings
         model.class_weight = _labels_as_classes(params["class_weight"], model.classes_, path)
     if model.n_outputs_ != sizes[-1]:
         raise ModelFileError(f"{path}: n_outputs does not match the last layer")
     net = model._network(sizes[0], model.n_outputs_, dtype)
-    model._keep(net, net.layout.pack(coefs, intercepts, dtype))
+    model._keep(net, net.layout.pack(coefs, intercepts, dtype, skips))
     return model
 
 
@@ -882,8 +1022,10 @@ def _combine_weights(cw, index, sw, dtype):
 
 
 def _layer_grads(net, grad):
+    """Per layer (chain weights and biases), then per shortcut block, its gradient (flat)."""
     return [np.concatenate([w.ravel(), b]) for w, b in
-            zip(net.layout.weights(grad), net.layout.biases(grad))]
+            zip(net.layout.weights(grad), net.layout.biases(grad))] + \
+        [w.ravel() for w in net.layout.skip_weights(grad)]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -891,7 +1033,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                "Same parameters, attributes and results as ``sklearn.neural_network."
                "MLPClassifier``; softmax output for multiclass, logistic for binary and "
                "multilabel, log-loss.\n\n    Parameters\n    ----------" + _PARAMS_DOC
-               + _CLASS_WEIGHT_DOC)
+               + _CLASS_WEIGHT_DOC + _ATTRIBUTES_DOC)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -900,7 +1042,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot",
-                 class_weight=None, rprop_step_bounds=(1e-6, 50.0)):
+                 scale=None, connections="chain", class_weight=None,
+                 rprop_step_bounds=(1e-6, 50.0)):
         self.class_weight = class_weight
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
@@ -912,7 +1055,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
-                         clip_norm=clip_norm, init=init, rprop_step_bounds=rprop_step_bounds)
+                         clip_norm=clip_norm, init=init, scale=scale,
+                         connections=connections, rprop_step_bounds=rprop_step_bounds)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints,
                               "class_weight": [StrOptions({"balanced"}), dict, None]}
@@ -1120,7 +1264,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                "        'poisson': half the Poisson deviance with an exp output\n"
                "        (scikit-learn >= 1.7's); y must be >= 0.\n"
                "    huber_delta : float, default=1.0\n"
-               "        Where the Huber loss turns from quadratic to linear." + _PARAMS_DOC)
+               "        Where the Huber loss turns from quadratic to linear." + _PARAMS_DOC
+               + _ATTRIBUTES_DOC)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints,
                               "loss": [StrOptions({"squared_error", "huber", "poisson"})],
@@ -1133,7 +1278,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  huber_delta=1.0, backend="loops", n_jobs=None, callbacks=None,
-                 clip_norm=None, init="glorot", rprop_step_bounds=(1e-6, 50.0)):
+                 clip_norm=None, init="glorot", scale=None, connections="chain",
+                 rprop_step_bounds=(1e-6, 50.0)):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1144,7 +1290,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
-                         clip_norm=clip_norm, init=init, rprop_step_bounds=rprop_step_bounds)
+                         clip_norm=clip_norm, init=init, scale=scale,
+                         connections=connections, rprop_step_bounds=rprop_step_bounds)
         self.huber_delta = huber_delta
 
     def _loss_name(self):

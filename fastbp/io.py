@@ -3,13 +3,28 @@
 A ``.fbp`` file is a NumPy ``.npz`` archive (a zip) holding only plain arrays:
 
 * ``coef_<l>`` (n_in, n_out) and ``intercept_<l>`` (n_out,) per layer, in the
-  model dtype (float32 or float64);
+  model dtype (float32 or float64); n_in is 0 when layer l+1 does not take
+  layer l as a source;
+* ``skip_coef_<s>_<t>`` (n_s, n_t) per shortcut block from layer s to layer t
+  (layers numbered 0 = the input, 1..H hidden, H+1 the output);
 * ``classes`` (classifiers: integer, float, bool or unicode array);
 * ``meta`` -- UTF-8 JSON as a uint8 array: ``format`` ("fastbp-model"),
   ``format_version``, ``fastbp_version``, ``estimator`` (class name),
   ``params`` (constructor parameters), ``n_features_in``, ``feature_names_in``,
   ``out_activation``, ``hidden_activations``, ``dtype``, ``n_iter``, ``loss``,
-  ``loss_curve``, ``history``, label-binarizer fields.
+  ``loss_curve``, ``history``, label-binarizer fields, ``input_n_samples``,
+  ``connections`` (the sources of every layer, ``{"t": [s, ...]}``; absent in
+  older files: a chain);
+* ``input_mean``, ``input_std``, ``input_min``, ``input_max`` (n_features,) float64:
+  statistics of the training inputs (``predict``'s range check; optional);
+* ``scale_mean``, ``scale_scale`` (n_features,) float64: the standardization of
+  ``scale='standard'``.
+
+Versions: a file is written in the oldest version that holds its contents, so
+older fastbp still reads it and refuses what it would misread.  1 = chain
+networks without a scaler (what every fastbp has written and read); 2 = a model
+with shortcut blocks or a scaler, which a fastbp that reads version 1 only must
+refuse rather than load without them.
 
 This module is the format only (arrays and JSON in, arrays and JSON out);
 which attributes a model stores and how it is rebuilt is the estimators'
@@ -27,7 +42,7 @@ import numpy as np
 from ._version import __version__
 
 FORMAT = "fastbp-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version this fastbp reads and writes
 
 __all__ = ["write", "read", "jsonable", "ModelFileError", "FORMAT_VERSION"]
 
@@ -53,13 +68,18 @@ def jsonable(value):
     return None  # callables, RandomState instances: not stored
 
 
-def write(path, arrays, meta):
+def write(path, arrays, meta, version=1):
     """Write ``arrays`` (name -> ndarray) and ``meta`` (JSON-ready dict) to ``path`` atomically.
 
     ``meta`` gets the format fields (``format``, ``format_version``,
-    ``fastbp_version``) in front.
+    ``fastbp_version``) in front.  ``format_version`` is the larger of ``version``
+    and a ``format_version`` that ``meta`` asks for (see the module docstring).
     """
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastbp_version": __version__,
+    meta = dict(meta)
+    version = max(version, meta.pop("format_version", 1))
+    if not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(f"format version {version} is not one this fastbp writes")
+    meta = {"format": FORMAT, "format_version": version, "fastbp_version": __version__,
             **meta}
     arrays = dict(arrays)
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)

@@ -21,7 +21,7 @@ from numba.core.registry import CPUDispatcher
 from . import codes, config
 from .config import CACHE, FASTMATH, FASTMATH_ORDERED
 
-__all__ = ["jit", "jit_ordered", "twins", "pure_python", "start_threads"]
+__all__ = ["jit", "jit_ordered", "twins", "serial_copy", "pure_python", "start_threads"]
 
 _threads_started = False
 
@@ -143,6 +143,63 @@ def twins(func):
     serial = jit(func)
     parallel = jit(_renamed(func, "_parallel"), parallel=True)
     return serial, parallel
+
+
+def _parallel_names(func, _seen=None):
+    """Names of ``<kernel>_parallel`` twins that ``func`` calls, itself or through
+    the compiled functions it calls (recursively)."""
+    if _seen is None:
+        _seen = set()
+    if id(func) in _seen:
+        return set()
+    _seen.add(id(func))
+    glb = func.__globals__
+    found = set()
+    for name in func.__code__.co_names:
+        obj = glb.get(name)
+        if name.endswith("_parallel") and isinstance(obj, CPUDispatcher):
+            found.add(name)
+        elif isinstance(obj, CPUDispatcher):
+            found |= _parallel_names(obj.py_func, _seen)
+    return found
+
+
+def serial_copy(dispatcher, _memo=None):
+    """A compiled copy of ``dispatcher`` that calls serial kernel twins only.
+
+    Every ``<kernel>_parallel`` global it calls (directly or through the
+    compiled functions it calls) is bound to ``<kernel>_serial``; functions that
+    reach no parallel twin are shared, not copied.  A copy never links a
+    parallel region, so Numba compiles none of the ``parallel=True`` twins for
+    it (about half of a first fit's compile time).  Its results are bitwise
+    those of the original whenever the original would pick every serial twin,
+    which is how ``network.Network`` uses it.  Copies get their own qualname
+    (``_serial`` suffix), hence their own cache files.  Under
+    ``NUMBA_DISABLE_JIT`` (no dispatchers) the function is returned as it is.
+    """
+    if not isinstance(dispatcher, CPUDispatcher):
+        return dispatcher
+    if _memo is None:
+        _memo = {}
+    func = dispatcher.py_func
+    if id(func) in _memo:
+        return _memo[id(func)]
+    if not _parallel_names(func):
+        return dispatcher
+    glb = func.__globals__
+    namespace = {}
+    for name in func.__code__.co_names:
+        obj = glb.get(name)
+        if name.endswith("_parallel") and isinstance(obj, CPUDispatcher):
+            namespace[name] = glb[name[:-len("_parallel")] + "_serial"]
+        elif isinstance(obj, CPUDispatcher):
+            namespace[name] = serial_copy(obj, _memo)
+    options = {k: v for k, v in dispatcher.targetoptions.items()
+               if k not in ("nopython", "boundscheck")}
+    copy = numba.njit(cache=CACHE, **options)(_renamed(func, "_serial", namespace))
+    copy.__name__ = dispatcher.__name__
+    _memo[id(func)] = copy
+    return copy
 
 
 def pure_python(func, namespace=None, _memo=None):

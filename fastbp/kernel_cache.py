@@ -20,13 +20,20 @@ Two ways a cache can hurt, and what fastbp does about each:
 
 ``fastbp cache info`` and ``fastbp cache clear`` expose :func:`cache_dirs` and
 :func:`clear_cache` on the command line.
+
+A first call that has to compile (nothing cached yet: a fresh install, a new
+fastbp or Numba version, another dtype) pauses for seconds; :func:`announce_compiles`
+makes that visible with one line on stderr per dtype and process
+(``FASTBP_COMPILE_NOTICE=0`` silences it).
 """
 import functools
 import glob
 import os
+import sys
 import traceback
 import warnings
 
+from numba.core import event, types
 from numba.core.registry import CPUDispatcher
 
 from . import activations, engine, kernels_loop, losses, vecmath
@@ -133,3 +140,53 @@ def guarded(dispatcher):
 
     call.dispatcher = dispatcher
     return call
+
+
+NOTICE_ENV = "FASTBP_COMPILE_NOTICE"
+
+
+class _CompileNotice(event.Listener):
+    """Prints one line on stderr when Numba starts compiling a fastbp function for a
+    dtype this process has not compiled for yet (a cache hit compiles nothing)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self.said = set()
+
+    def on_start(self, ev):
+        func = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if func is None or not func.__module__.startswith("fastbp."):
+            return
+        if os.environ.get(NOTICE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+            return
+        dtypes = sorted({str(t.dtype) for t in _flat(ev.data.get("args", ()))
+                         if isinstance(t, types.Array) and isinstance(t.dtype, types.Float)})
+        key = "/".join(dtypes) or "-"
+        if key in self.said:
+            return
+        self.said.add(key)
+        where = ", ".join(cache_dirs()) or "Numba's cache"
+        what = f"for {key} " if dtypes else ""
+        print(f"fastbp: compiling kernels {what}(first use of this fastbp version on this "
+              f"machine: about 10-40 s, once; cached in {where})",
+              file=self.stream or sys.stderr, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
+def _flat(tys):
+    for t in tys:
+        if isinstance(t, types.BaseTuple):
+            yield from _flat(t.types)
+        else:
+            yield t
+
+
+_NOTICE = _CompileNotice()
+
+
+@functools.lru_cache(maxsize=None)
+def announce_compiles():
+    """Install the compile notice (once per process; ``backends.get_engine`` does)."""
+    event.register("numba:compile", _NOTICE)

@@ -9,7 +9,8 @@ Shapes and write semantics are those documented on the loop kernels.
 import numpy as np
 import scipy.sparse as sp
 
-from .codes import L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
+from .codes import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD, S_NIN,
+                    S_NOUT, S_WOFF)
 from .activations import activate, derivative
 from .losses import loss_delta
 
@@ -30,6 +31,21 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
     """``Delta_prev = g'(Z_prev) * (Delta W)``."""
     np.matmul(delta, w, out=delta_prev)
     derivative(a_prev, delta_prev, act_prev)
+
+
+def dense_forward_acc(w, a_src, act, a):
+    """``A = g(Z + A_src W^T)`` with Z = a on entry."""
+    a += a_src @ w.T
+    activate(a, act)
+
+
+def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
+    """``E = Delta W`` (added to delta_src when ``add``), then ``delta_src *= g'(Z_src)``."""
+    if add:
+        delta_src += delta @ w
+    else:
+        np.matmul(delta, w, out=delta_src)
+    derivative(a_src, delta_src, act)
 
 
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
@@ -56,6 +72,12 @@ def csr_forward(w, b, Xs, order, start, act, a):
     """``A = g(X_batch W^T + b)`` with X_batch sparse (scipy)."""
     a[...] = np.asarray(_csr_rows(Xs, order, start, a.shape[0], w.shape[1]) @ w.T)
     a += b
+    activate(a, act)
+
+
+def csr_forward_acc(w, Xs, order, start, act, a):
+    """``A = g(Z + X_batch W^T)`` with X_batch sparse (scipy), Z = a on entry."""
+    a += np.asarray(_csr_rows(Xs, order, start, a.shape[0], w.shape[1]) @ w.T)
     activate(a, act)
 
 
@@ -132,6 +154,14 @@ def layer_sq_norms(grad, layers, out):
         size = layers[l, L_NIN] * layers[l, L_NOUT] + layers[l, L_NOUT]
         g = grad[off:off + size]
         out[l] = float(g @ g)
+
+
+def block_sq_norms(grad, skips, out):
+    """Per shortcut-block squared gradient norms."""
+    for k in range(skips.shape[0]):
+        off = skips[k, S_WOFF]
+        g = grad[off:off + skips[k, S_NIN] * skips[k, S_NOUT]]
+        out[k] = float(g @ g)
 
 
 def scale_vector(v, factor):

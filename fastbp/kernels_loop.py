@@ -14,7 +14,8 @@ scalars.  ``prange`` runs over an index whose iterations write disjoint memory.
 import numpy as np
 from numba import prange
 
-from .codes import L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD
+from .codes import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD, S_NIN,
+                    S_NOUT, S_WOFF)
 from .jit import jit, twins
 from .activations import activate_row, derivative_row
 from .losses import loss_delta_row
@@ -254,6 +255,281 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
 
 
 dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backward_input)
+
+
+def dense_forward_acc(w, a_src, act, a):
+    """Add a source block to a layer's sums: ``z_nj <- z_nj + sum_i w_ji a_ni``, a = g(z).
+
+    The forward pass of a layer with several sources (``z^t = b^t + sum_s a^s
+    W^{s,t}``): ``dense_forward`` with the identity writes the first block's
+    ``z = W a + b``; each further source block is added by this kernel, the last
+    one with the layer's activation (``act`` = IDENTITY leaves z as it is).
+
+    w: (n_out, n_in) C, the block's weights; a_src: (m, n_in) C, the source
+    layer's outputs; act: activation code; a: (m, n_out) C, holds z on entry,
+    g(z + a_src w^T) on exit.
+
+    The tiling is ``dense_forward``'s (4 samples x 4 units in scalars, sums
+    started from z instead of b); parallel over blocks of 4 samples, split by m
+    alone.  BLAS twin: ``kernels_blas.dense_forward_acc``.
+    """
+    m = a.shape[0]
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    for nb in prange((m + 3) // 4):
+        n0 = 4 * nb
+        if n0 + 4 <= m:
+            x0 = a_src[n0]
+            x1 = a_src[n0 + 1]
+            x2 = a_src[n0 + 2]
+            x3 = a_src[n0 + 3]
+            j = 0
+            while j + 4 <= n_out:
+                w0 = w[j]
+                w1 = w[j + 1]
+                w2 = w[j + 2]
+                w3 = w[j + 3]
+                s00 = a[n0, j]
+                s01 = a[n0, j + 1]
+                s02 = a[n0, j + 2]
+                s03 = a[n0, j + 3]
+                s10 = a[n0 + 1, j]
+                s11 = a[n0 + 1, j + 1]
+                s12 = a[n0 + 1, j + 2]
+                s13 = a[n0 + 1, j + 3]
+                s20 = a[n0 + 2, j]
+                s21 = a[n0 + 2, j + 1]
+                s22 = a[n0 + 2, j + 2]
+                s23 = a[n0 + 2, j + 3]
+                s30 = a[n0 + 3, j]
+                s31 = a[n0 + 3, j + 1]
+                s32 = a[n0 + 3, j + 2]
+                s33 = a[n0 + 3, j + 3]
+                for i in range(n_in):
+                    u0 = w0[i]
+                    u1 = w1[i]
+                    u2 = w2[i]
+                    u3 = w3[i]
+                    v = x0[i]
+                    s00 += u0 * v
+                    s01 += u1 * v
+                    s02 += u2 * v
+                    s03 += u3 * v
+                    v = x1[i]
+                    s10 += u0 * v
+                    s11 += u1 * v
+                    s12 += u2 * v
+                    s13 += u3 * v
+                    v = x2[i]
+                    s20 += u0 * v
+                    s21 += u1 * v
+                    s22 += u2 * v
+                    s23 += u3 * v
+                    v = x3[i]
+                    s30 += u0 * v
+                    s31 += u1 * v
+                    s32 += u2 * v
+                    s33 += u3 * v
+                a[n0, j] = s00
+                a[n0, j + 1] = s01
+                a[n0, j + 2] = s02
+                a[n0, j + 3] = s03
+                a[n0 + 1, j] = s10
+                a[n0 + 1, j + 1] = s11
+                a[n0 + 1, j + 2] = s12
+                a[n0 + 1, j + 3] = s13
+                a[n0 + 2, j] = s20
+                a[n0 + 2, j + 1] = s21
+                a[n0 + 2, j + 2] = s22
+                a[n0 + 2, j + 3] = s23
+                a[n0 + 3, j] = s30
+                a[n0 + 3, j + 1] = s31
+                a[n0 + 3, j + 2] = s32
+                a[n0 + 3, j + 3] = s33
+                j += 4
+            j_rest = j
+        else:  # fewer than 4 samples left: one sample at a time, 4 units at a time
+            for n in range(n0, m):
+                x = a_src[n]
+                row = a[n]
+                j = 0
+                while j + 4 <= n_out:
+                    w0 = w[j]
+                    w1 = w[j + 1]
+                    w2 = w[j + 2]
+                    w3 = w[j + 3]
+                    s0 = row[j]
+                    s1 = row[j + 1]
+                    s2 = row[j + 2]
+                    s3 = row[j + 3]
+                    for i in range(n_in):
+                        v = x[i]
+                        s0 += w0[i] * v
+                        s1 += w1[i] * v
+                        s2 += w2[i] * v
+                        s3 += w3[i] * v
+                    row[j] = s0
+                    row[j + 1] = s1
+                    row[j + 2] = s2
+                    row[j + 3] = s3
+                    j += 4
+            j_rest = j
+        for n in range(n0, min(n0 + 4, m)):
+            x = a_src[n]
+            row = a[n]
+            for j in range(j_rest, n_out):
+                wj = w[j]
+                s = row[j]
+                for i in range(n_in):
+                    s += wj[i] * x[i]
+                row[j] = s
+            activate_row(row, act)
+
+
+dense_forward_acc_serial, dense_forward_acc_parallel = twins(dense_forward_acc)
+
+
+def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
+    """A term of a source's error: ``e_ni (+)= sum_j w_ji delta_nj``, then ``delta_src = g'(z) e``.
+
+    A layer s that feeds several later layers t sums their errors before its
+    derivative is applied: ``delta^s = g_s'(z^s) * sum_t delta^t W^{s,t}``.  The
+    first term overwrites (``add`` false), the others add (``add`` true), and
+    the last one passes s's activation code ``act`` so that g' is applied once
+    to the whole sum (``act`` = IDENTITY: g' = 1, the row is left as summed).
+
+    w: (n_out, n_in) C, the block from s to t; delta: (m, n_out) C, t's error;
+    a_src: (m, n_in) C, s's outputs (g' is written through them); delta_src:
+    (m, n_in) C, s's error, overwritten or added to.
+
+    The tiling is ``dense_backward_input``'s (rows of w scaled by 4 x 4 deltas
+    scattered over i); parallel over blocks of 4 samples (disjoint rows of
+    delta_src).  BLAS twin: ``kernels_blas.dense_backward_input_acc``.
+    """
+    m = delta.shape[0]
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    for nb in prange((m + 3) // 4):
+        n0 = 4 * nb
+        n1 = min(n0 + 4, m)
+        if not add:
+            for n in range(n0, n1):
+                dp = delta_src[n]
+                for i in range(n_in):
+                    dp[i] = 0.0
+        j = 0
+        if n1 - n0 == 4:
+            p0 = delta_src[n0]
+            p1 = delta_src[n0 + 1]
+            p2 = delta_src[n0 + 2]
+            p3 = delta_src[n0 + 3]
+            while j + 4 <= n_out:
+                w0 = w[j]
+                w1 = w[j + 1]
+                w2 = w[j + 2]
+                w3 = w[j + 3]
+                d00 = delta[n0, j]
+                d01 = delta[n0, j + 1]
+                d02 = delta[n0, j + 2]
+                d03 = delta[n0, j + 3]
+                d10 = delta[n0 + 1, j]
+                d11 = delta[n0 + 1, j + 1]
+                d12 = delta[n0 + 1, j + 2]
+                d13 = delta[n0 + 1, j + 3]
+                d20 = delta[n0 + 2, j]
+                d21 = delta[n0 + 2, j + 1]
+                d22 = delta[n0 + 2, j + 2]
+                d23 = delta[n0 + 2, j + 3]
+                d30 = delta[n0 + 3, j]
+                d31 = delta[n0 + 3, j + 1]
+                d32 = delta[n0 + 3, j + 2]
+                d33 = delta[n0 + 3, j + 3]
+                for i in range(n_in):
+                    u0 = w0[i]
+                    u1 = w1[i]
+                    u2 = w2[i]
+                    u3 = w3[i]
+                    p0[i] += u0 * d00 + u1 * d01 + u2 * d02 + u3 * d03
+                    p1[i] += u0 * d10 + u1 * d11 + u2 * d12 + u3 * d13
+                    p2[i] += u0 * d20 + u1 * d21 + u2 * d22 + u3 * d23
+                    p3[i] += u0 * d30 + u1 * d31 + u2 * d32 + u3 * d33
+                j += 4
+        else:  # fewer than 4 samples left: one sample at a time, 4 units at a time
+            for n in range(n0, n1):
+                dp = delta_src[n]
+                jb = 0
+                while jb + 4 <= n_out:
+                    w0 = w[jb]
+                    w1 = w[jb + 1]
+                    w2 = w[jb + 2]
+                    w3 = w[jb + 3]
+                    d0 = delta[n, jb]
+                    d1 = delta[n, jb + 1]
+                    d2 = delta[n, jb + 2]
+                    d3 = delta[n, jb + 3]
+                    for i in range(n_in):
+                        dp[i] += w0[i] * d0 + w1[i] * d1 + w2[i] * d2 + w3[i] * d3
+                    jb += 4
+                j = jb
+        for n in range(n0, n1):
+            dp = delta_src[n]
+            for jj in range(j, n_out):
+                d = delta[n, jj]
+                if d != 0.0:
+                    wj = w[jj]
+                    for i in range(n_in):
+                        dp[i] += wj[i] * d
+            derivative_row(a_src[n], dp, act)
+
+
+dense_backward_input_acc_serial, dense_backward_input_acc_parallel = twins(
+    dense_backward_input_acc)
+
+
+def csr_forward_acc(w, Xs, order, start, act, a):
+    """Add a block from sparse rows: ``z_nj <- z_nj + sum_{k in row r} w_{j,col_k} x_k``, then g.
+
+    ``csr_forward``'s twin for a shortcut block whose source is the (CSR)
+    input: like ``dense_forward_acc``, a holds z on entry and g(z + ...) on
+    exit (``act`` = IDENTITY leaves the sums).  Xs, order, start as in
+    ``csr_forward``; w: (n_out, n_in) C; a: (m, n_out) C.  Parallel over
+    samples n.  BLAS twin: ``kernels_blas.csr_forward_acc``.
+    """
+    data, indices, indptr = Xs
+    n_out = w.shape[0]
+    shuffled = order.shape[0] > 0
+    for n in prange(a.shape[0]):
+        r = order[start + n] if shuffled else start + n
+        lo = indptr[r]
+        hi = indptr[r + 1]
+        row = a[n]
+        for j in range(n_out):
+            wj = w[j]
+            s = row[j]
+            for k in range(lo, hi):
+                s += wj[indices[k]] * data[k]
+            row[j] = s
+        activate_row(row, act)
+
+
+csr_forward_acc_serial, csr_forward_acc_parallel = twins(csr_forward_acc)
+
+
+@jit
+def block_sq_norms(grad, skips, out):
+    """``out[k] = sum of grad_q^2`` over shortcut block k's weights (serial, fixed order).
+
+    grad: (n_params,); skips: int64 shortcut-block table (n_skip, S_COLS);
+    out: (>= n_skip,), overwritten.  BLAS twin: ``kernels_blas.block_sq_norms``.
+    """
+    for k in range(skips.shape[0]):
+        off = skips[k, S_WOFF]
+        size = skips[k, S_NIN] * skips[k, S_NOUT]
+        g = grad[off:off + size]
+        q = 0.0
+        for i in range(size):
+            q += g[i] * g[i]
+        out[k] = q
 
 
 @jit

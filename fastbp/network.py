@@ -15,23 +15,36 @@ from .backends import BACKENDS, get_engine
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
                     HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH, IP_CHUNK, IP_LOSS,
                     IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
-                    IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, SOFTMAX, ST_DATA, ST_GNORM,
-                    ST_REG)
+                    IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
+                    ST_GNORM, ST_REG)
 from .losses import check_pair
 from .params import Layout
 
-__all__ = ["Network", "EngineInput", "engine_input", "as_rows", "PREDICT_CHUNK"]
+__all__ = ["Network", "EngineInput", "engine_input", "as_rows", "engine_array",
+           "PREDICT_CHUNK"]
 
 PREDICT_CHUNK = 1024
 
 
+def engine_array(a, dtype=None):
+    """``a`` as the engine takes an array: C-contiguous and writable.
+
+    No copy when it already is one of the requested dtype.  A read-only array
+    (a read-only memmap, a pandas copy-on-write frame's values, a broadcast) is
+    copied once: Numba types read-only arrays apart and would compile, and
+    cache, a second set of every engine function for them.
+    """
+    a = np.ascontiguousarray(a, dtype=dtype)
+    return a if a.flags.writeable else a.copy()
+
+
 def as_rows(X, dtype=None):
-    """X as the engine reads it: a CSR matrix with sorted indices, or a C-contiguous
-    array (no copy when it already is one of the requested dtype)."""
+    """X as the engine reads it: a CSR matrix with sorted indices, or a C-contiguous,
+    writable array (:func:`engine_array`)."""
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=dtype if dtype is not None else X.dtype)
         return X if X.has_sorted_indices else X.sorted_indices()
-    return np.ascontiguousarray(X, dtype=dtype)
+    return engine_array(X, dtype)
 
 
 class EngineInput(tuple):
@@ -55,9 +68,8 @@ def engine_input(X, dtype):
     dtype = np.dtype(dtype)
     X = as_rows(X, dtype)
     if sp.issparse(X):
-        Xs = (np.ascontiguousarray(X.data, dtype=dtype),
-              np.ascontiguousarray(X.indices, dtype=np.int64),
-              np.ascontiguousarray(X.indptr, dtype=np.int64))
+        Xs = (engine_array(X.data, dtype), engine_array(X.indices, np.int64),
+              engine_array(X.indptr, np.int64))
         return EngineInput((np.empty((0, X.shape[1]), dtype=dtype), Xs))
     empty = np.empty(0, dtype=np.int64)
     return EngineInput((X, (np.empty(0, dtype=dtype), empty, empty)))
@@ -67,17 +79,19 @@ class Network:
     """A network's architecture bound to a backend and dtype.
 
     ``sizes`` = [n_features, hidden..., n_outputs]; ``hidden`` = activation names
-    per hidden layer; ``output`` = output activation name; ``loss`` = loss name.
+    per hidden layer; ``output`` = output activation name; ``loss`` = loss name;
+    ``sources`` = the source layers of layers 1..H+1
+    (``params.normalize_connections``; None = a chain).
     """
 
     def __init__(self, sizes, hidden, output, loss, dtype, backend="loops", huber_delta=1.0,
-                 mean_outputs=False):
+                 mean_outputs=False, sources=None):
         codes = [ACTIVATION_CODES[a] for a in hidden] + [ACTIVATION_CODES[output]]
         if SOFTMAX in codes[:-1]:
             raise ValueError("softmax is only available as the output activation")
         self.loss_code = LOSS_CODES[loss]
         check_pair(self.loss_code, codes[-1])
-        self.layout = Layout(sizes, codes)
+        self.layout = Layout(sizes, codes, sources)
         self.dtype = np.dtype(dtype)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
@@ -89,7 +103,8 @@ class Network:
         self.mean_outputs = bool(mean_outputs)
         # Network(*args) builds this network again (a dask worker's copy)
         self.args = (tuple(int(s) for s in sizes), tuple(hidden), output, loss, self.dtype.str,
-                     backend, float(huber_delta), self.mean_outputs)
+                     backend, float(huber_delta), self.mean_outputs,
+                     None if self.layout.chain else self.layout.sources)
         self._work = {}
 
     @property
@@ -99,14 +114,35 @@ class Network:
             self._engine = get_engine(self.backend)
         return self._engine
 
+    def engine_for(self, cap, ip):
+        """The engine for blocks of up to ``cap`` rows under the controls ``ip``:
+        the serial engine (``backends.get_engine(...).serial``) when no kernel
+        call can reach the parallel threshold ``ip[IP_PAR_MIN]``, else the full one.
+
+        The engine picks a kernel's parallel twin when a call's work
+        (multiply-adds ``cap * n_in * n_out`` of a weight block, chain or
+        shortcut; ``cap * n_features`` gathered inputs; the optimizer's
+        ``n_params``) reaches the threshold; below it everywhere both engines
+        run the same serial kernels, so the results are bitwise the same and
+        the parallel kernels need never be compiled.
+        """
+        engine = self.engine
+        sizes = self.layout.sizes
+        work = max([cap * sizes[0], self.layout.n_params]
+                   + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
+                   + [cap * sizes[s] * sizes[t] for s, t in self.layout.skip_keys])
+        return engine if work >= ip[IP_PAR_MIN] else engine.serial
+
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap):
         """(work, table, ip) for blocks of up to ``cap`` rows.
 
         ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
         activations and deltas (cap, n_out); a scratch of max(n_units,
-        n_layers) for per-row sums.  ``table`` is the layer table with the
-        offsets into it; ``ip`` the engine's control vector.
+        n_blocks) for per-row sums; with shortcut blocks, a scratch row of
+        max(n_units) for the bias sums their kernels compute.  ``table`` is
+        the layer table with the offsets into it; ``ip`` the engine's control
+        vector, followed by the shortcut-block table (``codes.S_*``).
         """
         layout = self.layout
         table = layout.table.copy()
@@ -116,15 +152,22 @@ class Network:
             off += cap * layout.sizes[l + 1]
             table[l, L_DOFF] = off
             off += cap * layout.sizes[l + 1]
-        ip = np.zeros(IP_SIZE, dtype=np.int64)
+        skips = layout.skips.copy()
+        ip = np.zeros(IP_SIZE + skips.size, dtype=np.int64)
         ip[IP_WSQ_OFF] = off
         ip[IP_BATCH] = cap  # train_epoch's mini-batch
         ip[IP_CHUNK] = cap  # loss_grad's and predict's block of rows
         ip[IP_PAR_MIN] = self.engine.par_min
         ip[IP_LOSS] = self.loss_code
         ip[IP_MEAN_OUT] = int(self.mean_outputs)
-        off += max(max(layout.sizes[1:]), layout.n_layers)
+        off += max(max(layout.sizes[1:]), layout.n_blocks)
+        if skips.shape[0]:
+            skips[:, S_DB] = off
+            off += max(layout.sizes[1:])
+            ip[IP_SIZE:] = skips.ravel()
         work = np.empty(off, dtype=self.dtype)  # every block is written before it is read
+        if skips.shape[0]:
+            work[skips[0, S_DB]:] = 0.0  # the bias scratch is only added to, never read
         return work, table, ip
 
     def buffers(self, cap):
@@ -139,7 +182,7 @@ class Network:
 
     def stats(self):
         """A zeroed statistics vector for the engine."""
-        return np.zeros(ST_GNORM + self.layout.n_layers)
+        return np.zeros(ST_GNORM + self.layout.n_blocks)
 
     def context(self, cap, alpha=0.0, clip=0.0, optimizer=None):
         """The engine's ``context`` (layers, work, hp, ip, stats) for blocks of ``cap`` rows.
@@ -174,8 +217,9 @@ class Network:
         """
         X = engine_input(X, self.dtype)
         context = self.context(batch_size, alpha, clip, opt)
-        self.engine.train_epoch((X[0], X[1], Y, sw), order, (theta, grad, opt.m1, opt.m2),
-                                context)
+        data = (X[0], X[1], engine_array(Y), engine_array(sw))
+        engine = self.engine_for(batch_size, context[3])
+        engine.train_epoch(data, order, (theta, grad, opt.m1, opt.m2), context)
         opt.t = int(context[3][IP_STEP])
         return context[4]
 
@@ -184,8 +228,10 @@ class Network:
         if grad is None:
             grad = np.empty_like(theta)
         X = engine_input(X, self.dtype)
-        context = self.context(min(chunk, max(1, X.n_rows)), alpha)
-        self.engine.loss_grad((X[0], X[1], Y, sw), theta, grad, context)
+        cap = min(chunk, max(1, X.n_rows))
+        context = self.context(cap, alpha)
+        data = (X[0], X[1], engine_array(Y), engine_array(sw))
+        self.engine_for(cap, context[3]).loss_grad(data, theta, grad, context)
         stats = context[4]
         return stats[ST_DATA], stats[ST_REG], grad
 
@@ -193,8 +239,11 @@ class Network:
         """One full-batch iRPROP- iteration (``engine.rprop_epoch``); returns the
         engine's stats (objective at theta before the step, gradient norms)."""
         X = engine_input(X, self.dtype)
-        context = self.context(min(chunk, max(1, X.n_rows)), alpha, 0.0, opt)
-        self.engine.rprop_epoch((X[0], X[1], Y, sw), (theta, grad, opt.m1, opt.m2), context)
+        cap = min(chunk, max(1, X.n_rows))
+        context = self.context(cap, alpha, 0.0, opt)
+        data = (X[0], X[1], engine_array(Y), engine_array(sw))
+        self.engine_for(cap, context[3]).rprop_epoch(data, (theta, grad, opt.m1, opt.m2),
+                                                     context)
         return context[4]
 
     def predict(self, theta, X, chunk=PREDICT_CHUNK):
@@ -208,7 +257,8 @@ class Network:
         n = X.n_rows
         out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
         if n:
-            work, table, ip = self._new_buffers(min(chunk, n))
-            self.engine.predict(X[0], X[1], theta, (table, work, self.hp, ip, self.stats()),
-                                out)
+            cap = min(chunk, n)
+            work, table, ip = self._new_buffers(cap)
+            context = (table, work, self.hp, ip, self.stats())
+            self.engine_for(cap, ip).predict(X[0], X[1], theta, context, out)
         return out

@@ -7,6 +7,7 @@ of the engine's ``train_epoch`` (``network.Network.train_epoch``).
 step: :class:`LocalEpoch` (one compiled epoch over in-memory data) or the
 dask round plus averaging of ``fastbp.dask``.  Knows nothing of scikit-learn.
 """
+import sys
 import time
 import warnings
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from .codes import ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES
 from .network import engine_input
+from .progress import EpochProgress
 
 __all__ = ["EpochLoop", "LocalEpoch", "FullBatchEpoch", "EpochResult", "DivergenceError", "DivergenceWarning",
            "run_epoch", "sample_order", "with_threads"]
@@ -70,15 +72,21 @@ def record(history, info):
         history[key].append(getattr(info, key))
 
 
-def progress(info):
-    """The verbose line of one epoch."""
+def verbose_line(info):
+    """The verbose line of one epoch (scikit-learn's wording, plus validation and time)."""
     parts = ["Iteration %d, loss = %.8f" % (info.epoch, info.loss)]
     if info.validation_score is not None:
         parts.append("validation score = %.6f" % info.validation_score)
     if info.validation_loss is not None:
         parts.append("validation loss = %.8f" % info.validation_loss)
     parts.append("time = %.3fs" % info.seconds)
-    print(", ".join(parts), flush=True)
+    return ", ".join(parts)
+
+
+def verbose_progress(total):
+    """``verbose=True``'s report on stdout: a tqdm bar on a terminal or in Jupyter (when
+    tqdm is installed), else one ``verbose_line`` per epoch."""
+    return EpochProgress(total, verbose_line, stream=sys.stdout, desc="fit")
 
 
 def as_list(callbacks):
@@ -354,6 +362,7 @@ class EpochLoop:
         self.stopping.count = fit._no_improvement_count
         self.checkpoints = Checkpoints()
         self.marks = []  # stopping state at each checkpoint, for undoing epochs
+        self.report = verbose_progress(max_iter) if verbose else None
 
     def run(self, incremental=False):
         """Epochs until max_iter or a stop (one with ``incremental``); then the
@@ -384,6 +393,9 @@ class EpochLoop:
                 if start is not None:  # interrupted inside an epoch: as if it never ran
                     self._abandon(start)
                 warn_interrupted()
+            finally:
+                if self.report is not None:
+                    self.report.close()
         fit._no_improvement_count = self.stopping.count
         if self.early_stopping:
             fit.best_validation_score_ = self.stopping.best_score
@@ -422,8 +434,8 @@ class EpochLoop:
         info = EpochResult(fit.n_iter_, loss, score, lr, time.perf_counter() - t0,
                            [float(g) for g in gnorms], val_loss)
         record(fit.history_, info)
-        if self.verbose:
-            progress(info)
+        if self.report is not None:
+            self.report(info)
         return info
 
     def _stalled(self):

@@ -196,3 +196,68 @@ def outputs(coefs, intercepts, X, activation, out_activation):
     hidden = [activation] * (n_layers - 1) if isinstance(activation, str) else list(activation)
     return np.array([feedforward(coefs, intercepts, x, hidden, out_activation)[1][-1]
                      for x in np.asarray(X, dtype=np.float64)])
+
+
+# ---- any feed-forward graph (shortcut connections), one sample at a time ------------
+
+def dag_loss_and_gradient(coefs, intercepts, skip_coefs, X, Y, activation="relu",
+                          out_activation="identity", loss="squared_error", alpha=0.0,
+                          sample_weight=None, huber_delta=1.0):
+    """Objective and (coef_grads, intercept_grads, skip_grads) of a network whose layer t
+    takes input from a set of earlier layers (0 = the input).
+
+    ``coefs[t - 1]`` is the block from layer t-1 to layer t ((0, n_out) when t-1 is
+    not a source of t); ``skip_coefs`` maps (s, t) to the other blocks (n_s, n_t).
+    Written from the math: ``z^t = b^t + sum_s W^{s,t}^T a^s``; backwards
+    ``e^s = sum over the layers t that s feeds of W^{s,t} delta^t`` and
+    ``delta^s = g'(z^s) e^s``, each layer's error complete before it is used.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim == 1:
+        Y = Y[:, None]
+    n_layers = len(coefs)
+    hidden = [activation] * (n_layers - 1) if isinstance(activation, str) else list(activation)
+    s_w = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, float)
+    blocks = {}  # (s, t) -> w (n_t, n_s)
+    for t in range(1, n_layers + 1):
+        if np.shape(coefs[t - 1])[0]:
+            blocks[(t - 1, t)] = np.asarray(coefs[t - 1], dtype=np.float64).T
+    for key, c in skip_coefs.items():
+        blocks[tuple(key)] = np.asarray(c, dtype=np.float64).T
+    grads = {key: np.zeros_like(w) for key, w in blocks.items()}
+    dbs = [np.zeros(np.shape(b)[0]) for b in intercepts]
+    data = 0.0
+    for n in range(X.shape[0]):
+        acts, zs = [X[n]], [None]
+        for t in range(1, n_layers + 1):
+            z = np.asarray(intercepts[t - 1], dtype=np.float64).copy()
+            for (s, tt), w in blocks.items():
+                if tt == t:
+                    z = z + np.array([sum(w[j, i] * acts[s][i] for i in range(w.shape[1]))
+                                      for j in range(w.shape[0])])
+            zs.append(z)
+            acts.append(g(hidden[t - 1] if t < n_layers else out_activation, z))
+        data += s_w[n] * sample_loss(loss, out_activation, acts[-1], Y[n], huber_delta)
+        deltas = [None] * (n_layers + 1)
+        deltas[n_layers] = output_delta(loss, out_activation, zs[-1], acts[-1], Y[n],
+                                        huber_delta)
+        for s in range(n_layers - 1, 0, -1):
+            e = np.zeros(len(zs[s]))
+            for (src, t), w in blocks.items():
+                if src == s:
+                    e += np.array([sum(w[j, i] * deltas[t][j] for j in range(w.shape[0]))
+                                   for i in range(w.shape[1])])
+            deltas[s] = e * g_prime(hidden[s - 1], zs[s])
+        for (s, t), w in blocks.items():
+            grads[(s, t)] += s_w[n] * np.outer(deltas[t], acts[s])
+        for t in range(1, n_layers + 1):
+            dbs[t - 1] += s_w[n] * deltas[t]
+    total = s_w.sum()
+    sq = sum(float(np.sum(w ** 2)) for w in blocks.values())
+    objective = data / total + 0.5 * alpha * sq / total
+    done = {key: ((grads[key] + alpha * blocks[key]) / total).T for key in blocks}
+    coef_grads = [done.get((t - 1, t), np.zeros((0, np.shape(coefs[t - 1])[1])))
+                  for t in range(1, n_layers + 1)]
+    skip_grads = {tuple(key): done[tuple(key)] for key in skip_coefs}
+    return objective, coef_grads, [b / total for b in dbs], skip_grads

@@ -146,9 +146,40 @@ def test_benchmark_runs_once(modname, clsname, meth):
             bench.teardown(*args)
 
 
-def test_asv_conf():
+def asv_default_selection(params):
+    """The parameter values asv's dashboard draws by default (asv 0.6, graphdisplay.js:
+    up to 8 curves, taking values parameter by parameter while the product fits)."""
+    chosen, count = [], 1
+    for values in params:
+        item = [v for j, v in enumerate(values) if (j + 1) * count <= 8]
+        count *= len(item)
+        chosen.append(item)
+    return chosen
+
+
+@pytest.mark.parametrize("modname", ["bench_kernels", "bench_estimator"])
+def test_default_graphs_show_loops_beside_blas(modname):
+    """Issue 15: the dashboard's default graph of each benchmark shows the loop kernels and
+    the BLAS twin side by side (the backend is the first parameter)."""
+    mod = importlib.import_module(f"benchmarks.{modname}")
+    for attr, cls in vars(mod).items():
+        params = getattr(cls, "params", None)
+        if attr.startswith("_") or not inspect.isclass(cls) or not params \
+                or "backend" not in cls.param_names:
+            continue
+        backends = asv_default_selection(params)[cls.param_names.index("backend")]
+        if "blas" in params[cls.param_names.index("backend")]:
+            assert "blas" in backends and any(b.startswith("loops") for b in backends), attr
+
+
+def read_asv_conf():
     lines = (ROOT / "asv.conf.json").read_text().splitlines()
-    conf = json.loads("\n".join(ln for ln in lines if not ln.lstrip().startswith("//")))
+    return json.loads("\n".join(ln for ln in lines if not ln.lstrip().startswith("//")))
+
+
+def test_asv_conf():
+    conf = read_asv_conf()
+    assert conf["branches"] == ["main"]  # asv's default 'master' does not exist here
     assert conf["repo"] == "."
     assert conf["benchmark_dir"] == "benchmarks"
     assert conf["environment_type"] == "virtualenv"
@@ -164,3 +195,49 @@ def test_compare_quick_runs():
     out = proc.stdout
     assert "command: python benchmarks/compare.py --quick --workloads W1 --epochs 1" in out
     assert "sklearn/loops" in out and "EXTRAPOLATED" in out and "predict_proba" in out
+
+
+def _git(*args):
+    proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+@pytest.mark.slow
+def test_asv_smoke_results_publish_and_compare(tmp_path):
+    """What CI's smoke run proves about the dashboard and the regression gate.
+
+    asv records quick results of one small benchmark class (the installed fastbp,
+    ``--python=same``) for HEAD, ``asv publish`` turns them into the dashboard (it
+    failed on a fresh clone before asv.conf.json named the 'main' branch), and
+    ``asv compare --factor 1.1`` -- the table ``asv continuous`` prints and exits on --
+    runs on them.  asv writes only under ``tmp_path``.
+    """
+    pytest.importorskip("asv")
+    head = _git("rev-parse", "HEAD")
+    if head is None or _git("rev-parse", "--verify", "main") is None:
+        pytest.skip("needs a git checkout with a 'main' branch")
+    conf = read_asv_conf()
+    conf.update(repo=str(ROOT), benchmark_dir=str(BENCH_DIR), env_dir=str(tmp_path / "env"),
+                results_dir=str(tmp_path / "results"), html_dir=str(tmp_path / "html"))
+    config = tmp_path / "asv.conf.json"
+    config.write_text(json.dumps(conf))
+    env = dict(os.environ, HOME=str(tmp_path))  # 'asv machine' writes ~/.asv-machine.json
+
+    def asv(*args):
+        proc = subprocess.run([sys.executable, "-m", "asv", *args, "--config", str(config)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, f"asv {args[0]}: " + proc.stdout[-3000:] + proc.stderr
+        return proc.stdout
+
+    asv("machine", "--yes", "--machine", "smoke")
+    asv("run", "--python=same", "--quick", "--bench", "OutputDelta", "--machine", "smoke",
+        "--set-commit-hash", head)
+    results = list((tmp_path / "results" / "smoke").glob("*.json"))
+    assert len([p for p in results if p.name != "machine.json"]) == 1
+    asv("publish")
+    index = json.loads((tmp_path / "html" / "index.json").read_text())
+    assert index["params"]["branch"] == ["main"]
+    assert any(name.startswith("bench_kernels.OutputDelta.") for name in index["benchmarks"])
+    out = asv("compare", "--factor", "1.1", "--machine", "smoke", head, head)
+    assert "OutputDelta" in out

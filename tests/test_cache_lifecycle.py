@@ -65,13 +65,14 @@ def _env(root, threads, **extra):
     return env
 
 
-def _run(args, env, cwd):
+def _run(args, env, cwd, stderr=False):
+    """The process's stdout (and stderr when asked), after checking it exited cleanly."""
     proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=TIMEOUT)
     assert proc.returncode == 0, (
         f"{' '.join(map(str, args))} exited with {proc.returncode}"
         f"{' (segmentation fault)' if proc.returncode == -11 else ''}\n{proc.stderr[-3000:]}")
-    return proc.stdout
+    return (proc.stdout, proc.stderr) if stderr else proc.stdout
 
 
 def _call(root, case, threads, **extra):
@@ -130,20 +131,56 @@ def two_rounds(life):
 def test_issue_sequence_from_an_empty_cache(tmp_path):
     # The report's own sequence, with nothing cached: train and save; predict, which
     # compiles predict from the cached callees; predict again, from the cache.
+    # Each process that compiles says so, once, on stderr (issue 15); a warm one does not.
     root = tmp_path
-    _run([sys.executable, "-c", "import numpy as np, fastbp; "
-          "X = np.random.default_rng(0).random((50, 4)); y = np.arange(50) % 2; "
-          "fastbp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2).fit(X, y).save('t.fbp')"],
-         _env(root, 2), root)
+    _, err = _run([sys.executable, "-c", "import numpy as np, fastbp; "
+                   "X = np.random.default_rng(0).random((50, 4)); y = np.arange(50) % 2; "
+                   "fastbp.MLPClassifier(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)"
+                   ".save('t.fbp')"], _env(root, 2), root, stderr=True)
+    notice = "fastbp: compiling kernels for float64 (first use"
+    assert err.count(notice) == 1, err
+    assert "numba-cache" in err
     X = np.random.default_rng(1).random((6, 4))
     np.save(root / "X.npy", X)
     import fastbp
     expected = fastbp.load(root / "t.fbp").predict(X).tolist()
-    for threads in (1, 2, 2):
-        out = _run([sys.executable, "-c", "import numpy as np, fastbp; "
-                    "print(fastbp.load('t.fbp').predict(np.load('X.npy')).tolist())"],
-                   _env(root, threads), root)
+    for k, threads in enumerate((1, 2, 2)):
+        out, err = _run([sys.executable, "-c", "import numpy as np, fastbp; "
+                         "print(fastbp.load('t.fbp').predict(np.load('X.npy')).tolist())"],
+                        _env(root, threads), root, stderr=True)
         assert json.loads(out) == expected
+        assert (notice in err) == (k == 0), err  # predict compiled once, then cached
+
+
+def test_compile_notice_once_per_dtype_fastbp_only_and_silenced_by_env(monkeypatch):
+    import io
+    import types as pytypes
+
+    from numba import njit
+    from numba.core import types
+
+    from fastbp import engine
+    from fastbp.kernel_cache import _CompileNotice
+
+    def event(dispatcher, *args):
+        return pytypes.SimpleNamespace(data=dict(dispatcher=dispatcher, args=args))
+
+    f64 = types.Array(types.float64, 2, "C")
+    f32 = types.Array(types.float32, 1, "C")
+    out = io.StringIO()
+    notice = _CompileNotice(out)
+    monkeypatch.delenv("FASTBP_COMPILE_NOTICE", raising=False)
+    notice.on_start(event(njit(lambda x: x), f64))  # not fastbp's: silent
+    assert out.getvalue() == ""
+    notice.on_start(event(engine.predict, f64, types.UniTuple(f32, 2)))
+    notice.on_start(event(engine.train_epoch, types.Tuple((f64, f64))))  # same dtypes: once
+    assert out.getvalue().count("fastbp: compiling kernels for float32/float64") == 1
+    notice.on_start(event(engine.train_epoch, f32))
+    assert out.getvalue().count("fastbp: compiling kernels for float32 (") == 1
+    monkeypatch.setenv("FASTBP_COMPILE_NOTICE", "0")
+    quiet = _CompileNotice(out := io.StringIO())
+    quiet.on_start(event(engine.train_epoch, f64))
+    assert out.getvalue() == "" and not quiet.said
 
 
 def _same(actual, expected):

@@ -7,6 +7,7 @@ control character when it is a pipe.  Commands that do not depend on each other
 run a few at a time (the cost of a run is mostly interpreter and Numba start-up).
 """
 import collections
+import importlib.util
 import os
 import re
 import shutil
@@ -83,6 +84,11 @@ def workdir(tmp_path_factory):
     return path
 
 
+TRAIN_IRIS = ["train", "iris.csv", "--target", "species", "--hidden", "16", "--epochs", "100",
+              "--batch-size", "16", "--learning-rate", "0.01", "--patience", "20",
+              "--validation-fraction", "0.2", "--out", "iris.fbp"]
+
+
 @pytest.fixture(scope="module")
 def trained(workdir):
     """Two models trained through the CLI: iris (text classes) and diabetes (regression).
@@ -90,10 +96,7 @@ def trained(workdir):
     The first run is alone: on a fresh install it compiles the kernels into Numba's
     cache once, so the processes started together afterwards only load them.
     """
-    results = {"classify": run(
-        ["train", "iris.csv", "--target", "species", "--hidden", "16", "--epochs", "100",
-         "--batch-size", "16", "--learning-rate", "0.01", "--patience", "20",
-         "--validation-fraction", "0.2", "--out", "iris.fbp"], workdir)}
+    results = {"classify": run(TRAIN_IRIS, workdir)}
     results["regress"] = run(
         ["train", "diabetes.csv", "--target", "target", "--hidden", "16,8", "--epochs", "5",
          "--learning-rate", "0.05", "--out", "diabetes.fbp"], workdir)
@@ -162,6 +165,72 @@ def test_train_with_issue_14_flags(workdir):
     assert len(model.validation_loss_curve_) == model.n_iter_
     assert_ok(results["poisson"])
     assert fastbp.load(workdir / "poisson.fbp").out_activation_ == "exp"
+# A process in which pandas cannot be imported (as after ``pip install .`` without it).
+WITHOUT_PANDAS = """
+import sys
+
+class NoPandas:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoPandas())
+from fastbp.cli import main
+status = main(sys.argv[1:])
+assert "pandas" not in sys.modules, "pandas was imported"
+sys.exit(status)
+"""
+
+
+def run_without_pandas(args, cwd):
+    proc = run_python(["-c", WITHOUT_PANDAS, *args], cwd=cwd, env=_env(), timeout=TIMEOUT)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_train_and_predict_without_pandas(workdir, trained, predicted):
+    """pandas is optional: the same CSV gives the same model and the same predictions."""
+    args = TRAIN_IRIS[:-1] + ["iris_nopandas.fbp"]
+    result = run_without_pandas(args, workdir)
+    assert_ok(result)
+    assert result.stdout == trained["classify"].stdout.replace("iris.fbp", "iris_nopandas.fbp")
+    import fastbp
+    ours, theirs = fastbp.load(workdir / "iris_nopandas.fbp"), fastbp.load(workdir / "iris.fbp")
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert list(ours.feature_names_in_) == list(theirs.feature_names_in_)
+    result = run_without_pandas(["predict", "iris_nopandas.fbp", "iris_reordered.csv"], workdir)
+    assert_ok(result)
+    assert result.stdout == predicted.stdout
+    result = run_without_pandas(["predict", "iris.fbp", "iris_text_feature.csv"], workdir)
+    assert result.returncode == 2
+    assert ("feature column 'petal width (cm)' is not numeric (e.g. 'wide' on line 5)"
+            in result.stderr)
+
+
+def test_train_scale_standard_and_predict_warns_on_differently_scaled_features(workdir,
+                                                                               trained):
+    """--scale standard keeps the scaling in the model file; predict applies it, and
+    warns, naming the column, when features arrive far outside the training range."""
+    iris = pd.read_csv(workdir / "iris.csv")
+    big = iris.copy()
+    big["sepal length (cm)"] *= 1000.0  # e.g. millimetres where training had metres
+    big.to_csv(workdir / "iris_big.csv", index=False)
+    result = run(TRAIN_IRIS[:-1] + ["iris_scaled.fbp", "--scale", "standard"], workdir)
+    assert_ok(result)
+    results = run_all({"plain": ["predict", "iris_scaled.fbp", "iris.csv"],
+                       "far": ["predict", "iris_scaled.fbp", "iris_big.csv"],
+                       "info": ["info", "iris_scaled.fbp"]}, workdir)
+    import fastbp
+    model = fastbp.load(workdir / "iris_scaled.fbp")
+    assert model.scale == "standard" and model.scaler_ is not None
+    X = iris[list(model.feature_names_in_)]
+    assert results["plain"].stdout.splitlines()[1:] == [str(v) for v in model.predict(X)]
+    assert results["plain"].stderr == ""
+    far = results["far"]
+    assert far.returncode == 0
+    assert re.match(r"fastbp: warning: input column 'sepal length \(cm\)' has values up to "
+                    r"7900, [0-9.e+]+ training standard deviations above", far.stderr)
+    assert "scaling:    standard" in results["info"].stdout
 
 
 # -- predict ----------------------------------------------------------------------------------
@@ -227,6 +296,40 @@ def test_info(workdir, trained):
     assert re.search(r"history: +5 epochs", reg.stdout)
 
 
+# -- plot -------------------------------------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None,
+                    reason="matplotlib is not installed (fastbp[plot])")
+def test_plot(workdir, trained):
+    results = run_all({"default": ["plot", "iris.fbp"],
+                       "named": ["plot", "diabetes.fbp", "curves.svg"]}, workdir)
+    for result in results.values():
+        assert_ok(result)
+    assert results["default"].stdout == "wrote iris.png\n"
+    assert (workdir / "iris.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (workdir / "curves.svg").read_bytes()[:500]
+
+
+def test_train_shortcut_network_then_predict_and_info_in_other_processes(workdir):
+    """``--connections shortcut``: the file records the topology; another process
+    predicts with it and ``info`` lists the shortcut blocks."""
+    import fastbp
+    result = run(["train", "iris.csv", "--target", "species", "--hidden", "8,4",
+                  "--activation", "tanh", "--connections", "shortcut", "--epochs", "40",
+                  "--learning-rate", "0.01", "--quiet", "--out", "short.fbp"], workdir)
+    assert_ok(result)
+    results = run_all({"info": ["info", "short.fbp"],
+                       "predict": ["predict", "short.fbp", "iris.csv"]}, workdir)
+    assert_ok(results["info"])
+    assert "shortcuts:  0 -> 2, 0 -> 3, 1 -> 3 (0 = the input)" in results["info"].stdout
+    assert "4 inputs -> 8 tanh -> 4 tanh -> 3 softmax" in results["info"].stdout
+    assert_ok(results["predict"])
+    model = fastbp.load(workdir / "short.fbp")
+    assert model.connections == "shortcut" and len(model.skip_coefs_) == 3
+    frame = pd.read_csv(workdir / "iris.csv")
+    expected = model.predict(frame[list(model.feature_names_in_)])
+    assert results["predict"].stdout.splitlines()[1:] == [str(label) for label in expected]
+
+
 # -- demo -------------------------------------------------------------------------------------
 def test_demo_without_comparison(workdir):
     result = run(["demo", "--epochs", "2", "--hidden", "16", "--no-compare"], workdir)
@@ -273,19 +376,23 @@ def test_progress_bar_only_on_a_terminal(workdir):
     os.close(master)
     terminal = b"".join(chunks).decode()
     assert proc.returncode == 0, terminal
-    assert "\r" in terminal and "epoch 3/3 [" + "#" * 24 + "]" in terminal
+    if importlib.util.find_spec("tqdm") is not None:  # tqdm's bar, redrawn in place
+        assert "\r" in terminal and "3/3 [" in terminal and "loss=" in terminal
+    else:  # no tqdm: plain lines even on a terminal
+        assert re.search(r"^epoch 3/3: loss", terminal, re.M)
     assert "test accuracy:" in stdout and not CONTROL.search(stdout)
 
 
 # -- help, version, console script ------------------------------------------------------------
 def test_help_on_every_command(workdir):
     commands = {"top": ["--help"]}
-    commands.update({name: [name, "--help"] for name in ("demo", "train", "predict", "info")})
+    commands.update({name: [name, "--help"]
+                     for name in ("demo", "train", "predict", "info", "plot")})
     results = run_all(commands, workdir)
     for name, result in results.items():
         assert_ok(result)
     assert "usage: fastbp" in results["top"].stdout
-    for name in ("demo", "train", "predict", "info"):
+    for name in ("demo", "train", "predict", "info", "plot"):
         assert name in results["top"].stdout
         assert f"usage: fastbp {name}" in results[name].stdout
     assert "--target COLUMN" in results["train"].stdout
@@ -315,6 +422,12 @@ ERRORS = {
     "bad option value": (["train", "iris.csv", "--target", "species", "--epochs", "ten"],
                          "argument --epochs: expected a positive integer, got 'ten'"),
     "unknown option": (["info", "iris.fbp", "--verbose"], "unrecognized arguments: --verbose"),
+    "bad --connections": (["train", "iris.csv", "--target", "species", "--connections",
+                           "dense"], "argument --connections: expected 'chain', 'shortcut' "
+                                     "or a JSON mapping"),
+    "--connections naming no layer": (["train", "iris.csv", "--target", "species",
+                                       "--connections", '{"3": [0]}'],
+                                      "--connections: connections: layer 3 does not exist"),
     "unknown command": (["fit", "iris.csv"], "invalid choice: 'fit'"),
     "class weight on a regression": (["train", "diabetes.csv", "--target", "target",
                                       "--class-weight", "balanced"],

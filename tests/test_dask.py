@@ -36,21 +36,15 @@ def _compile_here_first():
     Numba caches what one process compiles; the two workers then load it instead
     of compiling it side by side on a machine of two cores (minutes on a fresh
     install).  The variants: float64 and float32, L-BFGS (``loss_grad``) and
-    stochastic (``train_epoch``) fits, ``predict``, and read-only X and y (what
-    pandas partitions become under copy-on-write).
+    stochastic (``train_epoch``) fits, ``predict``.  Read-only partitions (pandas
+    under copy-on-write) need none of their own: ``network.engine_array`` copies them.
     """
-    pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(0)
     X = rng.standard_normal((12, 3))
     y = (X[:, 0] > 0).astype(int)
-    frame, target = pd.DataFrame(X), pd.Series(X[:, 1])
     for Xv in (X, X.astype(np.float32)):
         for solver in ("lbfgs", "adam"):
             fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), Xv, y).predict(Xv)
-    for solver in ("lbfgs", "adam"):
-        fit_quietly(fastbp.MLPClassifier((3,), solver=solver, max_iter=2), frame, y)
-        reg = fastbp.MLPRegressor(hidden_layer_sizes=(3,), solver=solver, max_iter=2)
-        fit_quietly(reg, frame, target).predict(frame)
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +214,28 @@ def test_averaging_over_one_partition_is_single_machine_sgd(client, digits):
     for a, b in zip(est.coefs_ + est.intercepts_, ref.coefs_ + ref.intercepts_):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(est.loss_curve_, ref.loss_curve_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sgd"])
+def test_shortcut_network_on_the_cluster_is_the_single_machine_one(client, digits, solver):
+    """Shortcut blocks travel with the parameters: L-BFGS over 2 partitions and sgd
+    averaged over 1 give the single-machine model, skip_coefs_ and block norms included."""
+    X_tr, _, y_tr, _ = digits
+    kw = dict(hidden_layer_sizes=(8, 6), activation="tanh", solver=solver, max_iter=4,
+              learning_rate_init=0.05, shuffle=False, random_state=0,
+              connections={2: [0, 1], 3: [0, 2]})
+    ref = fastbp.MLPClassifier(**kw).fit(X_tr, y_tr)
+    est = fdask.fit(fastbp.MLPClassifier(**kw), X_tr, y_tr, client=client,
+                    n_partitions=2 if solver == "lbfgs" else 1)
+    assert sorted(est.skip_coefs_) == [(0, 2), (0, 3)]
+    for key in ref.skip_coefs_:
+        np.testing.assert_allclose(est.skip_coefs_[key], ref.skip_coefs_[key], rtol=1e-9,
+                                   atol=1e-11)
+    for a, b in zip(est.coefs_ + est.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    assert len(est.history_["grad_norms"][-1]) == 5  # 3 layers + 2 shortcut blocks
+    np.testing.assert_allclose(est.history_["grad_norms"], ref.history_["grad_norms"],
+                               rtol=1e-8)
 
 
 def test_divergence_in_a_partition_is_named(client, rng):

@@ -244,3 +244,47 @@ def test_divergence_restores_parameters(rng, backend, solver):
     assert opt.t == before[3]
     assert np.isfinite(theta).all()
     assert not np.array_equal(theta, problem["theta0"])    # the sane epoch was kept
+
+
+# ---- (d) the serial engine: no parallel region for networks that never reach one -----
+
+def _linked(func, seen):
+    """Every compiled function ``func`` can call (its globals, recursively)."""
+    from numba.core.registry import CPUDispatcher
+    for name in func.__code__.co_names:
+        obj = func.__globals__.get(name)
+        if isinstance(obj, CPUDispatcher) and id(obj) not in seen:
+            seen[id(obj)] = obj
+            _linked(obj.py_func, seen)
+    return seen.values()
+
+
+def test_serial_engine_links_no_parallel_twin():
+    from numba.core.registry import CPUDispatcher
+
+    from fastbp import engine
+    from fastbp.backends import ENTRY_POINTS, get_engine
+    loops = get_engine("loops")
+    assert get_engine("loops-serial") is loops.serial
+    for name in ENTRY_POINTS:
+        full = getattr(loops, name).dispatcher
+        copy = getattr(loops.serial, name).dispatcher
+        if not isinstance(full, CPUDispatcher):  # NUMBA_DISABLE_JIT: plain functions
+            continue
+        assert full is getattr(engine, name)
+        assert copy.py_func.__qualname__.endswith("_serial")  # its own cache files
+        assert any(d.targetoptions.get("parallel") for d in _linked(full.py_func, {})), name
+        assert not any(d.targetoptions.get("parallel") for d in _linked(copy.py_func, {})), name
+
+
+@pytest.mark.parametrize("batch,expect_full", [(8, False), (4096, True)])
+def test_network_takes_the_full_engine_only_where_a_kernel_can_go_parallel(batch,
+                                                                           expect_full):
+    # 64-100-10: 4096 * 64 * 100 multiply-adds reach the threshold, 8 * 64 * 100 do not
+    net = Network([64, 100, 10], ["relu"], "softmax", "log_loss", np.float64, "loops")
+    ip = net.buffers(batch)[2]
+    engine = net.engine_for(batch, ip)
+    assert (engine is net.engine) is expect_full
+    assert (engine is net.engine.serial) is (not expect_full)
+    ip[IP_PAR_MIN] = 1  # the tests' hook to force parallel twins also forces the full engine
+    assert net.engine_for(batch, ip) is net.engine

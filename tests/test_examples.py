@@ -73,8 +73,36 @@ def test_training_curves_without_matplotlib(tmp_path):
     assert not (tmp_path / "curves.png").exists()
 
 
+@pytest.mark.slow
+def test_onnx_export(tmp_path):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "model.onnx"
+    out = run_example([str(EXAMPLES / "onnx_export.py"), str(path)], tmp_path)
+    assert float(re.search(r"^test accuracy: ([0-9.]+)$", out, re.M).group(1)) > 0.8
+    assert f"wrote {path}" in out and path.is_file()
+    diff = float(re.search(r"same labels: True; largest probability difference (\S+)$", out,
+                           re.M).group(1))
+    assert diff < 1e-12
+
+
 def test_benchmarks_dashboard_gives_the_commands():
     text = (EXAMPLES / "benchmarks_dashboard.md").read_text()
-    for command in ("asv run --python=same --quick", "asv continuous main HEAD",
-                    "asv publish", "asv preview", "python benchmarks/compare.py"):
+    for command in ("asv machine --yes", "asv run --python=same --quick",
+                    "asv continuous -f 1.1 --bench", "asv publish", "asv preview",
+                    "python benchmarks/compare.py"):
         assert command in text
+    # machine first: the commands after it need it
+    assert text.index("asv machine --yes") < text.index("asv run --python=same --quick")
+    assert "track_test_score" not in text and "one graph per benchmark and parameter" not in text
+    assert "STYLE.md" not in text
+
+
+@pytest.mark.slow
+def test_shortcut_networks(tmp_path):
+    out = run_example([str(EXAMPLES / "shortcut_networks.py")], tmp_path)
+    rows = dict(re.findall(r"^ *(\S+|dict \{.*\}): .*test accuracy ([0-9.]+)$", out, re.M))
+    assert float(rows["chain"]) < 0.2 and float(rows["shortcut"]) > 0.9
+    chain_g, short_g = (float(g) for g in re.findall(r"gradient norm \(epoch 1\) (\S+),", out)[:2])
+    assert chain_g < 1e-3 * short_g
+    assert "21 shortcut blocks" in out
+    assert "blocks zeroed == chain with the same coefs_: True" in out

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import sklearn.neural_network as sk
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
 import fastbp
 from fastbp.backends import get_engine
@@ -66,6 +66,33 @@ def test_strided_and_readonly_input(data):
         model = _clf().fit(Xv, y)
         assert_same_params(model, ref, tol=1e-12)
     assert not ro.flags.writeable  # untouched
+
+
+def test_predict_skips_validation_only_for_plainly_valid_arrays(data, monkeypatch):
+    # a finite float ndarray of the fitted width skips validate_data (most of a one-row
+    # predict); anything else still goes through it, with scikit-learn's messages
+    import fastbp.estimators as est
+    X, y, _ = data
+    model = _clf().fit(X, y)
+    calls = []
+    real = est.validate_data
+    monkeypatch.setattr(est, "validate_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for Xv in (X, X[:1], X.astype(np.float32)):
+        np.testing.assert_array_equal(model.predict_proba(Xv), model.predict_proba(Xv.tolist()))
+    assert len(calls) == 3  # the three lists only
+    bad = X.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict(bad)
+    with pytest.raises(ValueError, match="4 features"):
+        model.predict(X[:, :3])
+    with pytest.raises(ValueError, match="0 sample"):
+        model.predict(X[:0])
+    with pytest.raises(NotFittedError, match="not fitted"):
+        _clf().predict(X)
+    framed = _clf().fit(pd.DataFrame(X, columns=list("abcd")), y)
+    with pytest.warns(UserWarning, match="feature names"):
+        framed.predict(X)
 
 
 def test_python_lists(data):
@@ -250,19 +277,20 @@ def sparse_data(rng):
 
 
 class EngineSpy:
-    """Wraps the loops engine's train_epoch; records whether X came as CSR."""
+    """Wraps the loops engines' train_epoch (full and serial); records whether X came as CSR."""
 
     def __init__(self, monkeypatch):
         self.calls = []
-        engine = get_engine("loops")
-        original = engine.train_epoch
+        loops = get_engine("loops")
+        for engine in (loops, loops.serial):
+            monkeypatch.setattr(engine, "train_epoch", self._spy(engine.train_epoch))
 
+    def _spy(self, original):
         def train_epoch(data, *args):
             X, Xs = data[0], data[1]
             self.calls.append((X.shape[0], Xs[2].shape[0]))
             return original(data, *args)
-
-        monkeypatch.setattr(engine, "train_epoch", train_epoch)
+        return train_epoch
 
     def all_sparse(self):
         return bool(self.calls) and all(rows == 0 and indptr > 0 for rows, indptr in self.calls)

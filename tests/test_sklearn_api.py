@@ -95,7 +95,8 @@ def test_array_api_check_in_subprocess():
 
 
 # -- parameters and the partial_fit guard -----------------------------------------------
-EXTRAS = {"backend", "n_jobs", "callbacks", "clip_norm", "init", "rprop_step_bounds"}
+EXTRAS = {"scale", "backend", "n_jobs", "callbacks", "clip_norm", "init", "connections",
+          "rprop_step_bounds"}
 
 
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
