@@ -283,7 +283,7 @@ class RpropStep(_Kernel):
     """iRPROP- step over the flat parameters (W1's and W4's counts); gradient signs mixed."""
 
     kernel = "rprop_step"
-    params = [["5569", "669706"], DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, ["5569", "669706"], DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         (p,) = dims
