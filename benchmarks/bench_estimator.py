@@ -127,26 +127,26 @@ CONNECTIONS = ["chain", "shortcut"]
 class _Topology(_Estimator):
     """A workload's estimator with ``connections`` set; JIT warm-up fit in setup."""
 
-    param_names = ["workload", "connections", "backend", "threads"]
-    params = [SHORTCUT_WORKLOADS, CONNECTIONS, ["loops", "blas"], THREADS]
+    param_names = ["backend", "workload", "connections", "threads"]  # backend first
+    params = [["loops", "blas"], SHORTCUT_WORKLOADS, CONNECTIONS, THREADS]
 
-    def setup(self, workload, connections, backend, threads):
-        super().setup(workload, backend, threads)
+    def setup(self, backend, workload, connections, threads):
+        super().setup(backend, workload, threads)
         self.est.set_params(connections=connections)
         rows = self.wl.warm_rows()
         self.est.fit(self.X[:rows], self.y[:rows])
 
-    def teardown(self, workload, connections, backend, threads):
-        super().teardown(workload, backend, threads)
+    def teardown(self, backend, workload, connections, threads):
+        super().teardown(backend, workload, threads)
 
 
 class ShortcutFit(_Topology):
     """One epoch of a shortcut net beside its chain twin (same widths)."""
 
-    def time_fit_epoch(self, workload, connections, backend, threads):
+    def time_fit_epoch(self, backend, workload, connections, threads):
         self.est.fit(self.X, self.y)
 
-    def track_train_loss(self, workload, connections, backend, threads):
+    def track_train_loss(self, backend, workload, connections, threads):
         self.est.fit(self.X, self.y)
         return float(self.est.loss_)
 
@@ -160,14 +160,14 @@ class ShortcutSpeedup(_Topology):
     params = [SHORTCUT_WORKLOADS, CONNECTIONS, THREADS]
 
     def setup(self, workload, connections, threads):
-        super().setup(workload, connections, "loops", threads)
+        super().setup("loops", workload, connections, threads)
         self.blas = self.wl.fastbp_estimator("blas", max_iter=EPOCHS, n_jobs=threads)
         self.blas.set_params(connections=connections)
         rows = self.wl.warm_rows()
         self.blas.fit(self.X[:rows], self.y[:rows])
 
     def teardown(self, workload, connections, threads):
-        super().teardown(workload, connections, "loops", threads)
+        super().teardown("loops", workload, connections, threads)
 
     def track_speedup_vs_blas(self, workload, connections, threads):
         loops = wall_seconds(lambda: self.est.fit(self.X, self.y))

@@ -164,7 +164,7 @@ class DenseForwardAcc(_Gflops, _Kernel):
     """
 
     kernel = "dense_forward_acc"
-    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, DENSE_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -180,7 +180,7 @@ class DenseBackwardInputAcc(_Gflops, _Kernel):
     """A shortcut block's term of its source's error, overwriting (``add`` false), g' = 1."""
 
     kernel = "dense_backward_input_acc"
-    params = [DENSE_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, DENSE_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -243,7 +243,7 @@ class CsrForwardAcc(_Kernel):
     """A shortcut block from CSR input rows (shuffled) added to a layer's sums, identity."""
 
     kernel = "csr_forward_acc"
-    params = [CSR_SIZES, DTYPES, TWIN_BACKENDS, THREADS]
+    params = [TWIN_BACKENDS, CSR_SIZES, DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -345,7 +345,7 @@ class BlockSqNorms(_Kernel):
     """Per-shortcut-block squared gradient norms of W4's net with shortcut connections."""
 
     kernel = "block_sq_norms"
-    params = [["784x512x512x10"], DTYPES, HELPER_BACKENDS, [1]]
+    params = [HELPER_BACKENDS, ["784x512x512x10"], DTYPES, [1]]
 
     def arguments(self, dims, dtype, rng):
         sources = normalize_connections("shortcut", len(dims) - 2)

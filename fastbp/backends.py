@@ -1,15 +1,22 @@
 """Backends: the one engine source bound to loop kernels (compiled or plain
-Python) or to their BLAS twin.  ``get_engine(name)`` returns an object with
-``train_epoch``, ``loss_grad`` and ``predict`` (see ``engine``), its parallel
-threshold ``par_min``, and ``serial``: the same engine for calls whose every
-kernel would take its serial twin (itself when the backend has no parallel
-kernels)."""
+Python) or to their BLAS twin.
+
+``get_engine(name)`` returns an engine: ``train_epoch``, ``loss_grad`` and
+``predict`` (see ``engine``), its parallel threshold ``par_min``, and
+``variant(parallel, shortcuts)``: the same engine specialised at compile time for
+calls that may (or never) reach the parallel threshold, on networks with (or
+without) shortcut blocks (``jit.specialised_copy``).  A variant gives bitwise
+the results of the full engine on the calls it is chosen for
+(``network.Network.engine_for``) and compiles only the kernels they can reach:
+a small chain network never compiles a ``parallel=True`` kernel nor a shortcut
+kernel.  Backends without compiled code are their own variants.
+"""
 import functools
 import types
 
 from . import engine, kernels_blas
 from .config import PARALLEL_MIN_WORK
-from .jit import pure_python, serial_copy, start_threads
+from .jit import pure_python, specialised_copy, start_threads
 from .kernel_cache import announce_compiles, guarded
 
 BACKENDS = ("loops", "loops-serial", "blas", "python")
@@ -32,36 +39,39 @@ for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector
     _BLAS_NAMES[_name] = getattr(kernels_blas, _name)
 
 
-@functools.lru_cache(maxsize=None)
-def _serial_engine():
-    """The compiled entry points with every kernel bound to its serial twin.
+class Engine(types.SimpleNamespace):
+    """An engine's entry points, ``name``, ``par_min`` and its specialisations."""
 
-    They link no parallel region, so a process that only ever trains small
-    networks never compiles a ``parallel=True`` kernel (``jit.serial_copy``).
-    """
+    def variant(self, parallel, shortcuts):
+        """The engine for calls that may reach the parallel threshold (``parallel``)
+        on a network with shortcut blocks (``shortcuts``)."""
+        if self.name in ("loops", "loops-serial"):
+            return _loops_variant(parallel and self.name == "loops", bool(shortcuts))
+        return self
+
+
+@functools.lru_cache(maxsize=None)
+def _loops_variant(parallel, shortcuts):
+    """The compiled entry points specialised for (``parallel``, ``shortcuts``)."""
+    constants = {} if shortcuts else {"SHORTCUTS": False}
     memo = {}
-    funcs = {n: guarded(serial_copy(getattr(engine, n), memo)) for n in ENTRY_POINTS}
-    return types.SimpleNamespace(name="loops-serial", par_min=_NEVER, **funcs)
+    funcs = {n: guarded(specialised_copy(getattr(engine, n), serial=not parallel,
+                                         constants=constants, _memo=memo))
+             for n in ENTRY_POINTS}
+    name = "loops" if parallel else "loops-serial"
+    return Engine(name=name, par_min=PARALLEL_MIN_WORK if parallel else _NEVER, **funcs)
 
 
 @functools.lru_cache(maxsize=None)
 def get_engine(backend):
-    """The engine functions for ``backend``, its parallel threshold and its serial engine."""
+    """The engine of ``backend`` (its full form: any network, any work size)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if backend in ("loops", "loops-serial"):
         start_threads()  # before any cached compiled code runs: see start_threads
         announce_compiles()
-        serial = _serial_engine()
-        if backend == "loops-serial":
-            serial.serial = serial
-            return serial
-        funcs = {n: guarded(getattr(engine, n)) for n in ENTRY_POINTS}
-        return types.SimpleNamespace(name=backend, par_min=PARALLEL_MIN_WORK, serial=serial,
-                                     **funcs)
+        return _loops_variant(backend == "loops", True)
     memo = {}
     ns = _BLAS_NAMES if backend == "blas" else None
     funcs = {n: pure_python(getattr(engine, n), ns, memo) for n in ENTRY_POINTS}
-    eng = types.SimpleNamespace(name=backend, par_min=_NEVER, **funcs)
-    eng.serial = eng
-    return eng
+    return Engine(name=backend, par_min=_NEVER, **funcs)

@@ -59,6 +59,13 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            optimizer_step_parallel, optimizer_step_serial, output_delta,
                            rprop_step_parallel, rprop_step_serial, scale_vector)
 
+# Compile-time switch (a global: Numba freezes it and prunes the branches it
+# guards).  The module's functions are compiled with it on: any topology.
+# ``jit.specialised_copy`` compiles copies with it off for chain networks, which
+# then never type nor compile the shortcut kernels (about a third of a first
+# fit's compile time); a chain runs the same kernels in either, bit for bit.
+SHORTCUTS = True
+
 
 @jit
 def _layer_params(buf, layers, l):
@@ -142,8 +149,9 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min):
         a = _rows(work, layers[l, L_AOFF], m, n_out)
         par = m * n_in * n_out >= par_min and m > 1
         k_end = k
-        while k_end < skips.shape[0] and skips[k_end, S_DST] == l + 1:
-            k_end += 1
+        if SHORTCUTS:
+            while k_end < skips.shape[0] and skips[k_end, S_DST] == l + 1:
+                k_end += 1
         act = layers[l, L_ACT] if k_end == k else IDENTITY  # g with the last block
         if n_in == 0:  # no chain block: z = b, the shortcut blocks add the rest
             a_prev = _rows(work, 0, m, 0)
@@ -156,21 +164,22 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min):
             dense_forward_parallel(w, b, a_prev, act, a)
         else:
             dense_forward_serial(w, b, a_prev, act, a)
-        while k < k_end:
-            s = skips[k, S_SRC]
-            ws = _skip_weights(theta, skips, k)
-            act = layers[l, L_ACT] if k == k_end - 1 else IDENTITY
-            par = m * skips[k, S_NIN] * n_out >= par_min and m > 1
-            if s == 0 and sparse:
-                if par:
-                    csr_forward_acc_parallel(ws, Xs, order, start, act, a)
+        if SHORTCUTS:
+            while k < k_end:
+                s = skips[k, S_SRC]
+                ws = _skip_weights(theta, skips, k)
+                act = layers[l, L_ACT] if k == k_end - 1 else IDENTITY
+                par = m * skips[k, S_NIN] * n_out >= par_min and m > 1
+                if s == 0 and sparse:
+                    if par:
+                        csr_forward_acc_parallel(ws, Xs, order, start, act, a)
+                    else:
+                        csr_forward_acc_serial(ws, Xs, order, start, act, a)
+                elif par:
+                    dense_forward_acc_parallel(ws, _outputs(work, layers, a0, s, m), act, a)
                 else:
-                    csr_forward_acc_serial(ws, Xs, order, start, act, a)
-            elif par:
-                dense_forward_acc_parallel(ws, _outputs(work, layers, a0, s, m), act, a)
-            else:
-                dense_forward_acc_serial(ws, _outputs(work, layers, a0, s, m), act, a)
-            k += 1
+                    dense_forward_acc_serial(ws, _outputs(work, layers, a0, s, m), act, a)
+                k += 1
         a_prev = a
     return a
 
@@ -229,15 +238,17 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
         if not accumulate:
             for j in range(n_out):
                 wsq_total += wsq[j]
-        if skips.shape[0] > 0:
-            wsq_total += _skip_backward_params(data, batch, theta, grad, layers, skips, work,
-                                               a0, l, alpha, scale, accumulate, wsq,
-                                               par_min)
+        if SHORTCUTS:
+            if skips.shape[0] > 0:
+                wsq_total += _skip_backward_params(data, batch, theta, grad, layers, skips,
+                                                   work, a0, l, alpha, scale, accumulate, wsq,
+                                                   par_min)
         if l > 0:
             n_cons = 0  # shortcut blocks layer l feeds
-            for k in range(skips.shape[0]):
-                if skips[k, S_SRC] == l:
-                    n_cons += 1
+            if SHORTCUTS:
+                for k in range(skips.shape[0]):
+                    if skips[k, S_SRC] == l:
+                        n_cons += 1
             if n_cons == 0:
                 delta_prev = _rows(work, layers[l - 1, L_DOFF], m, n_in)
                 if big and m > 1:
@@ -246,7 +257,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
                 else:
                     dense_backward_input_serial(w, delta, a_prev, layers[l - 1, L_ACT],
                                                 delta_prev)
-            else:
+            elif SHORTCUTS:
                 _skip_backward_input(theta, layers, skips, work, l, n_cons, w, delta, m,
                                      par_min)
     return data_sum, wsq_total
@@ -393,8 +404,9 @@ def train_epoch(data, order, state, context):
                                             np.bool_(False), 1.0 / swsum)
             batch_loss = (data_sum + 0.5 * hp[HP_ALPHA] * wsq) / swsum
             layer_sq_norms(grad, layers, norms)
-            if skips.shape[0] > 0:
-                block_sq_norms(grad, skips, norms[n_layers:])
+            if SHORTCUTS:
+                if skips.shape[0] > 0:
+                    block_sq_norms(grad, skips, norms[n_layers:])
             total = 0.0
             for l in range(n_blocks):
                 total += norms[l]
@@ -462,15 +474,16 @@ def loss_grad(data, theta, grad, context):
         finalize_params(w, alpha, scale, dw, db, wsq)
         for j in range(n_out):
             wsq_total += wsq[j]
-    skips = _skip_table(ip)
-    for k in range(skips.shape[0]):
-        n_out = skips[k, S_NOUT]
-        db = work[skips[k, S_DB]:skips[k, S_DB] + n_out]  # scratch: biases are the chain's
-        wsq = work[wsq_off:wsq_off + n_out]
-        finalize_params(_skip_weights(theta, skips, k), alpha, scale,
-                        _skip_weights(grad, skips, k), db, wsq)
-        for j in range(n_out):
-            wsq_total += wsq[j]
+    if SHORTCUTS:
+        skips = _skip_table(ip)
+        for k in range(skips.shape[0]):
+            n_out = skips[k, S_NOUT]
+            db = work[skips[k, S_DB]:skips[k, S_DB] + n_out]  # scratch: the chain's biases
+            wsq = work[wsq_off:wsq_off + n_out]
+            finalize_params(_skip_weights(theta, skips, k), alpha, scale,
+                            _skip_weights(grad, skips, k), db, wsq)
+            for j in range(n_out):
+                wsq_total += wsq[j]
     stats[ST_DATA] = data_sum * scale
     stats[ST_REG] = 0.5 * alpha * wsq_total * scale
     stats[ST_SWSUM] = swsum
@@ -495,8 +508,9 @@ def rprop_epoch(data, state, context):
     n_blocks = n_layers + skips.shape[0]  # gradient norms: layers, then shortcut blocks
     norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_blocks]
     layer_sq_norms(grad, layers, norms)
-    if skips.shape[0] > 0:
-        block_sq_norms(grad, skips, norms[n_layers:])
+    if SHORTCUTS:
+        if skips.shape[0] > 0:
+            block_sq_norms(grad, skips, norms[n_layers:])
     total = 0.0
     for l in range(n_blocks):
         total += norms[l]

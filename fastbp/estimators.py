@@ -679,7 +679,10 @@ class FitRun:
         est = self.est
         if not hasattr(fit, "validation_loss_curve_"):
             self._validation_state(fit, None)
-        if not self.incremental or fit._optimizer is None:
+        opt = fit._optimizer
+        # new moments too when shortcut blocks were added since (skip_coefs_ and
+        # connections assigned before partial_fit): the old ones have another size
+        if not self.incremental or opt is None or opt.m1.shape[0] != fit.theta.size:
             fit._optimizer = self.optimizer(fit.theta.size, fit.theta.dtype)
         EpochLoop(fit, step, n_samples=n_samples, max_iter=est.max_iter, tol=est.tol,
                   n_iter_no_change=est.n_iter_no_change, early_stopping=est.early_stopping,

@@ -21,7 +21,7 @@ from numba.core.registry import CPUDispatcher
 from . import codes, config
 from .config import CACHE, FASTMATH, FASTMATH_ORDERED
 
-__all__ = ["jit", "jit_ordered", "twins", "serial_copy", "pure_python", "start_threads"]
+__all__ = ["jit", "jit_ordered", "twins", "specialised_copy", "pure_python", "start_threads"]
 
 _threads_started = False
 
@@ -145,58 +145,68 @@ def twins(func):
     return serial, parallel
 
 
-def _parallel_names(func, _seen=None):
-    """Names of ``<kernel>_parallel`` twins that ``func`` calls, itself or through
-    the compiled functions it calls (recursively)."""
+def _needs_copy(func, serial, constants, _seen=None):
+    """Whether ``func`` uses, itself or through the compiled functions it calls
+    (recursively), a ``<kernel>_parallel`` twin (when ``serial``) or a global
+    named in ``constants``."""
     if _seen is None:
         _seen = set()
     if id(func) in _seen:
-        return set()
+        return False
     _seen.add(id(func))
     glb = func.__globals__
-    found = set()
     for name in func.__code__.co_names:
         obj = glb.get(name)
-        if name.endswith("_parallel") and isinstance(obj, CPUDispatcher):
-            found.add(name)
-        elif isinstance(obj, CPUDispatcher):
-            found |= _parallel_names(obj.py_func, _seen)
-    return found
+        if name in constants:
+            return True
+        if isinstance(obj, CPUDispatcher):
+            if serial and name.endswith("_parallel"):
+                return True
+            if _needs_copy(obj.py_func, serial, constants, _seen):
+                return True
+    return False
 
 
-def serial_copy(dispatcher, _memo=None):
-    """A compiled copy of ``dispatcher`` that calls serial kernel twins only.
+def specialised_copy(dispatcher, serial=False, constants=None, _memo=None):
+    """A compiled copy of ``dispatcher`` specialised at compile time.
 
-    Every ``<kernel>_parallel`` global it calls (directly or through the
-    compiled functions it calls) is bound to ``<kernel>_serial``; functions that
-    reach no parallel twin are shared, not copied.  A copy never links a
-    parallel region, so Numba compiles none of the ``parallel=True`` twins for
-    it (about half of a first fit's compile time).  Its results are bitwise
-    those of the original whenever the original would pick every serial twin,
-    which is how ``network.Network`` uses it.  Copies get their own qualname
-    (``_serial`` suffix), hence their own cache files.  Under
+    ``serial``: every ``<kernel>_parallel`` global it calls (directly or through
+    the compiled functions it calls) is bound to ``<kernel>_serial``, so the copy
+    links no parallel region and Numba compiles none of the ``parallel=True``
+    twins for it.  ``constants``: globals to replace (``{"SHORTCUTS": False}``);
+    Numba freezes globals and prunes the branches a constant decides, so the
+    code they guard is never typed nor compiled.  Functions that need neither
+    are shared, not copied.  A copy gives bitwise the original's results
+    wherever the original would take the same branches and serial twins, which
+    is how ``network.Network`` uses them.  Copies get their own qualname (a
+    suffix naming the specialisation), hence their own cache files.  Under
     ``NUMBA_DISABLE_JIT`` (no dispatchers) the function is returned as it is.
     """
     if not isinstance(dispatcher, CPUDispatcher):
         return dispatcher
+    constants = dict(constants or {})
     if _memo is None:
         _memo = {}
     func = dispatcher.py_func
     if id(func) in _memo:
         return _memo[id(func)]
-    if not _parallel_names(func):
+    if not _needs_copy(func, serial, constants):
         return dispatcher
     glb = func.__globals__
-    namespace = {}
+    namespace = {k: v for k, v in constants.items() if k in glb}  # one view per copy
     for name in func.__code__.co_names:
         obj = glb.get(name)
-        if name.endswith("_parallel") and isinstance(obj, CPUDispatcher):
+        if name in constants:
+            continue
+        elif serial and name.endswith("_parallel") and isinstance(obj, CPUDispatcher):
             namespace[name] = glb[name[:-len("_parallel")] + "_serial"]
         elif isinstance(obj, CPUDispatcher):
-            namespace[name] = serial_copy(obj, _memo)
+            namespace[name] = specialised_copy(obj, serial, constants, _memo)
+    suffix = "".join(["_serial" if serial else ""]
+                     + [f"_{k.lower()}_{v}" for k, v in sorted(constants.items())])
     options = {k: v for k, v in dispatcher.targetoptions.items()
                if k not in ("nopython", "boundscheck")}
-    copy = numba.njit(cache=CACHE, **options)(_renamed(func, "_serial", namespace))
+    copy = numba.njit(cache=CACHE, **options)(_renamed(func, suffix, namespace))
     copy.__name__ = dispatcher.__name__
     _memo[id(func)] = copy
     return copy

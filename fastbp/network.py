@@ -115,23 +115,23 @@ class Network:
         return self._engine
 
     def engine_for(self, cap, ip):
-        """The engine for blocks of up to ``cap`` rows under the controls ``ip``:
-        the serial engine (``backends.get_engine(...).serial``) when no kernel
-        call can reach the parallel threshold ``ip[IP_PAR_MIN]``, else the full one.
+        """The engine variant (``backends.Engine.variant``) for blocks of up to
+        ``cap`` rows under the controls ``ip``.
 
-        The engine picks a kernel's parallel twin when a call's work
+        Parallel when some kernel call can reach the threshold ``ip[IP_PAR_MIN]``:
+        the engine picks a kernel's parallel twin when a call's work
         (multiply-adds ``cap * n_in * n_out`` of a weight block, chain or
         shortcut; ``cap * n_features`` gathered inputs; the optimizer's
-        ``n_params``) reaches the threshold; below it everywhere both engines
-        run the same serial kernels, so the results are bitwise the same and
-        the parallel kernels need never be compiled.
+        ``n_params``) reaches it, so below it everywhere the serial variant runs
+        the same kernels.  With shortcuts only when the network has shortcut
+        blocks.  Results are bitwise those of the full engine; the variant just
+        never compiles the kernels these calls cannot reach.
         """
-        engine = self.engine
         sizes = self.layout.sizes
         work = max([cap * sizes[0], self.layout.n_params]
                    + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
                    + [cap * sizes[s] * sizes[t] for s, t in self.layout.skip_keys])
-        return engine if work >= ip[IP_PAR_MIN] else engine.serial
+        return self.engine.variant(work >= ip[IP_PAR_MIN], not self.layout.chain)
 
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap):

@@ -6,15 +6,19 @@
   import-time check);
 * every benchmark method of every module runs once on the tiniest parameters
   (the first value of each parameter), the way asv would call it;
-* ``benchmarks/compare.py --quick`` runs.
+* ``benchmarks/compare.py --quick`` runs; its compiled peers (jax, torch.compile)
+  train the same net from the same start as fastbp and end at its loss.
 """
+import dataclasses
 import importlib
+import importlib.util
 import inspect
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -195,6 +199,10 @@ def test_compare_quick_runs():
     out = proc.stdout
     assert "command: python benchmarks/compare.py --quick --workloads W1 --epochs 1" in out
     assert "sklearn/loops" in out and "EXTRAPOLATED" in out and "predict_proba" in out
+    assert "jax/loops" in out and "torch.compile/loops" in out
+    for peer, module in (("jax", "jax"), ("torch.compile", "torch")):
+        if importlib.util.find_spec(module) is None:
+            assert f"{peer}: not installed, column skipped (pip install '.[{module}]')" in out
 
 
 def _git(*args):
@@ -241,3 +249,169 @@ def test_asv_smoke_results_publish_and_compare(tmp_path):
     assert any(name.startswith("bench_kernels.OutputDelta.") for name in index["benchmarks"])
     out = asv("compare", "--factor", "1.1", "--machine", "smoke", head, head)
     assert "OutputDelta" in out
+
+
+# -- compare.py's compiled peers (jax, torch.compile) ------------------------------
+
+def compare_module():
+    return importlib.import_module("benchmarks.compare")
+
+
+def peer_case(name, n):
+    common = importlib.import_module("benchmarks.common")
+    wl = common.WORKLOADS[name]
+    X, y = wl.data(n)
+    return wl, X, y
+
+
+def adam_workload(wl):
+    """``wl`` with scikit-learn's adam instead of Nesterov sgd (for fastbp and the peers)."""
+    common = importlib.import_module("benchmarks.common")
+
+    class Adam(common.Workload):
+        def estimator_params(self, max_iter):
+            p = super().estimator_params(max_iter)
+            p.update(solver="adam", learning_rate_init=0.01)
+            return p
+    return Adam(**{f.name: getattr(wl, f.name) for f in dataclasses.fields(wl)})
+
+
+def fastbp_loss(wl, X, y, epochs):
+    est = wl.fastbp_estimator("loops", max_iter=epochs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: a fixed number of epochs
+        return float(est.fit(X, y).loss_)
+
+
+def numpy_peer_loss(wl, X, y, epochs):
+    """scikit-learn's Nesterov sgd written out in NumPy from ``peer_start``: the final
+    loss of a peer that gets the starting weights, sample orders and targets right."""
+    compare = compare_module()
+    rec, X, Y, params, orders = compare.peer_start(wl, X, y, epochs)
+    assert rec["solver"] == "sgd" and rec["nesterov"] and rec["activation"] in ("relu", "logistic")
+    act = (lambda z: np.maximum(z, 0)) if rec["activation"] == "relu" else \
+        (lambda z: 1 / (1 + np.exp(-z)))
+    dact = (lambda h: (h > 0).astype(h.dtype)) if rec["activation"] == "relu" else \
+        (lambda h: h * (1 - h))
+    params = [[W.copy(), b.copy()] for W, b in params]
+    vel = [[np.zeros_like(W), np.zeros_like(b)] for W, b in params]
+    lr, mu, alpha, bs = rec["lr"], rec["momentum"], rec["alpha"], rec["batch_size"]
+    for order in orders:
+        total = 0.0
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            m = len(idx)
+            hs = [X[idx]]
+            for W, b in params[:-1]:
+                hs.append(act(hs[-1] @ W + b))
+            z = hs[-1] @ params[-1][0] + params[-1][1]
+            if rec["output"] == "softmax":
+                p = np.exp(z - z.max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                loss = -np.sum(Y[idx] * np.log(p)) / m
+                delta = (p - Y[idx]) / m
+            else:
+                loss = 0.5 * np.mean((z - Y[idx]) ** 2)
+                delta = (z - Y[idx]) / m
+            loss += 0.5 * alpha * sum(np.sum(W * W) for W, _ in params) / m
+            total += loss * m
+            grads = []
+            for layer in range(len(params) - 1, -1, -1):
+                W = params[layer][0]
+                grads.append((hs[layer].T @ delta + alpha * W / m, delta.sum(axis=0)))
+                if layer:
+                    delta = (delta @ W.T) * dact(hs[layer])
+            for (W, b), (v, u), (gW, gb) in zip(params, vel, grads[::-1]):
+                for p_, v_, g_ in ((W, v, gW), (b, u, gb)):
+                    v_ *= mu
+                    v_ -= lr * g_
+                    p_ += mu * v_ - lr * g_
+        final = total / len(order)
+    return final
+
+
+@pytest.mark.parametrize("name, n", [("tiny", 100), ("W2", 150)])
+def test_peer_start_is_fastbps_start(name, n):
+    """peer_start gives fastbp's starting weights, sample orders and targets: a NumPy
+    peer built on it ends two epochs at fastbp's loss_ (no jax/torch needed)."""
+    wl, X, y = peer_case(name, n)
+    assert numpy_peer_loss(wl, X, y, 2) == pytest.approx(fastbp_loss(wl, X, y, 2), rel=1e-9)
+
+
+def test_peer_check_catches_a_wrong_peer(capsys):
+    compare = compare_module()
+    wl = compare.common.WORKLOADS["tiny"]
+    good = compare.peer_check("jax", "tiny", wl, 2, 0.5, {"seconds": 1.0, "loss": 0.5 + 1e-12})
+    bad = compare.peer_check("jax", "tiny", wl, 2, 0.5, {"seconds": 1.0, "loss": 0.51})
+    broken = compare.peer_check("torch.compile", "tiny", wl, 2, 0.5, {"error": "boom"})
+    assert good["ok"] and not bad["ok"] and not broken["ok"]
+    compare.print_peer_checks([good, bad, broken], False)
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "ERROR: boom" in out
+    assert "FAILED for jax on tiny, torch.compile on tiny" in out
+
+
+def test_peer_recipe_refuses_what_peers_do_not_implement():
+    compare = compare_module()
+    wl, X, y = peer_case("W2", 100)
+    with pytest.raises(ValueError, match="3\\+ classes"):
+        compare.peer_recipe(wl, (y > 4).astype(np.int64))
+
+
+PEER_CASES = [("tiny", 100, "sgd"), ("W2", 150, "sgd"), ("tiny", 100, "adam")]
+
+
+@pytest.mark.parametrize("name, n, solver", PEER_CASES)
+def test_jax_peer_matches_fastbp(name, n, solver):
+    pytest.importorskip("jax")
+    compare = compare_module()
+    wl, X, y = peer_case(name, n)
+    wl = adam_workload(wl) if solver == "adam" else wl
+    seconds, loss, _ = compare.jax_peer(wl, X, y, epochs=2, repeats=1)
+    assert seconds > 0
+    rtol = compare.PEER_RTOL[wl.dtype]
+    assert loss == pytest.approx(fastbp_loss(wl, X, y, 2), rel=rtol)
+
+
+@pytest.mark.parametrize("name, n, solver", PEER_CASES)
+def test_torch_step_matches_fastbp(name, n, solver):
+    """The torch.compile peer's step, run eagerly (compiling it takes ~30 s: slow test)."""
+    pytest.importorskip("torch")
+    compare = compare_module()
+    wl, X, y = peer_case(name, n)
+    wl = adam_workload(wl) if solver == "adam" else wl
+    seconds, loss, _ = compare.torch_compile_peer(wl, X, y, 2, 1, threads=1, compile=False)
+    rtol = compare.PEER_RTOL[wl.dtype]
+    assert loss == pytest.approx(fastbp_loss(wl, X, y, 2), rel=rtol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_torch_compile_peer_matches_fastbp(solver):
+    """Compiled, the step must still update everything it updates eagerly (torch 2.13
+    drops in-place updates of 0-d inputs: the loss accumulator was once lost so)."""
+    pytest.importorskip("torch")
+    compare = compare_module()
+    wl, X, y = peer_case("tiny", 100)
+    wl = adam_workload(wl) if solver == "adam" else wl
+    seconds, loss, _ = compare.torch_compile_peer(wl, X, y, 2, 1, threads=1)
+    assert loss == pytest.approx(fastbp_loss(wl, X, y, 2), rel=compare.PEER_RTOL[wl.dtype])
+
+
+@pytest.mark.slow
+def test_compare_runs_the_jax_peer_in_a_child_process():
+    pytest.importorskip("jax")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", "--quick", "--workloads", "tiny", "--epochs",
+         "1", "--peers", "jax"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "jax/loops" in out and "torch.compile: not run (--peers)" in out
+    assert "peer check: all peers match fastbp loops within tolerance" in out
+
+
+@pytest.mark.slow
+def test_a_failing_peer_child_is_reported_not_raised():
+    compare = compare_module()
+    out = compare.run_peer("jax", "no-such-workload", 10, 1, 1, 1)
+    assert set(out) == {"error"} and "unknown workload" in out["error"]

@@ -259,32 +259,42 @@ def _linked(func, seen):
     return seen.values()
 
 
-def test_serial_engine_links_no_parallel_twin():
+def test_engine_variants_link_only_what_they_can_reach():
     from numba.core.registry import CPUDispatcher
 
     from fastbp import engine
     from fastbp.backends import ENTRY_POINTS, get_engine
     loops = get_engine("loops")
-    assert get_engine("loops-serial") is loops.serial
-    for name in ENTRY_POINTS:
-        full = getattr(loops, name).dispatcher
-        copy = getattr(loops.serial, name).dispatcher
-        if not isinstance(full, CPUDispatcher):  # NUMBA_DISABLE_JIT: plain functions
-            continue
-        assert full is getattr(engine, name)
-        assert copy.py_func.__qualname__.endswith("_serial")  # its own cache files
-        assert any(d.targetoptions.get("parallel") for d in _linked(full.py_func, {})), name
-        assert not any(d.targetoptions.get("parallel") for d in _linked(copy.py_func, {})), name
+    assert loops.variant(True, True) is loops
+    assert get_engine("loops-serial") is loops.variant(False, True)
+    assert get_engine("loops-serial").variant(True, False) is loops.variant(False, False)
+    for parallel in (False, True):
+        for shortcuts in (False, True):
+            variant = loops.variant(parallel, shortcuts)
+            for name in ENTRY_POINTS:
+                func = getattr(variant, name).dispatcher
+                if not isinstance(func, CPUDispatcher):  # NUMBA_DISABLE_JIT: plain functions
+                    continue
+                linked = _linked(func.py_func, {})
+                assert any(d.targetoptions.get("parallel") for d in linked) is parallel, name
+                # the switch that prunes the shortcut code at compile time (what is then
+                # compiled, in a fresh cache: test_compile_scope.py)
+                assert func.py_func.__globals__["SHORTCUTS"] is shortcuts, name
+                if (parallel, shortcuts) == (True, True):
+                    assert func is getattr(engine, name)
+                else:  # a copy: its own cache files
+                    assert func.py_func.__qualname__ != getattr(engine, name).py_func.__qualname__
 
 
-@pytest.mark.parametrize("batch,expect_full", [(8, False), (4096, True)])
-def test_network_takes_the_full_engine_only_where_a_kernel_can_go_parallel(batch,
-                                                                           expect_full):
+@pytest.mark.parametrize("batch,expect_parallel", [(8, False), (4096, True)])
+@pytest.mark.parametrize("connections", ["chain", "shortcut"])
+def test_network_takes_the_variant_its_calls_can_reach(batch, expect_parallel, connections):
+    from fastbp.params import normalize_connections
     # 64-100-10: 4096 * 64 * 100 multiply-adds reach the threshold, 8 * 64 * 100 do not
-    net = Network([64, 100, 10], ["relu"], "softmax", "log_loss", np.float64, "loops")
+    net = Network([64, 100, 10], ["relu"], "softmax", "log_loss", np.float64, "loops",
+                  sources=normalize_connections(connections, 1))
     ip = net.buffers(batch)[2]
-    engine = net.engine_for(batch, ip)
-    assert (engine is net.engine) is expect_full
-    assert (engine is net.engine.serial) is (not expect_full)
-    ip[IP_PAR_MIN] = 1  # the tests' hook to force parallel twins also forces the full engine
-    assert net.engine_for(batch, ip) is net.engine
+    shortcuts = connections == "shortcut"
+    assert net.engine_for(batch, ip) is net.engine.variant(expect_parallel, shortcuts)
+    ip[IP_PAR_MIN] = 1  # the tests' hook to force parallel twins also forces that variant
+    assert net.engine_for(batch, ip) is net.engine.variant(True, shortcuts)

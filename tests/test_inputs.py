@@ -277,13 +277,15 @@ def sparse_data(rng):
 
 
 class EngineSpy:
-    """Wraps the loops engines' train_epoch (full and serial); records whether X came as CSR."""
+    """Wraps the loops engines' train_epoch (every variant); records whether X came as CSR."""
 
     def __init__(self, monkeypatch):
         self.calls = []
         loops = get_engine("loops")
-        for engine in (loops, loops.serial):
-            monkeypatch.setattr(engine, "train_epoch", self._spy(engine.train_epoch))
+        for parallel in (False, True):
+            for shortcuts in (False, True):
+                engine = loops.variant(parallel, shortcuts)
+                monkeypatch.setattr(engine, "train_epoch", self._spy(engine.train_epoch))
 
     def _spy(self, original):
         def train_epoch(data, *args):
