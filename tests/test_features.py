@@ -2,6 +2,12 @@
 
 * ``class_weight`` (classifier): scikit-learn's ``compute_class_weight`` meaning, times
   ``sample_weight``; partial_fit with a dict; model files.
+* ``fit(..., X_val=, y_val=, sample_weight_val=)``: early stopping on the user's set, and
+  ``validation_loss_curve_`` (user set, internal split, lbfgs).
+* ``loss="poisson"``: scikit-learn's Poisson MLP, weight for weight.
+* ``solver="rprop"``: the kernel against its twin and the formula, the engine step, a
+  stated loss on digits, thread independence.
+(Kernel/finite-difference checks of the Poisson loss: test_kernels, test_gradcheck.)
 """
 import warnings
 
@@ -385,3 +391,15 @@ def test_rprop_reaches_a_stated_loss_on_digits(digits_split):
     with pytest.raises(ValueError, match="rprop_step_bounds must satisfy 0 <= min < max"):
         fastbp.MLPClassifier(solver="rprop", rprop_step_bounds=(1.0, 0.5)).fit(X, y)
     assert not hasattr(fastbp.MLPClassifier(solver="rprop"), "partial_fit")
+
+
+def test_rprop_is_bitwise_the_same_for_one_and_two_threads(digits_split):
+    """64-64-10 on 1000 rows: 1024-row chunks x 64 x 64 multiply-adds pass the parallel
+    threshold, so the parallel kernels run; the results do not depend on the threads."""
+    X, y = digits_split[:2]
+    kw = dict(hidden_layer_sizes=(64,), solver="rprop", max_iter=3, learning_rate_init=0.05,
+              random_state=0)
+    one = _fit(fastbp.MLPClassifier(**kw, n_jobs=1), X, y)
+    two = _fit(fastbp.MLPClassifier(**kw, n_jobs=2), X, y)
+    assert_same_params(one, two)
+    assert one.loss_curve_ == two.loss_curve_
