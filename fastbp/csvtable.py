@@ -14,6 +14,7 @@ column names renamed ``a``, ``a.1``... So the same file gives the same model wit
 or without pandas, which stays an optional package.
 """
 import csv
+import io
 
 import numpy as np
 
@@ -127,30 +128,55 @@ def _read_plain(path):
     """The same table with the standard library's csv module and NumPy."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header, rows, lines = None, [], []
-            for fields in reader:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise CSVError(f"{path}: not a readable CSV file ({exc})") from None
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next((fields for fields in reader if fields), None)
+        if header is None:
+            raise CSVError(f"{path}: empty file (expected a CSV file with a header row)")
+        width, rows, lines = len(header), [], []
+        numbers = _all_numbers(text, reader.line_num, width)
+        if numbers is not None:  # the common case, parsed in C
+            names = _unique_names(header)
+            return Table(names, {n: "number" for n in names},
+                         {n: numbers[:, j].copy() for j, n in enumerate(names)})
+        for fields in reader:
+            if len(fields) != width:
                 if not fields:
                     continue  # a blank line
-                if header is None:
-                    header = fields
-                    continue
-                if len(fields) > len(header):
+                if len(fields) > width:
                     raise CSVError(f"{path}: not a readable CSV file (Error tokenizing data. "
-                                   f"Expected {len(header)} fields in line {reader.line_num}, "
+                                   f"Expected {width} fields in line {reader.line_num}, "
                                    f"saw {len(fields)})")
-                rows.append(fields + [""] * (len(header) - len(fields)))
-                lines.append(reader.line_num)
-    except (UnicodeDecodeError, csv.Error) as exc:
+                fields = fields + [""] * (width - len(fields))
+            rows.append(fields)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
         raise CSVError(f"{path}: not a readable CSV file ({exc})") from None
-    if header is None:
-        raise CSVError(f"{path}: empty file (expected a CSV file with a header row)")
     names = _unique_names(header)
     columns = list(zip(*rows)) if rows else [()] * len(names)
+    underscores = "_" in text  # rare: then each numeric-looking column is checked
     kinds, values = {}, {}
     for name, cells in zip(names, columns):
-        kinds[name], values[name] = _typed(cells)
+        kinds[name], values[name] = _typed(cells, underscores)
     return Table(names, kinds, values, lines)
+
+
+def _all_numbers(text, header_lines, width):
+    """The data rows as a float64 array when every cell is a number (NumPy's C parser),
+    else None (then the csv module reads the file).  Only for text without blank lines
+    (line numbers stay row + 2) and without underscores ("1_000" is text to pandas)."""
+    body = text.split("\n", header_lines)[-1] if header_lines else text
+    if "_" in body or "\n\n" in body.replace("\r\n", "\n") or not body.strip():
+        return None
+    try:
+        data = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=header_lines,
+                          dtype=np.float64, ndmin=2, comments=None, quotechar='"')
+    except ValueError:
+        return None
+    return data if data.shape[1] == width else None
 
 
 def _unique_names(header):
@@ -167,8 +193,14 @@ def _unique_names(header):
     return names
 
 
-def _typed(cells):
+def _typed(cells, underscores=True):
     """(kind, values) of one column's strings, as pandas' parser types it."""
+    try:  # the common case, every cell a number: NumPy's string-to-float cast
+        numbers = np.array(cells, dtype=str).astype(np.float64)
+    except ValueError:
+        numbers = None
+    if numbers is not None and not (underscores and any("_" in c for c in cells)):
+        return "number", numbers  # ("1_000" is text for pandas, a number for float())
     missing = np.array([c in NA_VALUES for c in cells], dtype=bool)
     present = [c for c, m in zip(cells, missing) if not m]
     if present and not missing.any() and all(c in TRUE_VALUES or c in FALSE_VALUES

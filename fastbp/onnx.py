@@ -5,7 +5,8 @@ The graph computes what ``predict``/``predict_proba`` compute, in the model's dt
 
 * ``scale='standard'``: ``(X - mean) / scale`` first;
 * each layer ``MatMul(coef) + intercept`` and its activation (identity, Sigmoid,
-  Tanh, Relu, LeakyRelu(0.01), Softplus; one per layer as fitted);
+  Tanh, Relu, LeakyRelu(0.01), Softplus; one per layer as fitted), plus one MatMul
+  per shortcut block of ``skip_coefs_`` (``connections``) into the layer it feeds;
 * classifiers: outputs ``label`` (class labels: int64 or string) and
   ``probabilities`` (n, n_classes) -- softmax for multiclass, ``[1 - p, p]`` for
   binary, the per-label probabilities (and 0/1 int64 labels) for multilabel;
@@ -29,11 +30,12 @@ def _require_onnx():
                           "a fastbp checkout, pip install \".[onnx]\")") from None
 
 
-def to_onnx(model, name="fastbp", input_name="X", dtype=None):
+def to_onnx(model, name="fastbp", input_name="X", dtype=None, *, class_indices=False):
     """The fitted ``model`` as an ``onnx.ModelProto`` (save it with ``onnx.save``).
 
     ``dtype``: float32 or float64 for the graph's input, weights and arithmetic
-    (default: the model's dtype).
+    (default: the model's dtype).  ``class_indices``: classifiers' ``label`` is the
+    int64 index into ``classes_`` rather than the class itself (skl2onnx's ``nocl``).
     """
     _require_onnx()
     from onnx import TensorProto, checker, helper, numpy_helper
@@ -61,10 +63,23 @@ def to_onnx(model, name="fastbp", input_name="X", dtype=None):
         x = node("Sub", [x, const("scale_mean", scaler.mean)], "centered")
         x = node("Div", [x, const("scale_scale", scaler.scale)], "scaled")
     acts = list(model._hidden_acts_) + [model.out_activation_]
+    skips = dict(getattr(model, "skip_coefs_", None) or {})  # {(source, layer): weights}
+    a = [x]  # a[s]: the output of layer s (0 = the input)
     for l, (w, b) in enumerate(zip(model.coefs_, model.intercepts_)):
-        z = node("MatMul", [x, const(f"coef_{l}", w)], f"matmul_{l}")
+        t = l + 1
+        terms = []
+        if np.shape(w)[0] != 0:  # 0 rows: layer t does not take layer t-1 (shortcuts)
+            terms.append(node("MatMul", [a[l], const(f"coef_{l}", w)], f"matmul_{l}"))
+        for (source, target), ws in sorted(skips.items()):
+            if int(target) == t:
+                terms.append(node("MatMul", [a[int(source)], const(f"skip_{source}_{t}", ws)],
+                                  f"matmul_{source}_{t}"))
+        z = terms[0]
+        for k, term in enumerate(terms[1:]):
+            z = node("Add", [z, term], f"sum_{l}_{k}")
         z = node("Add", [z, const(f"intercept_{l}", b)], f"z_{l}")
-        x = _activation(node, const, z, acts[l], l)
+        a.append(_activation(node, const, z, acts[l], l))
+    x = a[-1]
     outputs = []
     n = None  # the batch dimension is free
     if hasattr(model, "classes_"):
@@ -84,7 +99,10 @@ def to_onnx(model, name="fastbp", input_name="X", dtype=None):
             else:
                 proba = node("Identity", [x], "probabilities")
             index = node("ArgMax", [proba], "argmax", axis=1, keepdims=0)
-            if classes.dtype.kind in "US":
+            if class_indices:
+                table = const("classes", np.arange(len(classes), dtype=np.int64), as_dtype=None)
+                label_elem = TensorProto.INT64
+            elif classes.dtype.kind in "US":
                 table = const("classes", classes.astype(object), as_dtype=None)
                 label_elem = TensorProto.STRING
             elif classes.dtype.kind in "iub":
@@ -133,6 +151,8 @@ def _activation(node, const, z, act, l):
         one_plus = node("Add", [const(f"one_{l}", 1.0), node("Exp", [neg], f"exp_{l}")],
                         f"one_plus_{l}")
         return node("Add", [relu, node("Log", [one_plus], f"log_{l}")], tag)
+    if act == "exp":  # a log link (Poisson regression)
+        return node("Exp", [z], tag)
     if act == "softmax":
         return node("Softmax", [z], tag, axis=1)
     raise ValueError(f"ONNX export: unknown activation {act!r}")
@@ -178,7 +198,7 @@ def _classifier_shapes(operator):
     classes = np.asarray(model.classes_)
     if model._label_binarizer.y_type_ == "multilabel-indicator":
         operator.outputs[0].type = Int64TensorType([n, len(classes)])
-    elif classes.dtype.kind in "US":
+    elif classes.dtype.kind in "US" and not _nocl(operator):
         operator.outputs[0].type = StringTensorType([n])
     else:
         operator.outputs[0].type = Int64TensorType([n])
@@ -191,7 +211,15 @@ def _regressor_shapes(operator):
     operator.outputs[0].type = _tensor_type(_input_dtype(operator))([n, model.n_outputs_])
 
 
+def _nocl(operator, scope=None):
+    """skl2onnx's ``nocl`` option of this classifier (labels as class indices)."""
+    scope = scope if scope is not None else operator.scope_inst
+    return bool(scope.get_options(operator.raw_operator, dict(nocl=False))["nocl"])
+
+
 def _convert(scope, operator, container):
     from skl2onnx.helpers.integration import add_onnx_graph
+    model = operator.raw_operator
+    nocl = hasattr(model, "classes_") and _nocl(operator, scope)
     add_onnx_graph(scope, operator, container,
-                   to_onnx(operator.raw_operator, dtype=_input_dtype(operator)))
+                   to_onnx(model, dtype=_input_dtype(operator), class_indices=nocl))

@@ -78,9 +78,7 @@ class EpochProgress:
         self.quiet = quiet
         self.bar = None
         self.terminal = not quiet and use_bar(self.stream)
-        if self.terminal:  # drawn at once: "0/total" while the first epoch runs
-            self.bar = _tqdm()(total=self.total, desc=self.desc, unit="epoch",
-                               file=self.stream, leave=True, **_size(self.stream))
+        self.closed = False
 
     def __call__(self, info):
         if self.quiet:
@@ -89,8 +87,12 @@ class EpochProgress:
             self.stream.write(self.line(info) + "\n")
             self.stream.flush()
             return False
-        if self.bar is None:  # closed: a report is for one fit
+        if self.closed:  # a report is for one fit
             return False
+        if self.bar is None:  # drawn at the first epoch's end: a compile notice (stderr)
+            # during the first epoch then stands on its own line
+            self.bar = _tqdm()(total=self.total, desc=self.desc, unit="epoch",
+                               file=self.stream, leave=True, **_size(self.stream))
         figures = {"loss": f"{info.loss:.4g}"}
         if info.validation_score is not None:
             figures["validation"] = f"{info.validation_score:.4f}"
@@ -100,6 +102,7 @@ class EpochProgress:
 
     def close(self):
         """Finish the bar (its line stays, showing where training stopped)."""
+        self.closed = True
         if self.bar is not None:
             self.bar.close()
             self.bar = None

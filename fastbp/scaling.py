@@ -24,6 +24,7 @@ __all__ = ["InputStats", "Standardizer", "InputRangeWarning", "RANGE_LIMIT"]
 # below the training minimum or above the training maximum of its column (a column's
 # standard deviation, or the typical column's where that is larger: InputStats.typical_std)
 RANGE_LIMIT = 10.0
+CHUNK_BYTES = 1 << 20  # InputStats.of reads dense X in blocks of about this many bytes
 
 
 class InputRangeWarning(UserWarning):
@@ -50,9 +51,17 @@ class InputStats:
             lo, hi = min_max_axis(X, axis=0)
         else:
             X = np.asarray(X)
-            mean = X.mean(axis=0, dtype=np.float64)
-            var = X.var(axis=0, dtype=np.float64)
-            lo, hi = X.min(axis=0), X.max(axis=0)
+            # blocks of rows (merged as in ``merged``): fit never copies X, and neither
+            # does this (X.var would allocate a float64 temporary of X's size)
+            rows = max(1, CHUNK_BYTES // (8 * max(X.shape[1], 1)))
+            stats = None
+            for start in range(0, X.shape[0], rows):
+                part = np.asarray(X[start:start + rows], dtype=np.float64)
+                mean = part.mean(axis=0)
+                std = np.sqrt(np.mean(np.square(part - mean), axis=0))
+                block = cls(part.shape[0], mean, std, part.min(axis=0), part.max(axis=0))
+                stats = block if stats is None else stats.merged(block)
+            return stats
         return cls(X.shape[0], mean, np.sqrt(var), lo, hi)
 
     def merged(self, other):

@@ -67,6 +67,18 @@ def test_both_readers_on_generated_numbers(tmp_path, rng):
         np.testing.assert_array_equal(plain.values[name], X[:, j])  # round trip, bit for bit
 
 
+@pytest.mark.parametrize("text", [
+    "a,b\n1,nan\n2,3\n",            # all numbers: NumPy's C parser
+    "a,b\n\"1.5\",2\n-3,4e-2\n",     # quoted numbers too
+    "a,b\n1,2\n\n3,4\n",             # a blank line: the csv module (line numbers)
+    "a,b\n1_000,2\n3,4\n",            # an underscore: text, as for pandas
+    "a,b\r\n1,2\r\n3,4\r\n",          # Windows line ends
+])
+def test_numeric_files_both_paths(tmp_path, text):
+    plain, pandas_table = _tables(tmp_path, text)
+    assert_same_table(plain, pandas_table)
+
+
 @pytest.mark.parametrize("text, message", [
     ("", r"bad\.csv: empty file \(expected a CSV file with a header row\)"),
     ("a,b\n1,2\n3,4,5\n", "Expected 2 fields in line 3, saw 3"),

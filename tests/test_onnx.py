@@ -97,3 +97,38 @@ def test_skl2onnx_converts_pipelines_with_fastbp(rng):
                                        providers=["CPUExecutionProvider"])
         (values,) = session.run(None, {session.get_inputs()[0].name: Xd})
         assert_close(values, reg.predict(Xd), tol=TOL[dtype])
+
+
+def test_skl2onnx_zipmap_and_nocl_options(rng):
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from fastbp.onnx import register_converters
+    register_converters()
+    X = rng.standard_normal((30, 3)).astype(np.float32)  # ZipMap takes float32 only
+    y = _targets(X)["multiclass"]
+    model = fastbp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    expected = model.predict_proba(X)
+    for options in (None, {"nocl": True, "zipmap": False}):
+        onx = skl2onnx.to_onnx(model, X[:1], options=options)
+        session = ort.InferenceSession(onx.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        label, proba = session.run(None, {session.get_inputs()[0].name: X})
+        if options is None:  # zipmap: one {class: probability} dict per row
+            proba = np.array([[row[c] for c in model.classes_] for row in proba])
+            np.testing.assert_array_equal(label, model.predict(X))
+        else:  # nocl: indices into classes_
+            np.testing.assert_array_equal(model.classes_[label], model.predict(X))
+        assert_close(proba, expected, tol=TOL[np.float32])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_shortcut_connections_match_onnxruntime(dtype, rng):
+    X = rng.standard_normal((40, 4)).astype(dtype)
+    y = _targets(X)["multiclass"]
+    for connections in ("shortcut", {3: [0, 2]}, {2: [0], 3: [1, 2]}):
+        model = fastbp.MLPClassifier(hidden_layer_sizes=(6, 5), activation=["tanh", "relu"],
+                                     connections=connections, max_iter=5,
+                                     random_state=0).fit(X, y)
+        assert model.skip_coefs_  # the blocks are exported, not dropped
+        label, proba = _session(model).run(None, {"X": X})
+        assert_close(proba, model.predict_proba(X), tol=TOL[dtype], what=str(connections))
+        np.testing.assert_array_equal(label, model.predict(X))
