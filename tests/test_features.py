@@ -403,3 +403,14 @@ def test_rprop_is_bitwise_the_same_for_one_and_two_threads(digits_split):
     two = _fit(fastbp.MLPClassifier(**kw, n_jobs=2), X, y)
     assert_same_params(one, two)
     assert one.loss_curve_ == two.loss_curve_
+
+
+def test_poisson_model_exports_to_onnx(diabetes_rates):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    X, y = diabetes_rates
+    model = _fit(fastbp.MLPRegressor(loss="poisson", hidden_layer_sizes=(4,), max_iter=5,
+                                     random_state=0), X, y)
+    session = ort.InferenceSession(fastbp.to_onnx(model).SerializeToString())
+    out = session.run(None, {session.get_inputs()[0].name: X})[0]
+    np.testing.assert_allclose(out.ravel(), model.predict(X), rtol=1e-12)
