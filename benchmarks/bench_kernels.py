@@ -279,6 +279,22 @@ class OptimizerStep(_Kernel):
         return OPT_SGD, theta, grad, m1, m2, 1e-4, 0.9, 0.999, 1e-8, True
 
 
+class RpropStep(_Kernel):
+    """iRPROP- step over the flat parameters (W1's and W4's counts); gradient signs mixed."""
+
+    kernel = "rprop_step"
+    params = [TWIN_BACKENDS, ["5569", "669706"], DTYPES, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        (p,) = dims
+        theta = random_array(rng, (p,), dtype) * dtype.type(0.1)
+        grad = random_array(rng, (p,), dtype) * dtype.type(0.01)
+        step = np.full(p, 0.01, dtype=dtype)
+        prev = random_array(rng, (p,), dtype) * dtype.type(0.01)
+        # the step sizes stay within the bounds over repeated calls: a steady state
+        return theta, grad, step, prev, 1e-6, 50.0
+
+
 # -- serial jitted helpers (no parallel twin) -------------------------------------
 
 class FinalizeParams(_Kernel):

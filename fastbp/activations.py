@@ -14,6 +14,7 @@ relu        max(z, 0)                        [a > 0]
 leaky_relu  z if z > 0 else 0.01 z           1 if a > 0 else 0.01
 softplus    log(1 + exp(z))                  1 - exp(-a)  (= sigmoid(z))
 softmax     exp(z_j - max z) / sum(...)      (output layer only, canonical pair)
+exp         exp(z)                           a  (output layer only, with poisson)
 =========== ================================ ==============================
 
 All forms are overflow free for any finite z (|z| up to 1e308): logistic is
@@ -27,8 +28,8 @@ code is taken once per row, outside the loop over units.
 """
 import numpy as np
 
-from .codes import (ACTIVATION_CODES, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU, LEAKY_SLOPE,
-                    LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX, SOFTPLUS, TANH)
+from .codes import (ACTIVATION_CODES, EXP, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU,
+                    LEAKY_SLOPE, LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX, SOFTPLUS, TANH)
 from .jit import jit
 from .vecmath import exp as vexp, expm1 as vexpm1, logistic as vlogistic, tanh as vtanh
 
@@ -75,6 +76,9 @@ def activate_row(a, code):
         inv = 1.0 / total
         for j in range(m):
             a[j] = a[j] * inv
+    elif code == EXP:
+        for j in range(m):
+            a[j] = vexp(float(a[j]))
 
 
 @jit
@@ -104,6 +108,9 @@ def derivative_row(a, delta, code):
     elif code == SOFTPLUS:
         for j in range(m):
             delta[j] = delta[j] * -vexpm1(-float(a[j]))
+    elif code == EXP:
+        for j in range(m):
+            delta[j] = delta[j] * a[j]
 
 
 # ---- matrix forms (NumPy), used by the BLAS twin -------------------------------
@@ -128,6 +135,8 @@ def activate(a, code):
         a -= a.max(axis=1, keepdims=True)
         np.exp(a, out=a)
         a /= a.sum(axis=1, keepdims=True)
+    elif code == EXP:
+        np.exp(a, out=a)
     else:
         raise ValueError(f"unknown activation code {code}")
 
@@ -146,5 +155,7 @@ def derivative(a, delta, code):
         delta[a <= 0] *= delta.dtype.type(LEAKY_SLOPE)
     elif code == SOFTPLUS:
         delta *= -np.expm1(-a)
+    elif code == EXP:
+        delta *= a
     else:
         raise ValueError(f"activation code {code} has no element-wise derivative")

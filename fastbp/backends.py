@@ -25,13 +25,13 @@ _NEVER = 1 << 62
 
 # The compiled functions Python calls; get_engine is the only way to reach them,
 # so that the threading layer is started first (a test keeps this list whole).
-ENTRY_POINTS = ("train_epoch", "loss_grad", "predict")
+ENTRY_POINTS = ("train_epoch", "loss_grad", "predict", "rprop_epoch")
 
 _BLAS_NAMES = {}
 for _name in ("gather_rows", "dense_forward", "dense_backward_input",
               "dense_backward_params", "optimizer_step", "csr_forward",
               "csr_backward_params", "dense_forward_acc", "dense_backward_input_acc",
-              "csr_forward_acc"):
+              "csr_forward_acc", "rprop_step"):
     _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
     _BLAS_NAMES[_name + "_parallel"] = getattr(kernels_blas, _name)
 for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector",

@@ -228,6 +228,15 @@ def _build_parser():
                        help="stop after N epochs without validation improvement (default: 10)")
     train.add_argument("--seed", type=_non_negative_int, default=0,
                        help="random_state for the split, initialisation and shuffling")
+    train.add_argument("--class-weight", choices=("balanced",), default=None,
+                       help="classification: weigh classes inversely to their frequency "
+                            "(scikit-learn's class_weight='balanced')")
+    train.add_argument("--loss", choices=("squared_error", "huber", "poisson"), default=None,
+                       help="regression loss (default: squared_error); poisson: counts or "
+                            "rates >= 0, exp output")
+    train.add_argument("--val-data", default=None, metavar="FILE.csv",
+                       help="validation rows (same columns) for early stopping and the "
+                            "validation score, instead of holding out --validation-fraction")
     train.add_argument("--scale", choices=("none", "standard"), default="none",
                        help="'standard': standardize each feature with the training data's "
                             "mean and standard deviation, stored in the model file and "
@@ -476,6 +485,17 @@ def cmd_train(args):
     else:
         task, reason = _infer_task(table, args.target)
     y = _target(table, task, args.data, args.target)
+    if args.class_weight and task != "classify":
+        raise CLIError("--class-weight applies to classification only")
+    if args.loss and task != "regress":
+        raise CLIError("--loss applies to regression only (classification uses log-loss)")
+    if args.loss == "poisson" and (y < 0).any():
+        raise CLIError(f"{args.data}: --loss poisson needs a target >= 0; column "
+                       f"{args.target!r} has negative values (first on line "
+                       f"{int(np.flatnonzero(y < 0)[0]) + 2})")
+    val = None
+    if args.val_data:
+        val = _validation_rows(args.val_data, names, args.target, task)
     if task == "classify":
         classes = np.unique(y)
         if len(classes) < 2:
@@ -485,9 +505,13 @@ def cmd_train(args):
               f"{_names(classes, limit=6)}")
     else:
         print(f"task: regress ({reason})")
-    n_val = int(np.ceil(args.validation_fraction * len(y)))
-    print(f"data: {len(y)} rows, {X.shape[1]} features; {len(y) - n_val} for training, "
-          f"{n_val} held out for validation", flush=True)
+    if val is not None:
+        print(f"data: {len(y)} rows, {X.shape[1]} features, all for training; "
+              f"{len(val[1])} validation rows from {args.val_data}", flush=True)
+    else:
+        n_val = int(np.ceil(args.validation_fraction * len(y)))
+        print(f"data: {len(y)} rows, {X.shape[1]} features; {len(y) - n_val} for training, "
+              f"{n_val} held out for validation", flush=True)
     largest = float(np.abs(X).max())
     if largest > 100 and args.scale == "none":
         _note(f"note: features are not scaled (largest |value| {largest:.3g}); MLPs train best "
@@ -504,12 +528,23 @@ def cmd_train(args):
                 n_iter_no_change=args.patience, random_state=args.seed, callbacks=progress,
                 scale=None if args.scale == "none" else args.scale,
                 connections=args.connections)
+    if args.class_weight:
+        model.set_params(class_weight=args.class_weight)
+    if args.loss:
+        model.set_params(loss=args.loss)
     metric = "accuracy" if task == "classify" else "R^2"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported below in plain words
         try:
-            if args.solver == "lbfgs":  # no early stopping: hold out the split here
+            if args.solver == "lbfgs" and val is not None:
+                model.set_params(early_stopping=False)
+                model.fit(X, y, X_val=val[0], y_val=val[1])
+                score = model.score(*val)
+            elif args.solver == "lbfgs":  # no early stopping: hold out the split here
                 score = _fit_lbfgs(model, X, y, task, args)
+            elif val is not None:
+                model.fit(X, y, X_val=val[0], y_val=val[1])
+                score = model.best_validation_score_
             else:
                 model.fit(X, y)
                 score = model.best_validation_score_
@@ -530,6 +565,17 @@ def cmd_train(args):
             from None
     print(f"saved {args.out}")
     return 0
+
+
+def _validation_rows(path, names, target, task):
+    """(X_val, y_val) of ``--val-data``: the training feature columns, by name."""
+    table = _read_csv(path)
+    missing = [c for c in names if c not in table.columns]
+    if missing:
+        raise CLIError(f"{path}: missing feature column(s) {_names(missing)}")
+    if target not in table.columns:
+        raise CLIError(f"{path}: no target column {target!r}")
+    return _numeric_features(table, names, path), _target(table, task, path, target)
 
 
 def _stop_summary(scores, n_iter, max_epochs, patience, tol, metric, score):

@@ -9,7 +9,7 @@ only.
 """
 
 # Activation codes (see activations.py).
-IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, SOFTPLUS, SOFTMAX = range(7)
+IDENTITY, LOGISTIC, TANH, RELU, LEAKY_RELU, SOFTPLUS, SOFTMAX, EXP = range(8)
 ACTIVATION_CODES = {
     "identity": IDENTITY,
     "logistic": LOGISTIC,
@@ -18,23 +18,27 @@ ACTIVATION_CODES = {
     "leaky_relu": LEAKY_RELU,
     "softplus": SOFTPLUS,
     "softmax": SOFTMAX,
+    "exp": EXP,
 }
 HIDDEN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "softplus")
-OUTPUT_ACTIVATIONS = ("identity", "logistic", "softmax")
+OUTPUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
 LEAKY_SLOPE = 0.01
 
 # Loss codes (see losses.py).
-SQUARED_ERROR, LOG_LOSS, HUBER = range(3)
-LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS, "huber": HUBER}
+SQUARED_ERROR, LOG_LOSS, HUBER, POISSON = range(4)
+LOSS_CODES = {"squared_error": SQUARED_ERROR, "log_loss": LOG_LOSS, "huber": HUBER,
+              "poisson": POISSON}
 
 # Optimizer codes (see optimizers.py).
-OPT_SGD, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD, OPT_NONE = range(5)
+OPT_SGD, OPT_ADAM, OPT_RMSPROP, OPT_ADAGRAD, OPT_NONE, OPT_RPROP = range(6)
 
 # Layout of the float64 hyper-parameter vector ``hp`` given to the engine.
 # HP_MOMENTUM is SGD's momentum, HP_BETA1 Adam's first-moment decay: the engine
 # hands the one its optimizer uses to ``optimizer_step`` as ``beta1``.
 HP_LR, HP_ALPHA, HP_MOMENTUM, HP_BETA1, HP_BETA2, HP_EPS, HP_CLIP, HP_HUBER, HP_PROB_EPS = range(9)
-HP_SIZE = 9
+# iRPROP-'s step-size bounds (rprop_epoch)
+HP_STEP_MIN, HP_STEP_MAX = 9, 10
+HP_SIZE = 11
 # Layout of the int64 control vector ``ip`` given to the engine.  A workspace
 # holds blocks of up to ``cap`` rows: ``train_epoch`` walks mini-batches of
 # IP_BATCH rows, ``loss_grad`` and ``predict`` chunks of IP_CHUNK rows (both

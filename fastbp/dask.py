@@ -451,7 +451,7 @@ def fit(estimator, X, y, sample_weight=None, *, client=None, n_partitions=None,
         Its parameters are used as in ``estimator.fit``: ``solver='lbfgs'`` is
         exact full-batch L-BFGS over all partitions; 'sgd', 'adam', 'rmsprop'
         and 'adagrad' run per-epoch model averaging (one local epoch per
-        partition, then a weighted average).  ``max_iter``, ``tol``,
+        partition, then a weighted average); 'rprop' is refused.  ``max_iter``, ``tol``,
         ``n_iter_no_change``, ``alpha``, ``verbose``, ``callbacks``,
         ``warm_start``, ``random_state`` keep their meaning; ``early_stopping``
         is not supported.
@@ -489,6 +489,9 @@ def fit(estimator, X, y, sample_weight=None, *, client=None, n_partitions=None,
     if estimator.early_stopping:
         raise ValueError("fastbp.dask.fit does not support early_stopping=True; hold out "
                          "a validation set and use callbacks instead.")
+    if estimator.solver == "rprop":
+        raise ValueError("fastbp.dask.fit does not support solver='rprop' yet; use "
+                         "solver='lbfgs' (exact full batch on a cluster) or fit in memory.")
     if estimator.scale is not None:
         raise ValueError("fastbp.dask.fit does not support scale='standard'; standardize the "
                          "dask arrays first (e.g. dask_ml.preprocessing.StandardScaler).")

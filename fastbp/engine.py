@@ -40,11 +40,12 @@ Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]`
 import numpy as np
 
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
-                    HP_MOMENTUM, HP_PROB_EPS, IDENTITY, IP_BATCH, IP_CHUNK, IP_LOSS,
-                    IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_WSQ_OFF,
-                    L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF, OPT_ADAM, OPT_NONE,
-                    OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC, S_WOFF, ST_BATCHES,
-                    ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES, ST_SWSUM)
+                    HP_MOMENTUM, HP_PROB_EPS, HP_STEP_MAX, HP_STEP_MIN, IDENTITY, IP_BATCH,
+                    IP_CHUNK, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE,
+                    IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF,
+                    OPT_ADAM, OPT_NONE, OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC,
+                    S_WOFF, ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG,
+                    ST_SAMPLES, ST_SWSUM)
 from .jit import jit
 from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parallel,
                            csr_backward_params_serial, csr_forward_acc_parallel,
@@ -56,7 +57,7 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            dense_forward_parallel, dense_forward_serial, finalize_params,
                            gather_rows_parallel, gather_rows_serial, layer_sq_norms,
                            optimizer_step_parallel, optimizer_step_serial, output_delta,
-                           scale_vector)
+                           rprop_step_parallel, rprop_step_serial, scale_vector)
 
 # Compile-time switch (a global: Numba freezes it and prunes the branches it
 # guards).  The module's functions are compiled with it on: any topology.
@@ -486,6 +487,42 @@ def loss_grad(data, theta, grad, context):
     stats[ST_DATA] = data_sum * scale
     stats[ST_REG] = 0.5 * alpha * wsq_total * scale
     stats[ST_SWSUM] = swsum
+
+
+@jit
+def rprop_epoch(data, state, context):
+    """One full-batch iRPROP- iteration: ``loss_grad`` at theta, then one step.
+
+    ``state = (theta, grad, step, prev)``: the per-weight step sizes and the
+    previous gradient are the optimizer's two moment buffers.  ``stats`` gets
+    ST_DATA, ST_REG, ST_SWSUM of ``loss_grad`` (the objective at theta before
+    the step) and the gradient norms (layers, then shortcut blocks) at ST_GNORM.  A non-finite
+    objective or gradient sets ``stats[ST_DIVERGED] = 1`` and leaves theta,
+    step and prev untouched.  Step bounds: ``hp[HP_STEP_MIN]``, ``hp[HP_STEP_MAX]``.
+    """
+    theta, grad, step, prev = state
+    layers, work, hp, ip, stats = context
+    loss_grad(data, theta, grad, context)
+    skips = _skip_table(ip)
+    n_layers = layers.shape[0]
+    n_blocks = n_layers + skips.shape[0]  # gradient norms: layers, then shortcut blocks
+    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_blocks]
+    layer_sq_norms(grad, layers, norms)
+    if SHORTCUTS:
+        if skips.shape[0] > 0:
+            block_sq_norms(grad, skips, norms[n_layers:])
+    total = 0.0
+    for l in range(n_blocks):
+        total += norms[l]
+        stats[ST_GNORM + l] = np.sqrt(norms[l])
+    stats[ST_DIVERGED] = 0.0
+    if not (np.isfinite(stats[ST_DATA] + stats[ST_REG]) and np.isfinite(total)):
+        stats[ST_DIVERGED] = 1.0
+        return
+    if theta.shape[0] >= ip[IP_PAR_MIN]:
+        rprop_step_parallel(theta, grad, step, prev, hp[HP_STEP_MIN], hp[HP_STEP_MAX])
+    else:
+        rprop_step_serial(theta, grad, step, prev, hp[HP_STEP_MIN], hp[HP_STEP_MAX])
 
 
 @jit

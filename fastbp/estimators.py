@@ -21,6 +21,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
@@ -29,19 +30,20 @@ from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, col
 
 from . import io
 from .backends import BACKENDS
-from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS
+from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, HP_HUBER
 from .io import ModelFileError, jsonable
+from .losses import loss_delta
 from .network import Network, as_rows, engine_array, engine_input
-from .optimizers import LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
+from .optimizers import FULL_BATCH_SOLVERS, LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
 from .params import chain_sources, connections_dict, normalize_connections, sources_of_weights
 from .scaling import InputStats, Standardizer
-from .trainer import (DivergenceWarning, EpochLoop, EpochResult, LocalEpoch, as_list,
-                      curve_lengths, cut_curves, empty_history, record, verbose_progress,
-                      with_threads)
+from .trainer import (DivergenceWarning, EpochLoop, EpochResult, FullBatchEpoch, LocalEpoch,
+                      as_list, complete_history, curve_lengths, cut_curves, empty_history,
+                      record, verbose_progress, with_threads)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning", "FitRun", "load"]
 
-SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",)
+SOLVERS = STOCHASTIC_SOLVERS + ("lbfgs",) + FULL_BATCH_SOLVERS
 
 
 _PARAMS_DOC = """
@@ -51,9 +53,15 @@ _PARAMS_DOC = """
         Hidden activation: 'identity', 'logistic', 'tanh', 'relu',
         'leaky_relu' (slope 0.01) or 'softplus'; a list gives one per hidden
         layer.
-    solver : {'adam', 'sgd', 'lbfgs', 'rmsprop', 'adagrad'}, default='adam'
+    solver : {'adam', 'sgd', 'lbfgs', 'rmsprop', 'adagrad', 'rprop'}, default='adam'
         'sgd', 'adam' and 'lbfgs' are scikit-learn's; 'rmsprop' (decay
-        ``beta_2``) and 'adagrad' are fastbp's.
+        ``beta_2``), 'adagrad' and 'rprop' are fastbp's.  'rprop' is iRPROP-
+        (FANN's default): full batch, one step per epoch (``max_iter``
+        epochs, scikit-learn's ``tol``/``n_iter_no_change``/``early_stopping``
+        rules), a step size per weight that grows by 1.2 while its gradient
+        keeps its sign and halves when it flips; the steps start at
+        ``learning_rate_init`` (0.01 to 0.1 usually suits it) and stay
+        within ``rprop_step_bounds``.
     alpha : float, default=1e-4
         L2 penalty: ``alpha / 2 * ||W||^2 / sum(sample_weight)`` is added to the loss.
     batch_size : int or 'auto', default='auto'
@@ -119,6 +127,8 @@ _PARAMS_DOC = """
         ``coefs_[l]`` holds the chain block from layer l to layer l+1 (0 rows
         when l is not a source of l+1); the other blocks are in
         ``skip_coefs_``.
+    rprop_step_bounds : (float, float), default=(1e-6, 50.0)
+        Smallest and largest per-weight step of 'rprop' (0 <= min < max).
 """
 
 _CLASS_WEIGHT_DOC = """    class_weight : dict, 'balanced' or None, default=None
@@ -127,8 +137,9 @@ _CLASS_WEIGHT_DOC = """    class_weight : dict, 'balanced' or None, default=None
         ``n_samples / (n_classes * np.bincount(y))`` counted on the ``y`` of
         each ``fit``.  Multiplied with ``sample_weight``, so it reaches the loss,
         the gradient and the early-stopping score alike.  ``partial_fit``
-        takes a dict (classes given up front), not 'balanced'.  Single-label
-        targets only.
+        takes a dict (classes given up front), not 'balanced'.  For a
+        multilabel y only 'balanced' (scikit-learn's ``compute_sample_weight``
+        for several outputs), and not in partial_fit.
 """
 
 _ATTRIBUTES_DOC = """
@@ -177,6 +188,7 @@ def _common_constraints():
         "callbacks": [callable, list, tuple, None],
         "clip_norm": [Interval(Real, 0, None, closed="neither"), None],
         "init": [StrOptions({"glorot", "he"})],
+        "rprop_step_bounds": [tuple, list],
         "scale": [StrOptions({"standard"}), None],
         "connections": [StrOptions({"chain", "shortcut"}), dict],
     }
@@ -205,7 +217,7 @@ class _BaseMLP(BaseEstimator):
                  random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                  early_stopping, validation_fraction, beta_1, beta_2, epsilon,
                  n_iter_no_change, max_fun, backend, n_jobs, callbacks, clip_norm, init,
-                 scale=None, connections="chain"):
+                 scale=None, connections="chain", rprop_step_bounds=(1e-6, 50.0)):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -235,6 +247,7 @@ class _BaseMLP(BaseEstimator):
         self.callbacks = callbacks
         self.clip_norm = clip_norm
         self.init = init
+        self.rprop_step_bounds = rprop_step_bounds
         self.scale = scale
         self.connections = connections
 
@@ -281,7 +294,12 @@ class _BaseMLP(BaseEstimator):
             sources = self._fitted_sources()
         return Network([n_features] + hidden_sizes + [n_outputs], hidden_acts, out_activation,
                        self._loss_name(), dtype, self.backend, self._huber_delta(),
-                       mean_outputs=not is_classifier(self), sources=sources)
+                       mean_outputs=self._mean_outputs(), sources=sources)
+
+    def _mean_outputs(self):
+        """Whether ``loss_`` averages over the outputs (scikit-learn's squared error
+        does; its Poisson deviance and log-loss sum them)."""
+        return not is_classifier(self) and self._loss_name() != "poisson"
 
     def _huber_delta(self):
         return 1.0
@@ -290,16 +308,63 @@ class _BaseMLP(BaseEstimator):
         return None  # regressors: targets are numbers
 
     # -- fitting: the lifecycle is FitRun's ------------------------------------
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation=(None, None, None)):
         # parameters were validated by ``_fit_context`` (scikit-learn's decorator of
         # fit/partial_fit: once per fit, once for a series of partial_fit calls)
         with FitRun(self, incremental) as run:
             X, Y, sw = self._prepare_data(X, y, sample_weight, incremental, run.first_pass)
+            val = self._prepare_validation(*validation, X.dtype, Y.shape[1])
             fit = run.start(X.shape[1], Y.shape[1], X.dtype)
             X = run.record_inputs(fit, X)
-            run.solve_local(fit, X, Y, sw)
+            if val is not None and fit.scaler_ is not None:  # the user's set, scaled alike
+                val.X = as_rows(fit.scaler_.transform(val.X))
+            run.solve_local(fit, X, Y, sw, val)
             run.commit(fit)
         return self
+
+    def _prepare_validation(self, X_val, y_val, sample_weight_val, dtype, n_outputs):
+        """The user's validation set, checked like X/y (errors name X_val, y_val,
+        sample_weight_val), or None when none is given."""
+        if X_val is None and y_val is None:
+            if sample_weight_val is not None:
+                raise ValueError("sample_weight_val was given without X_val and y_val.")
+            return None
+        if X_val is None or y_val is None:
+            raise ValueError("X_val and y_val must be given together (got only "
+                             f"{'X_val' if y_val is None else 'y_val'}).")
+        try:
+            X_val, y_val = validate_data(self, X_val, y_val, accept_sparse=["csr", "csc"],
+                                         multi_output=True, y_numeric=not is_classifier(self),
+                                         dtype=(np.float64, np.float32), reset=False)
+            if y_val.ndim == 2 and y_val.shape[1] == 1:
+                y_val = column_or_1d(y_val, warn=True)
+            Y_val = self._encode_validation_target(y_val)
+        except ValueError as exc:
+            raise type(exc)(f"validation data (X_val, y_val): {exc}") from None
+        X_val = as_rows(X_val, dtype)
+        Y_val = np.ascontiguousarray(Y_val.reshape(X_val.shape[0], -1), dtype=dtype)
+        if Y_val.shape[1] != n_outputs:
+            raise ValueError(f"validation data (X_val, y_val): y_val has {Y_val.shape[1]} "
+                             f"output(s), y has {n_outputs}.")
+        if sample_weight_val is None:
+            sw = np.empty(0, dtype=dtype)
+        else:
+            try:
+                sw = _check_sample_weight(sample_weight_val, X_val, dtype=dtype,
+                                          ensure_non_negative=True)
+            except ValueError as exc:
+                raise ValueError(f"sample_weight_val: {exc}") from None
+            if not np.isfinite(sw).all():
+                raise ValueError("sample_weight_val contains NaN or infinity.")
+            sw = np.ascontiguousarray(sw)
+        sw = self._class_weighted(Y_val, sw, False, validation=True)
+        if sw.shape[0] and not sw.sum() > 0:
+            raise ValueError("sample_weight_val must have a positive sum.")
+        return ValidationSet(self, X_val, Y_val, y_val, sw)
+
+    def _encode_validation_target(self, y_val):
+        """Regressors: y_val as it is (numbers, checked finite by validate_data)."""
+        return np.asarray(y_val)
 
     def _prepare_data(self, X, y, sample_weight, incremental, first_pass):
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
@@ -322,7 +387,7 @@ class _BaseMLP(BaseEstimator):
         sw = self._class_weighted(Y, sw, incremental)
         return X, Y, sw
 
-    def _class_weighted(self, Y, sw, incremental):
+    def _class_weighted(self, Y, sw, incremental, validation=False):
         return sw  # regressors: no classes
 
     # -- prediction -----------------------------------------------------------
@@ -385,12 +450,6 @@ class _BaseMLP(BaseEstimator):
         X = engine_input(X, dtype)
         net, theta = self._predictor_net(X[0].shape[1], dtype)
         return with_threads(self.n_jobs, net.predict, theta, X)
-
-    def _score_arrays(self, net, theta, X, y, sw):
-        pred = self._decode(net.predict(theta, X))
-        if np.issubdtype(np.asarray(pred).dtype, np.floating) and not np.isfinite(pred).all():
-            return np.nan
-        return self._score_function(y, pred, sample_weight=sw)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -496,7 +555,8 @@ class FitRun:
             fit.scaler_ = getattr(est, "scaler_", None)
             if not hasattr(fit, "history_"):
                 fit.history_ = empty_history()
-        if est.solver in STOCHASTIC_SOLVERS:
+            complete_history(fit.history_)
+        if est.solver != "lbfgs":
             self._stochastic_state(fit)
         fit.net, fit.theta = net, theta
         return fit
@@ -548,7 +608,21 @@ class FitRun:
         est = self.est
         return Optimizer(est.solver, n_params, dtype, est.learning_rate_init,
                          est.learning_rate, est.momentum, est.nesterovs_momentum,
-                         est.power_t, est.beta_1, est.beta_2, est.epsilon)
+                         est.power_t, est.beta_1, est.beta_2, est.epsilon,
+                         self.step_bounds())
+
+    def step_bounds(self):
+        """``rprop_step_bounds``, checked: two numbers, 0 <= min < max < inf."""
+        bounds = self.est.rprop_step_bounds
+        try:
+            lo, hi = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise ValueError("rprop_step_bounds must be two numbers (min, max), got "
+                             f"{bounds!r}.") from None
+        if not (0.0 <= lo < hi < np.inf):
+            raise ValueError(f"rprop_step_bounds must satisfy 0 <= min < max < inf, got "
+                             f"{bounds!r}.")
+        return lo, hi
 
     def batch_size(self, n):
         """The mini-batch size for ``n`` samples (scikit-learn's clipping and warning)."""
@@ -564,32 +638,47 @@ class FitRun:
     def clip(self):
         return float(self.est.clip_norm) if self.est.clip_norm else 0.0
 
-    def solve_local(self, fit, X, Y, sw):
-        """Train on in-memory data with the estimator's solver and n_jobs threads."""
+    def solve_local(self, fit, X, Y, sw, val=None):
+        """Train on in-memory data with the estimator's solver and n_jobs threads;
+        ``val``: the user's ``ValidationSet`` or None."""
         if self.est.solver == "lbfgs":
-            with_threads(self.est.n_jobs, self.lbfgs, fit, X, Y, sw)
+            with_threads(self.est.n_jobs, self.lbfgs, fit, X, Y, sw, val)
         else:
-            with_threads(self.est.n_jobs, self._stochastic, fit, X, Y, sw)
+            with_threads(self.est.n_jobs, self._stochastic, fit, X, Y, sw, val)
 
-    def _stochastic(self, fit, X, Y, sw):
+    def _stochastic(self, fit, X, Y, sw, val=None):
         """scikit-learn's ``_fit_stochastic``: the epoch loop over local data."""
         est = self.est
         if est.early_stopping and self.incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
-        validate = None
-        if est.early_stopping:
-            X, Y, sw, *val = self._split(X, Y, sw)
-            validate = functools.partial(self._validation_score, fit.net, *val)
-        step = LocalEpoch(fit.net, X, Y, sw, self.batch_size(X.shape[0]), est.alpha,
-                          self.clip, est.shuffle, self.rng)
-        self.epochs(fit, step, step.n_rows, validate)
+        if val is not None:
+            if est.early_stopping and est.validation_fraction != 0.1:
+                warnings.warn(f"validation_fraction={est.validation_fraction} is ignored: "
+                              "early stopping scores the given X_val, y_val.", UserWarning)
+        elif est.early_stopping:
+            X, Y, sw, X_val, Y_val, y_val, sw_val = self._split(X, Y, sw)
+            val = ValidationSet(est, X_val, Y_val, y_val, sw_val)
+        if est.solver in FULL_BATCH_SOLVERS:
+            step = FullBatchEpoch(fit.net, X, Y, sw, est.alpha)
+        else:
+            step = LocalEpoch(fit.net, X, Y, sw, self.batch_size(X.shape[0]), est.alpha,
+                              self.clip, est.shuffle, self.rng)
+        self._validation_state(fit, val)
+        self.epochs(fit, step, step.n_rows, None if val is None else val.bind(fit.net))
 
-    def _validation_score(self, net, X, y, sw, theta):
-        return self.est._score_arrays(net, theta, X, y, sw)
+    def _validation_state(self, fit, val):
+        """``validation_loss_curve_``: a list (appended to on warm starts) while
+        this fit has validation data, None otherwise."""
+        if val is None:
+            fit.validation_loss_curve_ = None
+        elif getattr(fit, "validation_loss_curve_", None) is None:
+            fit.validation_loss_curve_ = []
 
     def epochs(self, fit, step, n_samples, validate=None):
         """Run ``trainer.EpochLoop`` with ``step`` and the estimator's stopping rules."""
         est = self.est
+        if not hasattr(fit, "validation_loss_curve_"):
+            self._validation_state(fit, None)
         opt = fit._optimizer
         # new moments too when shortcut blocks were added since (skip_coefs_ and
         # connections assigned before partial_fit): the old ones have another size
@@ -617,10 +706,11 @@ class FitRun:
                                                            else Y_val.ravel())
         else:
             y_val = Y_val.ravel() if Y_val.shape[1] == 1 else Y_val
+        sw_val = np.empty(0, dtype=X.dtype) if sw_val is None else sw_val
         return (as_rows(X_tr), engine_array(Y_tr), engine_array(sw_tr),
-                X_val, y_val, sw_val)
+                X_val, np.ascontiguousarray(Y_val), y_val, sw_val)
 
-    def lbfgs(self, fit, X, Y, sw):
+    def lbfgs(self, fit, X, Y, sw, val=None):
         """Full-batch L-BFGS (scipy) on ``fit.net.loss_grad`` (local or a cluster's)."""
         est = self.est
         net, theta = fit.net, fit.theta
@@ -638,14 +728,21 @@ class FitRun:
         t0 = [time.perf_counter()]
         state = {"epoch": 0, "stopped": False}
         callbacks = as_list(est.callbacks)
+        self._validation_state(fit, val)
+        validate = None if val is None else val.bind(net)
         report = verbose_progress(est.max_iter) if est.verbose else None
 
         def callback(intermediate_result):
             # called once per accepted L-BFGS iteration; the last evaluation is its point
             state["epoch"] += 1
+            val_loss = None
+            if validate is not None:
+                val_loss = validate(intermediate_result.x.astype(dtype))[1]
+                fit.validation_loss_curve_.append(val_loss)
             info = EpochResult(state["epoch"], float(intermediate_result.fun), None, None,
                                time.perf_counter() - t0[0],
-                               [float(np.linalg.norm(g)) for g in _layer_grads(net, grad)])
+                               [float(np.linalg.norm(g)) for g in _layer_grads(net, grad)],
+                               val_loss)
             record(history, info)
             t0[0] = time.perf_counter()
             if report is not None:
@@ -690,12 +787,43 @@ class FitRun:
         est._keep(net, theta)
 
 
+class ValidationSet:
+    """Validation data of a fit (the user's X_val, y_val or the internal split).
+
+    ``X`` (rows as the engine reads them), ``Y`` the encoded targets (n, n_outputs)
+    of the model dtype, ``y`` the targets as the score function takes them,
+    ``sw`` the weights (empty: all 1).  ``bind(net)`` gives the trainer's
+    ``validate(theta)`` -> (score, loss): scikit-learn's score (accuracy, R^2)
+    and the data term of the objective, ``sum_n s_n C_n / sum_n s_n`` (the
+    training loss without the L2 term), from one forward pass.
+    """
+
+    def __init__(self, est, X, Y, y, sw):
+        self.est, self.X, self.Y, self.y, self.sw = est, X, Y, y, sw
+
+    def bind(self, net):
+        return functools.partial(self.evaluate, net)
+
+    def evaluate(self, net, theta):
+        out = net.predict(theta, self.X)
+        sw = self.sw
+        if not np.isfinite(out).all():
+            return np.nan, np.nan
+        eps = float(np.finfo(out.dtype).eps)
+        total = loss_delta(out, self.Y, sw, net.loss_code, net.layout.activations[-1],
+                           float(net.hp[HP_HUBER]), eps, net.mean_outputs, np.empty_like(out))
+        loss = total / (float(sw.sum(dtype=np.float64)) if sw.shape[0] else out.shape[0])
+        score = self.est._score_function(self.y, self.est._decode(out),
+                                         sample_weight=sw if sw.shape[0] else None)
+        return float(score), float(loss)
+
+
 # The fitted attributes a fit commits (besides coefs_/intercepts_ and the input
 # checks' n_features_in_, feature_names_in_, classes_): only those its solver made.
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
               "loss_curve_", "history_", "best_loss_", "validation_scores_",
               "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_",
-              "input_stats_", "scaler_")
+              "validation_loss_curve_", "input_stats_", "scaler_")
 _REQUIRED = object()
 # What a model file keeps of them: file key -> (attribute, conversion on load, default;
 # _REQUIRED: the file must have it).  n_layers_ is len(coefs_) + 1.
@@ -709,6 +837,7 @@ _FILE_ATTRS = {
     "loss": ("loss_", None, None),
     "loss_curve": ("loss_curve_", None, None),
     "validation_scores": ("validation_scores_", None, None),
+    "validation_loss_curve": ("validation_loss_curve_", None, None),
     "history": ("history_", None, None),
 }
 # ...and what a loaded model starts afresh (a warm start from it begins new stopping
@@ -859,8 +988,8 @@ def _class_weights(class_weight, classes, labels, y_type, counts=None):
     if class_weight is None:
         return None
     if y_type == "multilabel-indicator":
-        raise ValueError("class_weight is not supported for multilabel targets (a 2-D "
-                         "indicator y); pass per-sample weights as sample_weight instead.")
+        raise ValueError("per-class weights are not defined for a multilabel (2-D indicator) "
+                         "y; 'balanced' weighs its samples instead (fit only).")
     classes = np.asarray(classes)
     if isinstance(class_weight, dict):
         unknown = [k for k in class_weight if k not in set(classes.tolist())]
@@ -916,7 +1045,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot",
-                 scale=None, connections="chain", class_weight=None):
+                 scale=None, connections="chain", class_weight=None,
+                 rprop_step_bounds=(1e-6, 50.0)):
         self.class_weight = class_weight
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
@@ -929,7 +1059,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
                          clip_norm=clip_norm, init=init, scale=scale,
-                         connections=connections)
+                         connections=connections, rprop_step_bounds=rprop_step_bounds)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints,
                               "class_weight": [StrOptions({"balanced"}), dict, None]}
@@ -945,10 +1075,26 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return _class_weights(self.class_weight, self.classes_, labels,
                               self._label_binarizer.y_type_, counts)
 
-    def _class_weighted(self, Y, sw, incremental):
-        """sample weights times the class weights of each sample's class."""
+    def _class_weighted(self, Y, sw, incremental, validation=False):
+        """sample weights times the class weights of each sample's class.
+
+        'balanced' counts the classes of ``Y`` itself: for a validation set (as
+        scikit-learn's HistGradientBoosting does), only the classes present in it.
+        """
         if self.class_weight is None:
             return sw
+        multilabel = self._label_binarizer.y_type_ == "multilabel-indicator"
+        if multilabel and incremental:
+            raise ValueError("class_weight with a multilabel y is not supported by partial_fit.")
+        if multilabel:
+            return self._multilabel_weighted(Y, sw)
+        if validation and isinstance(self.class_weight, str):
+            index = _class_index(Y)
+            counts = np.bincount(index, minlength=len(self.classes_)).astype(np.float64)
+            present = counts > 0
+            cw = np.zeros(len(counts))
+            cw[present] = len(index) / (np.count_nonzero(present) * counts[present])
+            return _combine_weights(cw, index, sw, Y.dtype)
         if incremental and isinstance(self.class_weight, str):
             raise ValueError(
                 "class_weight='balanced' is not supported by partial_fit: one call sees only "
@@ -958,6 +1104,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         index = _class_index(Y)
         cw = self.class_weights(np.asarray(self.classes_)[index])
         return _combine_weights(cw, index, sw, Y.dtype)
+
+    def _multilabel_weighted(self, Y, sw):
+        """Multilabel y: 'balanced' as scikit-learn's ``compute_sample_weight`` has it for
+        several outputs (per label column, 0 and 1 balanced; the product over columns)."""
+        if not isinstance(self.class_weight, str):
+            raise ValueError("class_weight for a multilabel (2-D indicator) y must be "
+                             "'balanced'; a dict names classes of a single-label y.")
+        w = compute_sample_weight("balanced", Y.astype(np.int64))
+        return _combine_weights(np.ones(1), np.zeros(len(w), dtype=np.intp), sw * w
+                                if sw.shape[0] else w, Y.dtype)
 
     def _loss_name(self):
         return "log_loss"
@@ -987,10 +1143,33 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y = self._label_binarizer.transform(y).astype(X.dtype)
         return X, y
 
+    def _encode_validation_target(self, y_val):
+        """y_val binarized like y; a label not seen in y is refused."""
+        lb = self._label_binarizer
+        if lb.y_type_ == "multilabel-indicator":
+            if np.ndim(y_val) != 2 or np.shape(y_val)[1] != len(self.classes_):
+                raise ValueError(f"y_val must be a 2-D label indicator with "
+                                 f"{len(self.classes_)} columns, like y.")
+        else:
+            unseen = np.setdiff1d(unique_labels(y_val), self.classes_)
+            if len(unseen):
+                raise ValueError(f"y_val has classes not in the training y: "
+                                 f"{unseen.tolist()} (classes_ = "
+                                 f"{np.asarray(self.classes_).tolist()}).")
+        return lb.transform(y_val)
+
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to data matrix X and target(s) y."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        ``X_val, y_val`` (and ``sample_weight_val``): a validation set of your
+        choosing (scikit-learn's HistGradientBoosting names).  Early stopping
+        then scores it instead of an internal ``validation_fraction`` split;
+        with or without early stopping its loss is recorded per epoch in
+        ``validation_loss_curve_``.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         validation=(X_val, y_val, sample_weight_val))
 
     @available_if(_stochastic_only)
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1084,13 +1263,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     __doc__ = ("Multi-layer perceptron regressor trained by fastbp's compiled backprop.\n\n"
                "Same parameters, attributes and results as ``sklearn.neural_network."
                "MLPRegressor``; identity output.\n\n    Parameters\n    ----------\n"
-               "    loss : {'squared_error', 'huber'}, default='squared_error'\n"
+               "    loss : {'squared_error', 'huber', 'poisson'}, default='squared_error'\n"
+               "        'poisson': half the Poisson deviance with an exp output\n"
+               "        (scikit-learn >= 1.7's); y must be >= 0.\n"
                "    huber_delta : float, default=1.0\n"
                "        Where the Huber loss turns from quadratic to linear." + _PARAMS_DOC
                + _ATTRIBUTES_DOC)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints,
-                              "loss": [StrOptions({"squared_error", "huber"})],
+                              "loss": [StrOptions({"squared_error", "huber", "poisson"})],
                               "huber_delta": [Interval(Real, 0, None, closed="neither")]}
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
@@ -1100,7 +1281,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  huber_delta=1.0, backend="loops", n_jobs=None, callbacks=None,
-                 clip_norm=None, init="glorot", scale=None, connections="chain"):
+                 clip_norm=None, init="glorot", scale=None, connections="chain",
+                 rprop_step_bounds=(1e-6, 50.0)):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1112,7 +1294,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
                          clip_norm=clip_norm, init=init, scale=scale,
-                         connections=connections)
+                         connections=connections, rprop_step_bounds=rprop_step_bounds)
         self.huber_delta = huber_delta
 
     def _loss_name(self):
@@ -1122,19 +1304,39 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return float(self.huber_delta)
 
     def _output_activation(self):
-        return "identity"
+        return "exp" if self.loss == "poisson" else "identity"
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        self._check_target_range(y, "y")
         return X, y
 
+    def _check_target_range(self, y, name):
+        if self.loss == "poisson" and (np.asarray(y) < 0).any():
+            row = int(np.flatnonzero((np.asarray(y) < 0).reshape(len(y), -1).any(axis=1))[0])
+            raise ValueError(f"loss='poisson' requires {name} >= 0 (counts or rates); {name} "
+                             f"has negative values (first in row {row}).")
+
+    def _encode_validation_target(self, y_val):
+        """y_val as it is (numbers, checked finite by validate_data), in the loss's range."""
+        self._check_target_range(y_val, "y_val")
+        return np.asarray(y_val)
+
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to data matrix X and target(s) y."""
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        ``X_val, y_val`` (and ``sample_weight_val``): a validation set of your
+        choosing (scikit-learn's HistGradientBoosting names).  Early stopping
+        then scores it instead of an internal ``validation_fraction`` split;
+        with or without early stopping its loss is recorded per epoch in
+        ``validation_loss_curve_``.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         validation=(X_val, y_val, sample_weight_val))
 
     @available_if(_stochastic_only)
     @_fit_context(prefer_skip_nested_validation=True)
@@ -1156,4 +1358,5 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         # multi-output targets are supported (so are they by scikit-learn's MLPRegressor,
         # whose tag stays False); the tag enables scikit-learn's multi-output checks
         tags.target_tags.multi_output = True
+        tags.target_tags.positive_only = self.loss == "poisson"
         return tags

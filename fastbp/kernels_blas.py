@@ -137,6 +137,16 @@ def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
         theta -= lr * grad / (np.sqrt(m2) + eps)
 
 
+def rprop_step(theta, grad, step, prev, step_min, step_max):
+    """Vectorised twin of ``kernels_loop.rprop_step`` (iRPROP-)."""
+    s = grad * prev
+    np.copyto(step, np.where(s > 0, np.minimum(step * 1.2, step_max),
+                             np.where(s < 0, np.maximum(step * 0.5, step_min), step)))
+    g = np.where(s < 0, 0.0, grad).astype(grad.dtype)
+    theta -= np.sign(g) * step
+    prev[...] = g
+
+
 def layer_sq_norms(grad, layers, out):
     """Per-layer squared gradient norms."""
     for l in range(layers.shape[0]):

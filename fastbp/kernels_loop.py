@@ -790,6 +790,40 @@ def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
 optimizer_step_serial, optimizer_step_parallel = twins(optimizer_step)
 
 
+def rprop_step(theta, grad, step, prev, step_min, step_max):
+    """One iRPROP- update (Igel & Huesken 2000) of the flat parameters, element k independent.
+
+    With ``s = grad_k * prev_k`` (this and the previous full-batch gradient):
+    ``s > 0``: ``step_k <- min(1.2 step_k, step_max)``; ``s < 0``: ``step_k <-
+    max(0.5 step_k, step_min)`` and ``grad_k <- 0`` (no move now, and no sign
+    comparison next time); then ``theta_k -= sign(grad_k) step_k`` and
+    ``prev_k <- grad_k``.  (eta+ = 1.2, eta- = 0.5: Riedmiller's and FANN's.)
+
+    theta, grad, step (per-weight step sizes, > 0), prev: (n_params,) C; theta,
+    step and prev are updated in place (grad is read only).  Parallel over k.
+    BLAS twin: ``kernels_blas.rprop_step``.
+    """
+    p = theta.shape[0]
+    for k in prange(p):
+        g = grad[k]
+        s = g * prev[k]
+        d = step[k]
+        if s > 0.0:
+            d = min(d * 1.2, step_max)
+        elif s < 0.0:
+            d = max(d * 0.5, step_min)
+            g = 0.0
+        step[k] = d
+        prev[k] = g
+        if g > 0.0:
+            theta[k] -= d
+        elif g < 0.0:
+            theta[k] += d
+
+
+rprop_step_serial, rprop_step_parallel = twins(rprop_step)
+
+
 @jit
 def layer_sq_norms(grad, layers, out):
     """``out[l] = sum of grad_k^2`` over layer l's weights and biases (serial, fixed order).

@@ -9,13 +9,16 @@ squared_error  1/2 sum_k r_k^2                           r_k
 huber(d)       sum_k (r^2/2 if |r|<=d else d(|r|-d/2))   clip(r_k, -d, d)
 log_loss       -sum_k y log p + (1-y) log(1-p)  (logistic output, binary/multilabel)
                -sum_k y_k log p_k                (softmax output, multiclass)
+poisson        sum_k y log(y/a) - y + a                  1 - y_k / a_k
+               (half the Poisson deviance; y log(y/a) = 0 where y = 0; exp output)
 ============== ========================================= ==========================
 
 Probabilities are clipped to [eps, 1 - eps] (eps of the dtype) inside the log,
 as scikit-learn does.
 
 Output delta.  For the canonical pairs (identity + squared_error, logistic +
-log_loss, softmax + log_loss) dC/dz_k collapses to ``a_k - y_k``; that shortcut
+log_loss, softmax + log_loss, exp + poisson) dC/dz_k collapses to ``a_k - y_k``
+(for poisson: (1 - y/a) * a, as scikit-learn >= 1.7 has it); that shortcut
 is used (it is exact, and stable where p saturates).  Any other pair uses the
 general form ``delta_k = dC/da_k * g'(z_k)``.  Softmax is only allowed with
 log_loss.  Each delta row is multiplied by the sample weight s_n.
@@ -27,7 +30,8 @@ is divided by the number of outputs, matching scikit-learn's ``loss_``.
 """
 import numpy as np
 
-from .codes import HUBER, IDENTITY, LOGISTIC, LOG_LOSS, LOSS_CODES, SOFTMAX, SQUARED_ERROR
+from .codes import (EXP, HUBER, IDENTITY, LOGISTIC, LOG_LOSS, LOSS_CODES, POISSON, SOFTMAX,
+                    SQUARED_ERROR)
 from .jit import jit
 from .activations import derivative, derivative_row
 
@@ -37,7 +41,8 @@ __all__ = ["LOSS_CODES", "is_canonical", "loss_delta_row", "loss_delta"]
 def is_canonical(loss, act):
     """True where delta = a - y is the exact output delta."""
     return ((loss == SQUARED_ERROR and act == IDENTITY)
-            or (loss == LOG_LOSS and (act == LOGISTIC or act == SOFTMAX)))
+            or (loss == LOG_LOSS and (act == LOGISTIC or act == SOFTMAX))
+            or (loss == POISSON and act == EXP))
 
 
 def check_pair(loss, act):
@@ -46,6 +51,8 @@ def check_pair(loss, act):
         raise ValueError("softmax output requires loss='log_loss'")
     if loss == LOG_LOSS and act not in (LOGISTIC, SOFTMAX):
         raise ValueError("log_loss requires a logistic or softmax output")
+    if (loss == POISSON) != (act == EXP):
+        raise ValueError("loss='poisson' and the exp output activation go together")
 
 
 @jit
@@ -75,6 +82,13 @@ def loss_delta_row(a, y, s, loss, act, huber, eps, mean_outputs, delta):
             else:
                 total += 0.5 * r * r
                 delta[j] = r
+    elif loss == POISSON:  # exp output: a > 0
+        for j in range(k):
+            yj = y[j]
+            if yj > 0:
+                total += yj * np.log(yj / a[j])
+            total += a[j] - yj
+            delta[j] = a[j] - yj
     else:  # LOG_LOSS
         for j in range(k):
             p = a[j]
@@ -88,7 +102,8 @@ def loss_delta_row(a, y, s, loss, act, huber, eps, mean_outputs, delta):
             if act == LOGISTIC and yj != 1:
                 total -= (1.0 - yj) * np.log1p(-p)
             delta[j] = a[j] - yj
-    if not ((loss == SQUARED_ERROR and act == IDENTITY) or loss == LOG_LOSS):
+    if not ((loss == SQUARED_ERROR and act == IDENTITY) or loss == LOG_LOSS
+            or loss == POISSON):
         derivative_row(a, delta, act)
     if s != 1.0:
         for j in range(k):
@@ -111,6 +126,10 @@ def loss_delta(a, y, sw, loss, act, huber, eps, mean_outputs, delta):
         per = np.where(ab <= huber, 0.5 * delta * delta,
                        huber * (ab - 0.5 * huber)).sum(axis=1, dtype=np.float64)
         np.clip(delta, -huber, huber, out=delta)
+    elif loss == POISSON:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(y > 0, y * np.log(y / a), 0.0)
+        per = (t + a - y).sum(axis=1, dtype=np.float64)
     else:
         p = np.clip(a, eps, 1 - eps)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from .backends import BACKENDS, get_engine
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
-                    HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, IP_BATCH, IP_CHUNK, IP_LOSS,
+                    HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH, IP_CHUNK, IP_LOSS,
                     IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
                     IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
                     ST_GNORM, ST_REG)
@@ -205,6 +205,7 @@ class Network:
             ip[IP_OPT] = code
             ip[IP_NESTEROV] = int(nesterov)
             ip[IP_STEP] = step
+            hp[HP_STEP_MIN], hp[HP_STEP_MAX] = optimizer.step_bounds
         return table, work, hp, ip, self.stats()
 
     # -- the engine's entry points ----------------------------------------------
@@ -233,6 +234,17 @@ class Network:
         self.engine_for(cap, context[3]).loss_grad(data, theta, grad, context)
         stats = context[4]
         return stats[ST_DATA], stats[ST_REG], grad
+
+    def rprop_epoch(self, theta, grad, opt, X, Y, sw, alpha, chunk=PREDICT_CHUNK):
+        """One full-batch iRPROP- iteration (``engine.rprop_epoch``); returns the
+        engine's stats (objective at theta before the step, gradient norms)."""
+        X = engine_input(X, self.dtype)
+        cap = min(chunk, max(1, X.n_rows))
+        context = self.context(cap, alpha, 0.0, opt)
+        data = (X[0], X[1], engine_array(Y), engine_array(sw))
+        self.engine_for(cap, context[3]).rprop_epoch(data, (theta, grad, opt.m1, opt.m2),
+                                                     context)
+        return context[4]
 
     def predict(self, theta, X, chunk=PREDICT_CHUNK):
         """Output activations (n, n_outputs) for X.

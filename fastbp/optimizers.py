@@ -10,13 +10,17 @@ The semantics and names are scikit-learn's (``_stochastic_optimizers``):
 * ``adam``: scikit-learn's bias-corrected step size
   ``lr_t = lr0 sqrt(1 - beta_2^t) / (1 - beta_1^t)``, t counting batches.
 * ``rmsprop`` (decay ``beta_2``) and ``adagrad``: ``theta -= lr g / (sqrt(v) + eps)``.
+* ``rprop`` (full batch, iRPROP-; ``kernels_loop.rprop_step``): m1 holds the
+  per-weight step sizes (starting at ``learning_rate_init``), m2 the previous
+  gradient; ``step_bounds`` = (smallest, largest) step.
 """
 import numpy as np
 
-from .codes import OPT_ADAGRAD, OPT_ADAM, OPT_NONE, OPT_RMSPROP, OPT_SGD
+from .codes import OPT_ADAGRAD, OPT_ADAM, OPT_NONE, OPT_RMSPROP, OPT_RPROP, OPT_SGD
 
 SOLVER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM, "rmsprop": OPT_RMSPROP,
-                "adagrad": OPT_ADAGRAD, "none": OPT_NONE}
+                "adagrad": OPT_ADAGRAD, "none": OPT_NONE, "rprop": OPT_RPROP}
+FULL_BATCH_SOLVERS = ("rprop",)  # epochs of EpochLoop, one full-batch step each
 STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop", "adagrad")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
@@ -26,7 +30,7 @@ class Optimizer:
 
     def __init__(self, solver, n_params, dtype, learning_rate_init, learning_rate="constant",
                  momentum=0.9, nesterovs_momentum=True, power_t=0.5, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8):
+                 beta_2=0.999, epsilon=1e-8, step_bounds=(1e-6, 50.0)):
         self.solver = solver
         self.code = SOLVER_CODES[solver]
         self.learning_rate_init = float(learning_rate_init)
@@ -39,8 +43,11 @@ class Optimizer:
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.t = 0  # Adam's batch counter
+        self.step_bounds = (float(step_bounds[0]), float(step_bounds[1]))
         self.m1 = np.zeros(n_params, dtype=dtype)
         self.m2 = np.zeros(n_params, dtype=dtype)
+        if solver == "rprop":
+            self.m1[...] = self.learning_rate_init  # the initial step size of every weight
 
     def engine_settings(self):
         """The numbers the engine needs for this optimizer's step, in order:

@@ -14,11 +14,11 @@ import warnings
 import numba
 import numpy as np
 
-from .codes import ST_DIVERGED, ST_GNORM, ST_LOSS, ST_SAMPLES
+from .codes import ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES
 from .network import engine_input
 from .progress import EpochProgress
 
-__all__ = ["EpochLoop", "LocalEpoch", "EpochResult", "DivergenceError", "DivergenceWarning",
+__all__ = ["EpochLoop", "LocalEpoch", "FullBatchEpoch", "EpochResult", "DivergenceError", "DivergenceWarning",
            "run_epoch", "sample_order", "with_threads"]
 
 
@@ -34,15 +34,17 @@ class EpochResult:
     """Figures of one epoch, as given to callbacks and kept in ``history_``."""
 
     __slots__ = ("epoch", "loss", "validation_score", "learning_rate", "seconds",
-                 "grad_norms")
+                 "grad_norms", "validation_loss")
 
-    def __init__(self, epoch, loss, validation_score, learning_rate, seconds, grad_norms):
+    def __init__(self, epoch, loss, validation_score, learning_rate, seconds, grad_norms,
+                 validation_loss=None):
         self.epoch = epoch
         self.loss = loss
         self.validation_score = validation_score
         self.learning_rate = learning_rate
         self.seconds = seconds
         self.grad_norms = grad_norms
+        self.validation_loss = validation_loss  # None without validation data
 
     def as_dict(self):
         return {k: getattr(self, k) for k in self.__slots__}
@@ -51,7 +53,17 @@ class EpochResult:
 def empty_history():
     """The per-epoch lists of ``history_`` (keys as in ``EpochResult``)."""
     return {"loss": [], "validation_score": [], "learning_rate": [], "seconds": [],
-            "grad_norms": []}
+            "grad_norms": [], "validation_loss": []}
+
+
+def complete_history(history):
+    """``history`` with every key of ``empty_history`` (a model file or fit from an
+    older fastbp lacks the newer keys: their past epochs read None)."""
+    n = len(history.get("loss", []))
+    for key in empty_history():
+        if key not in history:
+            history[key] = [None] * n
+    return history
 
 
 def record(history, info):
@@ -65,6 +77,8 @@ def verbose_line(info):
     parts = ["Iteration %d, loss = %.8f" % (info.epoch, info.loss)]
     if info.validation_score is not None:
         parts.append("validation score = %.6f" % info.validation_score)
+    if info.validation_loss is not None:
+        parts.append("validation loss = %.8f" % info.validation_loss)
     parts.append("time = %.3fs" % info.seconds)
     return ", ".join(parts)
 
@@ -86,7 +100,8 @@ def as_list(callbacks):
 
 def curve_lengths(model):
     """[(list, length)] for every per-epoch list a warm start appends to."""
-    lists = [getattr(model, "loss_curve_", None), getattr(model, "validation_scores_", None)]
+    lists = [getattr(model, "loss_curve_", None), getattr(model, "validation_scores_", None),
+             getattr(model, "validation_loss_curve_", None)]
     history = getattr(model, "history_", None)
     if isinstance(history, dict):
         lists.extend(history.values())
@@ -275,6 +290,40 @@ class LocalEpoch:
                          self.order, self.batch_size, self.alpha, self.clip, checkpoints)
 
 
+class FullBatchEpoch:
+    """The step of a full-batch solver (rprop): one compiled call per epoch, the
+    full-batch gradient then the optimizer's step (``engine.rprop_epoch``).
+
+    Returns (objective at the epoch's starting weights, per-layer gradient
+    norms); a non-finite objective or gradient raises ``DivergenceError`` with
+    nothing changed (the engine checks before it steps).
+    """
+
+    def __init__(self, net, X, Y, sw, alpha):
+        self.net, self.X, self.Y, self.sw = net, engine_input(X, net.dtype), Y, sw
+        self.n_rows = self.X.n_rows
+        self.alpha = alpha
+        self.grad = None
+
+    def __call__(self, theta, opt, checkpoints):
+        if self.grad is None:
+            self.grad = np.empty_like(theta)
+        checkpoints.push(theta, opt)
+        stats = self.net.rprop_epoch(theta, self.grad, opt, self.X, self.Y, self.sw,
+                                     self.alpha)
+        if stats[ST_DIVERGED] or not np.isfinite(theta).all():
+            theta[...], snap = checkpoints.items[-1]
+            opt.restore(snap)
+            checkpoints.items = checkpoints.items[:-1]
+            err = DivergenceError(
+                "training diverged: the loss or a parameter became non-finite (NaN or inf); "
+                "parameters were restored to the last epoch with a finite loss. Try smaller "
+                "rprop step bounds, or scaling the inputs (StandardScaler).")
+            err.epochs_lost = 1
+            raise err
+        return float(stats[ST_DATA] + stats[ST_REG]), stats[ST_GNORM:].copy()
+
+
 class EpochLoop:
     """The epoch loop of every stochastic fit (scikit-learn's, plus fastbp's safety).
 
@@ -283,8 +332,10 @@ class EpochLoop:
     stopping attributes), updated as epochs complete.  ``step(theta, opt,
     checkpoints)`` trains one epoch in place and returns (mean loss, per-layer
     gradient norms), or raises ``DivergenceError`` after rolling back
-    (``epochs_lost``).  ``validate(theta)`` gives the validation score (early
-    stopping) or is None.
+    (``epochs_lost``).  ``validate(theta)`` gives (validation score, validation
+    loss) of the validation data, or is None (no validation data).  The loss
+    goes to ``fit.validation_loss_curve_``; the score to ``validation_scores_``
+    and the stopping rule with ``early_stopping``.
 
     * Divergence: the epochs undone are removed from the curves, counters and
       stopping state too, so ``n_iter_``, ``loss_curve_`` and the weights always
@@ -371,15 +422,17 @@ class EpochLoop:
         fit.t_ += self.n
         fit.loss_ = loss
         fit.loss_curve_.append(loss)
-        score = None
+        score = val_loss = None
         if self.validate is not None:
-            score = self.validate(fit.theta)
-            fit.validation_scores_.append(score)
+            score, val_loss = self.validate(fit.theta)
+            fit.validation_loss_curve_.append(val_loss)
+            if self.early_stopping:
+                fit.validation_scores_.append(score)
         if self.stopping.update(loss, score):
             self.best[...] = fit.theta
         opt.iteration_ends(fit.t_)
         info = EpochResult(fit.n_iter_, loss, score, lr, time.perf_counter() - t0,
-                           [float(g) for g in gnorms])
+                           [float(g) for g in gnorms], val_loss)
         record(fit.history_, info)
         if self.report is not None:
             self.report(info)
@@ -431,7 +484,9 @@ class EpochLoop:
         fit.t_ -= k * self.n
         lists = [fit.loss_curve_] + list(fit.history_.values())
         if self.validate is not None:
-            lists.append(fit.validation_scores_)
+            lists.append(fit.validation_loss_curve_)
+            if self.early_stopping:
+                lists.append(fit.validation_scores_)
         for x in lists:
             del x[len(x) - k:]
         fit.loss_ = fit.loss_curve_[-1]

@@ -77,6 +77,8 @@ def targets(rng, loss, output, n, k, dtype=np.float64, scale=1.5):
         Y = (rng.random((n, k)) < 0.5).astype(float)
     elif output == "logistic":
         Y = rng.random((n, k))
+    elif loss == "poisson":  # counts, zeros included
+        Y = rng.poisson(scale, (n, k)).astype(float)
     else:
         Y = rng.standard_normal((n, k)) * scale
     return np.ascontiguousarray(Y, dtype=dtype)

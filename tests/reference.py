@@ -45,6 +45,8 @@ def g(name, z):
     if name == "softmax":
         e = np.exp(z - z.max())
         return e / e.sum()
+    if name == "exp":
+        return np.exp(z)
     raise ValueError(name)
 
 
@@ -63,6 +65,8 @@ def g_prime(name, z):
         return np.where(z > 0, 1.0, LEAKY_SLOPE)
     if name == "softplus":
         return _sigmoid(z)
+    if name == "exp":
+        return np.exp(z)
     raise ValueError(name)
 
 
@@ -86,6 +90,9 @@ def sample_loss(loss, out_act, a, y, huber_delta=1.0, eps=np.finfo(np.float64).e
             if out_act == "logistic" and y[k] != 1:
                 total -= (1.0 - y[k]) * np.log(1.0 - p[k])
         return total
+    if loss == "poisson":  # half the Poisson deviance, y log(y/a) = 0 at y = 0
+        return float(np.sum([(yk * np.log(yk / ak) if yk > 0 else 0.0) - yk + ak
+                             for ak, yk in zip(a, y)]))
     raise ValueError(loss)
 
 
@@ -96,6 +103,8 @@ def output_delta(loss, out_act, z, a, y, huber_delta=1.0):
         dc_da = r
     elif loss == "huber":
         dc_da = np.clip(r, -huber_delta, huber_delta)
+    elif loss == "poisson":
+        dc_da = 1.0 - y / a
     elif loss == "log_loss":
         if out_act == "logistic":
             # d/dz [-y log s - (1-y) log(1-s)] = s - y

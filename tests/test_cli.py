@@ -141,6 +141,30 @@ def test_train_quiet_and_lbfgs(workdir):
     assert (workdir / "lbfgs.fbp").is_file()
 
 
+def test_train_with_issue_14_flags(workdir):
+    """--val-data, --class-weight balanced, --solver rprop, --loss poisson end to end."""
+    iris = pd.read_csv(workdir / "iris.csv")
+    iris.iloc[::5].to_csv(workdir / "iris_val.csv", index=False)
+    iris.drop(index=iris.index[::5]).to_csv(workdir / "iris_train.csv", index=False)
+    results = run_all({
+        "val": ["train", "iris_train.csv", "--target", "species", "--val-data", "iris_val.csv",
+                "--class-weight", "balanced", "--solver", "rprop", "--learning-rate", "0.05",
+                "--epochs", "60", "--hidden", "8", "--quiet", "--out", "iris_val.fbp"],
+        "poisson": ["train", "diabetes.csv", "--target", "target", "--loss", "poisson",
+                    "--solver", "lbfgs", "--epochs", "20", "--hidden", "4", "--quiet",
+                    "--out", "poisson.fbp"],
+    }, workdir)
+    assert_ok(results["val"])
+    assert "120 rows, 4 features, all for training; 30 validation rows from iris_val.csv" \
+        in results["val"].stdout
+    score = float(re.search(r"validation accuracy: ([0-9.]+)", results["val"].stdout).group(1))
+    import fastbp
+    model = fastbp.load(workdir / "iris_val.fbp")
+    assert model.class_weight == "balanced" and model.solver == "rprop"
+    assert abs(max(model.validation_scores_) - score) < 1e-4
+    assert len(model.validation_loss_curve_) == model.n_iter_
+    assert_ok(results["poisson"])
+    assert fastbp.load(workdir / "poisson.fbp").out_activation_ == "exp"
 # A process in which pandas cannot be imported (as after ``pip install .`` without it).
 WITHOUT_PANDAS = """
 import sys
@@ -405,6 +429,14 @@ ERRORS = {
                                        "--connections", '{"3": [0]}'],
                                       "--connections: connections: layer 3 does not exist"),
     "unknown command": (["fit", "iris.csv"], "invalid choice: 'fit'"),
+    "class weight on a regression": (["train", "diabetes.csv", "--target", "target",
+                                      "--class-weight", "balanced"],
+                                     "--class-weight applies to classification only"),
+    "loss on a classification": (["train", "iris.csv", "--target", "species", "--loss",
+                                  "poisson"], "--loss applies to regression only"),
+    "val-data without the features": (["train", "iris.csv", "--target", "species",
+                                       "--val-data", "colors.csv"],
+                                      "colors.csv: missing feature column(s) 'sepal length"),
     "missing model file": (["info", "nope.fbp"], "nope.fbp: no such file"),
     "corrupted model (info)": (["info", "truncated.fbp"], "truncated.fbp: unreadable, "
                                                           "truncated or corrupted model file"),

@@ -43,6 +43,7 @@ PAIRS = [
     ("log_loss", "logistic", "binary"),
     ("log_loss", "logistic", "multilabel"),
     ("log_loss", "softmax", "onehot"),
+    ("poisson", "exp", "counts"),
 ]
 PAIR_IDS = [f"{l}+{o}-{t}" for l, o, t in PAIRS]
 VARIANTS = {"plain": (False, 0.0), "weights": (True, 0.0), "alpha": (False, 0.3),

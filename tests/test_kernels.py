@@ -417,6 +417,9 @@ def _expected(act, z):
 @pytest.mark.parametrize("act", list(ACTIVATION_CODES))
 @pytest.mark.parametrize("form", ["loop-compiled", "loop-python", "numpy"])
 def test_activations_stable_for_large_z(dtype, act, form):
+    if act == "exp":
+        pytest.skip("exp (Poisson output) overflows above z = 709 by definition; the "
+                    "engine's divergence check stops such a fit")
     code = ACTIVATION_CODES[act]
     z = EXTREME.astype(dtype)
     a = z.copy()

@@ -97,7 +97,7 @@ BAD_INPUT = [
      ValueError, "swish"),
     ("unknown solver", lambda X, y, yr: _clf(solver="newton").fit(X, y), ValueError,
      "'solver' parameter"),
-    ("unknown loss", lambda X, y, yr: _reg(loss="poisson").fit(X, yr), ValueError,
+    ("unknown loss", lambda X, y, yr: _reg(loss="gamma").fit(X, yr), ValueError,
      "'loss' parameter"),
     ("unknown backend", lambda X, y, yr: _clf(backend="cuda").fit(X, y), ValueError,
      "'backend' parameter"),
