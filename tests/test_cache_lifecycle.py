@@ -130,7 +130,8 @@ def two_rounds(life):
 
 def test_issue_sequence_from_an_empty_cache(tmp_path):
     # The report's own sequence, with nothing cached: train and save; predict, which
-    # compiles predict from the cached callees; predict again, from the cache.
+    # compiles predict from the cached callees; predict again, from the cache.  The cold
+    # compile also shows what a first fit compiles (below).
     # Each process that compiles says so, once, on stderr (issue 15); a warm one does not.
     root = tmp_path
     _, err = _run([sys.executable, "-c", "import numpy as np, fastbp; "
@@ -150,6 +151,14 @@ def test_issue_sequence_from_an_empty_cache(tmp_path):
                         _env(root, threads), root, stderr=True)
         assert json.loads(out) == expected
         assert (notice in err) == (k == 0), err  # predict compiled once, then cached
+    # What those processes compiled (issue 15: only what the calls can reach): a small
+    # chain's fit and predict, no parallel=True twin and no shortcut kernel.
+    compiled = sorted({p.name.split("-")[0] for p in (root / "numba-cache").rglob("*.nbi")})
+    assert any(n.startswith("engine.train_epoch") for n in compiled), compiled
+    assert any(n.startswith("engine.predict") for n in compiled), compiled
+    assert not [n for n in compiled if "_parallel" in n], compiled
+    shortcut_code = ("_acc", "block_sq_norms", "_skip_backward", "_skip_weights", "_outputs")
+    assert not [n for n in compiled if any(s in n for s in shortcut_code)], compiled
 
 
 def test_compile_notice_once_per_dtype_fastbp_only_and_silenced_by_env(monkeypatch):

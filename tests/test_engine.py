@@ -278,7 +278,7 @@ def test_engine_variants_link_only_what_they_can_reach():
                 linked = _linked(func.py_func, {})
                 assert any(d.targetoptions.get("parallel") for d in linked) is parallel, name
                 # the switch that prunes the shortcut code at compile time (what is then
-                # compiled, in a fresh cache: test_compile_scope.py)
+                # compiled, in a fresh cache: test_cache_lifecycle.py, the issue sequence)
                 assert func.py_func.__globals__["SHORTCUTS"] is shortcuts, name
                 if (parallel, shortcuts) == (True, True):
                     assert func is getattr(engine, name)
