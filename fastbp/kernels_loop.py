@@ -534,7 +534,11 @@ def block_sq_norms(grad, skips, out):
 
 @jit
 def finish_row(wj, alpha, scale, dwj):
-    """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns ``sum_i wj_i^2``."""
+    """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns ``sum_i wj_i^2``.
+
+    wj: (n_in,) row j of a layer's weights; dwj: (n_in,) the same row of its
+    gradient, overwritten.
+    """
     q = 0.0
     for i in range(wj.shape[0]):
         q += wj[i] * wj[i]
@@ -843,14 +847,21 @@ def layer_sq_norms(grad, layers, out):
 
 @jit
 def scale_vector(v, factor):
-    """In place ``v_k <- v_k * factor`` (gradient clipping).  BLAS twin: same name."""
+    """In place ``v_k <- v_k * factor`` (gradient clipping).  BLAS twin: same name.
+
+    v: (n_params,) the flat gradient; factor: a scalar.
+    """
     for k in range(v.shape[0]):
         v[k] = v[k] * factor
 
 
 @jit
 def copy_rows(src, out, start):
-    """``out[start + n, k] = src[n, k]`` for the rows of src.  BLAS twin: same name."""
+    """``out[start + n, k] = src[n, k]`` for the rows of src.  BLAS twin: same name.
+
+    src: (m, n_out) C, a block of outputs; out: (n_total, n_out) C with
+    start + m <= n_total.
+    """
     for n in range(src.shape[0]):
         for k in range(src.shape[1]):
             out[start + n, k] = src[n, k]
