@@ -100,6 +100,11 @@ class Predict(_Estimator):
     def time_predict(self, backend, workload, threads):
         self.est.predict(self.X_pred)
 
+    def time_predict_proba_one_row(self, backend, workload, threads):
+        """One row: the per-call overhead (input checks, dispatch), not the kernels."""
+        self.est.predict_proba(self.X_pred[:1]) if hasattr(self.est, "predict_proba") \
+            else self.est.predict(self.X_pred[:1])
+
 
 class Speedup(_Estimator):
     """Fit time of the BLAS backend over that of a loop backend, same threads, one process."""

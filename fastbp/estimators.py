@@ -308,6 +308,19 @@ class _BaseMLP(BaseEstimator):
         return None  # regressors: targets are numbers
 
     # -- fitting: the lifecycle is FitRun's ------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        ``X_val, y_val`` (and ``sample_weight_val``): a validation set of your
+        choosing (scikit-learn's HistGradientBoosting names).  Early stopping
+        then scores it instead of an internal ``validation_fraction`` split;
+        with or without early stopping its loss is recorded per epoch in
+        ``validation_loss_curve_``.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         validation=(X_val, y_val, sample_weight_val))
+
     def _fit(self, X, y, sample_weight=None, incremental=False, validation=(None, None, None)):
         # parameters were validated by ``_fit_context`` (scikit-learn's decorator of
         # fit/partial_fit: once per fit, once for a series of partial_fit calls)
@@ -1158,19 +1171,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                  f"{np.asarray(self.classes_).tolist()}).")
         return lb.transform(y_val)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
-        """Fit the model to data matrix X and target(s) y.
-
-        ``X_val, y_val`` (and ``sample_weight_val``): a validation set of your
-        choosing (scikit-learn's HistGradientBoosting names).  Early stopping
-        then scores it instead of an internal ``validation_fraction`` split;
-        with or without early stopping its loss is recorded per epoch in
-        ``validation_loss_curve_``.
-        """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
-                         validation=(X_val, y_val, sample_weight_val))
-
     @available_if(_stochastic_only)
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -1324,19 +1324,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """y_val as it is (numbers, checked finite by validate_data), in the loss's range."""
         self._check_target_range(y_val, "y_val")
         return np.asarray(y_val)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
-        """Fit the model to data matrix X and target(s) y.
-
-        ``X_val, y_val`` (and ``sample_weight_val``): a validation set of your
-        choosing (scikit-learn's HistGradientBoosting names).  Early stopping
-        then scores it instead of an internal ``validation_fraction`` split;
-        with or without early stopping its loss is recorded per epoch in
-        ``validation_loss_curve_``.
-        """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
-                         validation=(X_val, y_val, sample_weight_val))
 
     @available_if(_stochastic_only)
     @_fit_context(prefer_skip_nested_validation=True)
