@@ -888,8 +888,10 @@ _TWO_M32 = 2.0 ** -32
 def mix32(h):
     """murmur3's finaliser of a 32-bit word h (a uint64 < 2**32); a bijection on [0, 2**32).
 
-    ``h ^= h >> 16; h *= 0x85ebca6b; h ^= h >> 13; h *= 0xc2b2ae35; h ^= h >> 16``
-    (products taken mod 2**32).  BLAS twin: ``kernels_blas.mix32`` (arrays).
+    ``h_1 = h ^ (h >> 16)``, ``h_2 = h_1 * 0x85ebca6b mod 2**32``, ``h_3 = h_2 ^ (h_2 >> 13)``,
+    ``h_4 = h_3 * 0xc2b2ae35 mod 2**32``, returns ``h_4 ^ (h_4 >> 16)``.  h: a uint64
+    scalar here; the twin takes a uint64 array of any shape, e.g. (m, n_units).
+    BLAS twin: ``kernels_blas.mix32``.
     """
     h = h ^ (h >> _S16)
     h = (h * _C1) & _M32
@@ -904,8 +906,9 @@ def dropout_key(seed, step, row, layer):
 
     ``k = mix32(seed_lo ^ golden)``, then ``k = mix32(k ^ x)`` for x = seed_hi,
     step_lo, step_hi, row_lo, row_hi, layer (``_lo``/``_hi``: the low and high 32
-    bits).  seed, step, row, layer: non-negative int64 scalars.  Unit j's uniform
-    is ``dropout_uniform(key, j)``.  BLAS twin: ``kernels_blas.dropout_key``.
+    bits).  seed, step, row, layer: non-negative int64 scalars (the twin takes the
+    rows as an int64 array (m,) and returns the keys (m,)).  Unit j's uniform is
+    ``dropout_uniform(key, j)``.  BLAS twin: ``kernels_blas.dropout_key``.
     """
     s = np.uint64(seed)
     t = np.uint64(step)
@@ -921,10 +924,12 @@ def dropout_key(seed, step, row, layer):
 
 @jit
 def dropout_uniform(key, unit):
-    """``u = mix32(key ^ unit) / 2**32`` in [0, 1), exact in float64: unit ``unit``'s draw.
+    """``u_j = mix32(key ^ j) / 2**32`` in [0, 1), exact in float64: unit j's draw.
 
-    key: a ``dropout_key``; unit: int, 0 <= unit < 2**32.  A unit is kept when
-    ``u < 1 - rate``.  BLAS twin: ``kernels_blas.dropout_uniform``.
+    key: a ``dropout_key`` (uint64 scalar); unit: the unit index j, 0 <= j < 2**32.
+    A unit is kept when ``u_j < 1 - rate``.  The twin takes (seed, step, rows,
+    layer, n_units) and returns all the draws of a block, (m, n_units) float64.
+    BLAS twin: ``kernels_blas.dropout_uniform``.
     """
     return float(mix32(key ^ np.uint64(unit))) * _TWO_M32
 
@@ -952,7 +957,7 @@ def dropout_forward(a, order, start, seed, step, layer, rate):
         row = a[n]
         for j in range(n_units):
             if dropout_uniform(key, j) < keep:
-                row[j] = row[j] * scale
+                row[j] = float(row[j]) * scale  # in float64, rounded once (as the twin)
             else:
                 row[j] = 0.0
 
@@ -987,8 +992,8 @@ def dropout_backward(a, delta, order, start, seed, step, layer, rate, act):
         d = delta[n]
         for j in range(n_units):
             if dropout_uniform(key, j) < keep:
-                row[j] = row[j] * keep
-                d[j] = d[j] * scale
+                row[j] = float(row[j]) * keep
+                d[j] = float(d[j]) * scale
             else:
                 d[j] = 0.0
         derivative_row(row, d, act)

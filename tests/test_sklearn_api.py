@@ -96,7 +96,7 @@ def test_array_api_check_in_subprocess():
 
 # -- parameters and the partial_fit guard -----------------------------------------------
 EXTRAS = {"scale", "backend", "n_jobs", "callbacks", "clip_norm", "init", "connections",
-          "rprop_step_bounds"}
+          "rprop_step_bounds", "dropout"}
 
 
 @pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
