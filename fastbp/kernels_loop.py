@@ -888,8 +888,8 @@ _TWO_M32 = 2.0 ** -32
 def mix32(h):
     """murmur3's finaliser of a 32-bit word h (a uint64 < 2**32); a bijection on [0, 2**32).
 
-    ``h_1 = h ^ (h >> 16)``, ``h_2 = h_1 * 0x85ebca6b mod 2**32``, ``h_3 = h_2 ^ (h_2 >> 13)``,
-    ``h_4 = h_3 * 0xc2b2ae35 mod 2**32``, returns ``h_4 ^ (h_4 >> 16)``.  h: a uint64
+    ``h_a = h ^ (h >> 16)``, ``h_b = h_a * 0x85ebca6b mod 2**32``, ``h_c = h_b ^ (h_b >> 13)``,
+    ``h_d = h_c * 0xc2b2ae35 mod 2**32``, returns ``h_d ^ (h_d >> 16)``.  h: a uint64
     scalar here; the twin takes a uint64 array of any shape, e.g. (m, n_units).
     BLAS twin: ``kernels_blas.mix32``.
     """
