@@ -71,7 +71,7 @@ SHORTCUTS = True
 # nor compile the dropout kernels (a default fit compiles what it did before dropout
 # existed); ``backends`` compiles copies with it on for fits with a dropout rate > 0.
 # Where it is on, ``hp[HP_SIZE + l]`` is the dropout rate of layer row l's outputs
-# and ``ip[IP_DROP_SEED]``, ``ip[IP_DROP_STEP]`` pick the masks (``_drop``).
+# and ``ip[IP_DROP_SEED]``, ``ip[IP_DROP_STEP]`` pick the masks; predict passes no rates.
 DROPOUT = False
 
 
@@ -131,16 +131,9 @@ def _outputs(work, layers, a0, s, m):
 
 
 @jit
-def _drop(hp, ip, on):
-    """The dropout controls ``(rates, seed, step)`` for ``_forward``: ``rates`` the per
-    layer-row rates when ``on`` (training), else empty (no layer is dropped)."""
-    rates = hp[HP_SIZE:] if on else hp[0:0]
-    return rates, ip[IP_DROP_SEED], ip[IP_DROP_STEP]
-
-
-@jit
 def _dropping(drop, l):
-    """Whether layer row l's outputs are dropped out under ``drop`` (``_drop``)."""
+    """Whether layer row l's outputs are dropped out under ``drop`` = (rates, seed,
+    step): ``rates`` = ``hp[HP_SIZE:]`` when training, empty in predict."""
     rates = drop[0]
     return l < rates.shape[0] and rates[l] > 0.0
 
@@ -158,7 +151,7 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
 
     a0 is the batch's dense input block (ignored for CSR input Xs, whose rows
     order[start:start + m] feed the first layer directly).  ``skips`` is the
-    shortcut-block table (empty for a chain).  ``drop`` (``_drop``): with
+    shortcut-block table (empty for a chain).  ``drop`` = (rates, seed, step): with
     DROPOUT, the layers whose rate is > 0 have their outputs dropped out
     (``dropout_forward``) once complete, so every layer they feed (chain and
     shortcut blocks) sees the same mask.
@@ -236,7 +229,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     n_layers = layers.shape[0]
     sparse = Xs[2].shape[0] > 0
     a0 = X[0:0] if sparse else _input_block(X, batch, work, par_min)
-    drop = _drop(hp, ip, np.bool_(True))
+    drop = (hp[HP_SIZE:], ip[IP_DROP_SEED], ip[IP_DROP_STEP])  # read only with DROPOUT
     out = _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop)
     last = n_layers - 1
     delta = _rows(work, layers[last, L_DOFF], m, layers[last, L_NOUT])
@@ -600,6 +593,6 @@ def predict(X, Xs, theta, context, out):
     while start < n:
         m = min(cap, n - start)
         a = _forward(X[start:start + m], Xs, (empty, start, m), theta, layers, skips, work,
-                     par_min, _drop(hp, ip, np.bool_(False)))
+                     par_min, (hp[0:0], ip[IP_DROP_SEED], ip[IP_DROP_STEP]))  # never drops
         copy_rows(a, out, start)
         start += m

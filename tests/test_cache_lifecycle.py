@@ -159,6 +159,7 @@ def test_issue_sequence_from_an_empty_cache(tmp_path):
     assert not [n for n in compiled if "_parallel" in n], compiled
     shortcut_code = ("_acc", "block_sq_norms", "_skip_backward", "_skip_weights", "_outputs")
     assert not [n for n in compiled if any(s in n for s in shortcut_code)], compiled
+    assert not [n for n in compiled if "dropout" in n], compiled  # dropout=0: none of it
 
 
 def test_compile_notice_once_per_dtype_fastbp_only_and_silenced_by_env(monkeypatch):
