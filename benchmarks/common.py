@@ -186,6 +186,11 @@ WORKLOADS = {w.name: w for w in (
              1_024, 1),
     Workload("W5", (784, 512, 512, 10), "relu", "classification", 256, 20_000, "float32", 0.01,
              1_024, 1),
+    # A tanh net and its relu twin: what a transcendental activation costs per epoch.
+    Workload("W6", (64, 128, 64, 10), "tanh", "classification", 64, 30_000, "float64", 0.02,
+             2_000, 2),
+    Workload("W7", (64, 128, 64, 10), "relu", "classification", 64, 30_000, "float64", 0.02,
+             2_000, 2),
 )}
 
 

@@ -548,7 +548,7 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="shrink sample counts and repeats (under a minute in total)")
     p.add_argument("--workloads", default=",".join(n for n in common.WORKLOADS if n != "tiny"),
-                   help="comma-separated names among %s (default: W1..W5)"
+                   help="comma-separated names among %s (default: all but tiny)"
                    % ", ".join(common.WORKLOADS))
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per timed fit (default: per workload, 1 with --quick)")
