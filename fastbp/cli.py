@@ -725,6 +725,10 @@ def cmd_info(args):
     print(f"  training:   solver {params['solver']}, learning_rate_init "
           f"{params['learning_rate_init']}, alpha {params['alpha']}, batch_size "
           f"{params['batch_size']}, random_state {params['random_state']}")
+    rates = params.get("dropout") or 0.0  # files before dropout: none
+    if np.any(np.asarray(rates, dtype=float) > 0):
+        print(f"  dropout:    {rates} (training only; {getattr(model, '_dropout_step', 0)} "
+              "mini-batch steps of masks drawn)")
     history = model.history_ or {}
     losses = [v for v in history.get("loss") or model.loss_curve_ or [] if v is not None]
     epochs = len(losses) or model.n_iter_

@@ -13,8 +13,9 @@ import scipy.sparse as sp
 
 from .backends import BACKENDS, get_engine
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
-                    HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH, IP_CHUNK,
-                    IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
+                    HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH,
+                    IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
+                    IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
                     IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
                     ST_GNORM, ST_REG)
 from .losses import check_pair

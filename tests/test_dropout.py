@@ -389,6 +389,8 @@ def test_cli_dropout_flag(tmp_path, rng):
     assert out.returncode == 0, out.stderr[-3000:]
     model = fastbp.load(tmp_path / "m.fbp")
     assert list(model.dropout) == [0.1, 0.3] and model._dropout_step > 0
+    info = run_python(["-m", "fastbp", "info", str(tmp_path / "m.fbp")], timeout=600)
+    assert info.returncode == 0 and "dropout:    [0.1, 0.3]" in info.stdout, info.stdout
     for flags in (["--dropout", "1.5"], ["--dropout", "0.1,0.2,0.3"],
                   ["--dropout", "0.2", "--solver", "lbfgs"]):
         bad = run_python(["-m", "fastbp", "train", str(path), "--target", "y", *flags,
