@@ -211,6 +211,11 @@ def dropout_uniform(seed, step, rows, layer, n_units):
     return mix32(keys[:, None] ^ units[None, :]).astype(np.float64) * 2.0 ** -32
 
 
+def dropout_threshold(rate):
+    """``kernels_loop.dropout_threshold``: ``ceil((1 - rate) 2**32)`` as a uint64."""
+    return np.uint64(np.ceil((1.0 - rate) * 4294967296.0))
+
+
 def _dropout_kept(a, order, start, seed, step, layer, rate):
     m = a.shape[0]
     rows = order[start:start + m] if order.shape[0] else np.arange(start, start + m)

@@ -841,6 +841,19 @@ def dropout_uniform(key, unit):
     return float(mix32(key ^ np.uint64(unit))) * _TWO_M32
 
 
+@jit
+def dropout_threshold(rate):
+    """The integer form of the keep test: ``t = ceil((1 - rate) 2**32)``, uint64.
+
+    ``u_j < 1 - rate`` (``dropout_uniform``) holds exactly when ``h_j = mix32(key ^ j)``
+    is below t ((1 - rate) 2**32 is exact in float64): the kernels' blocks (m,
+    n_units) compare integers and skip the conversion to float.  rate: float,
+    0 <= rate < 1.
+    BLAS twin: ``kernels_blas.dropout_threshold``.
+    """
+    return np.uint64(np.ceil((1.0 - rate) * 4294967296.0))
+
+
 def dropout_forward(a, order, start, seed, step, layer, rate):
     """Inverted dropout of one layer's outputs: ``a_nj <- a_nj m_nj / (1 - rate)``.
 
@@ -854,8 +867,8 @@ def dropout_forward(a, order, start, seed, step, layer, rate):
     function of its indices, so the split does not matter).
     BLAS twin: ``kernels_blas.dropout_forward``.
     """
-    keep = 1.0 - rate
-    scale = 1.0 / keep
+    scale = 1.0 / (1.0 - rate)
+    thr = dropout_threshold(rate)
     n_units = a.shape[1]
     shuffled = order.shape[0] > 0
     for n in prange(a.shape[0]):
@@ -863,7 +876,7 @@ def dropout_forward(a, order, start, seed, step, layer, rate):
         key = dropout_key(seed, step, r, layer)
         row = a[n]
         for j in range(n_units):
-            if dropout_uniform(key, j) < keep:
+            if mix32(key ^ np.uint64(j)) < thr:  # dropout_uniform(key, j) < 1 - rate
                 row[j] = float(row[j]) * scale  # in float64, rounded once (as the twin)
             else:
                 row[j] = 0.0
@@ -890,6 +903,7 @@ def dropout_backward(a, delta, order, start, seed, step, layer, rate, act):
     """
     keep = 1.0 - rate
     scale = 1.0 / keep
+    thr = dropout_threshold(rate)
     n_units = a.shape[1]
     shuffled = order.shape[0] > 0
     for n in prange(a.shape[0]):
@@ -898,7 +912,7 @@ def dropout_backward(a, delta, order, start, seed, step, layer, rate, act):
         row = a[n]
         d = delta[n]
         for j in range(n_units):
-            if dropout_uniform(key, j) < keep:
+            if mix32(key ^ np.uint64(j)) < thr:  # dropout_uniform(key, j) < 1 - rate
                 row[j] = float(row[j]) * keep
                 d[j] = float(d[j]) * scale
             else:

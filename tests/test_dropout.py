@@ -57,6 +57,18 @@ def test_hash_compiled_equals_numpy_twin(rng):
         assert ((twin >= 0) & (twin < 1)).all()
 
 
+def test_integer_threshold_is_the_float_keep_test(rng):
+    """The kernels' integer test ``mix32(key ^ j) < dropout_threshold(rate)`` keeps
+    exactly the units ``dropout_uniform(key, j) < 1 - rate`` keeps, at the edges too."""
+    for rate in [0.0, 0.5, 0.25, 1 / 3, 0.1, 1 - 2 ** -32, *rng.uniform(0, 1, 20)]:
+        thr = kernels_loop.dropout_threshold(rate)
+        assert thr == kernels_blas.dropout_threshold(rate)
+        h = np.array([0, 1, int(thr) - 1, int(thr), int(thr) + 1, 2 ** 32 - 1], dtype=np.int64)
+        h = h[(h >= 0) & (h < 2 ** 32)].astype(np.uint64)
+        as_float = h.astype(np.float64) * 2.0 ** -32 < 1.0 - rate
+        assert np.array_equal(h < thr, as_float), rate
+
+
 def test_hash_keep_fraction_and_independence():
     # 200 rows x 500 units = 1e5 draws: the keep fraction's standard error is
     # sqrt(q (1 - q) / 1e5) <= 0.0016; the tolerance 0.006 is about 4 of them.
