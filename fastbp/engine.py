@@ -37,6 +37,7 @@ builds them):
 Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]``
 (or ``start:start + m`` in the natural order).
 """
+import numba
 import numpy as np
 
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
@@ -73,7 +74,9 @@ SHORTCUTS = True
 # existed); ``backends`` compiles copies with it on for fits with a dropout rate > 0.
 # Where it is on, ``hp[HP_SIZE + l]`` is the dropout rate of layer row l's outputs
 # and ``ip[IP_DROP_SEED]``, ``ip[IP_DROP_STEP]`` pick the masks; predict passes no rates.
-DROPOUT = False
+# Under NUMBA_DISABLE_JIT nothing is compiled, so nothing can be specialised: it is on
+# and the rates decide at run time (``_dropping``: no layer is dropped at rate 0).
+DROPOUT = bool(numba.config.DISABLE_JIT)
 
 
 @jit
