@@ -149,7 +149,8 @@ class DenseBackwardParams(_Gflops, _Kernel):
         m, n_in, n_out = dims
         w, a_prev, delta = _dense(dims, dtype, rng)
         return (w, delta, a_prev, 1e-4, 1.0 / m, False, np.empty((n_out, n_in), dtype=dtype),
-                np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype))
+                np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype),
+                np.empty(m * (n_in + n_out), dtype=dtype))  # scratch for the transposes
 
     def flops(self, dims):
         m, n_in, n_out = dims

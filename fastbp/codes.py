@@ -43,9 +43,11 @@ HP_SIZE = 11
 # holds blocks of up to ``cap`` rows: ``train_epoch`` walks mini-batches of
 # IP_BATCH rows, ``loss_grad`` and ``predict`` chunks of IP_CHUNK rows (both
 # are set to the workspace's ``cap``).
+# IP_TRANS_OFF: where the workspace's tail starts, the scratch of the weight gradients'
+# transposes (``kernels_loop.dense_backward_params``; empty for small blocks).
 (IP_OPT, IP_LOSS, IP_PAR_MIN, IP_NESTEROV, IP_STEP, IP_WSQ_OFF, IP_MEAN_OUT, IP_BATCH,
- IP_CHUNK) = range(9)
-IP_SIZE = 9
+ IP_CHUNK, IP_TRANS_OFF) = range(10)
+IP_SIZE = 10
 # Columns of the int64 layer table (one row per weight layer).
 L_NIN, L_NOUT, L_WOFF, L_BOFF, L_ACT, L_AOFF, L_DOFF = range(7)
 L_COLS = 7
