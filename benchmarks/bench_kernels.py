@@ -1,7 +1,8 @@
 """Kernel benchmarks: one class per loop kernel and its BLAS twin.
 
 Each class is named after its kernel in CamelCase (``dense_forward`` ->
-``DenseForward``, attribute ``kernel``); ``tests/test_benchmarks.py`` checks
+``DenseForward``, attribute ``kernel``; a second benchmark of a kernel adds a
+suffix: ``DenseForwardActivations``); ``tests/test_benchmarks.py`` checks
 that every engine kernel of ``fastbp.kernels_loop`` has one.
 
 Parameters: backend x size x dtype x threads.  The backend comes first because asv's
@@ -22,7 +23,7 @@ allocate nothing, the BLAS twin allocates temporaries.
 """
 import numpy as np
 from fastbp import kernels_blas, kernels_loop
-from fastbp.codes import IDENTITY, LOG_LOSS, OPT_SGD, RELU, SOFTMAX
+from fastbp.codes import ACTIVATION_CODES, IDENTITY, LOG_LOSS, OPT_SGD, RELU, SOFTMAX
 from fastbp.params import Layout, normalize_connections
 
 from .common import (SEED, Benchmark, ThreadLimit, median_seconds, random_array,
@@ -149,11 +150,44 @@ class DenseBackwardParams(_Gflops, _Kernel):
         m, n_in, n_out = dims
         w, a_prev, delta = _dense(dims, dtype, rng)
         return (w, delta, a_prev, 1e-4, 1.0 / m, False, np.empty((n_out, n_in), dtype=dtype),
-                np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype))
+                np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype),
+                np.empty(m * (n_in + n_out), dtype=dtype))  # scratch for the transposes
 
     def flops(self, dims):
         m, n_in, n_out = dims
         return 2.0 * m * n_in * n_out
+
+
+class DenseForwardActivations(_Kernel):
+    """What an activation costs per element: ``dense_forward`` from 1 input into 1024 units.
+
+    One multiply-add per element beside g, so the relu row is the baseline and the
+    others show the cost of vecmath's vectorised tanh / logistic / softplus (log1p and
+    exp) inside a kernel (``track_ns_per_element``).  The second parameter is the
+    activation instead of a size.
+    """
+
+    kernel = "dense_forward"
+    params = [["loops-serial", "blas"], ["relu", "tanh", "logistic", "softplus"], DTYPES, [1]]
+    param_names = ["backend", "activation", "dtype", "threads"]
+    rows, units = 256, 1024
+
+    def setup(self, backend, activation, dtype, threads):
+        self.activation = ACTIVATION_CODES[activation]
+        super().setup(backend, f"{self.rows}x1x{self.units}", dtype, threads)
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        w = random_array(rng, (n_out, n_in), dtype)
+        b = random_array(rng, (n_out,), dtype)
+        a_prev = random_array(rng, (m, n_in), dtype) * dtype.type(3.0)
+        return w, b, a_prev, self.activation, np.empty((m, n_out), dtype=dtype)
+
+    def track_ns_per_element(self, backend, activation, dtype, threads):
+        seconds = median_seconds(lambda: self.func(*self.args), repeats=5, min_time=0.02)
+        return seconds / (self.rows * self.units) * 1e9
+
+    track_ns_per_element.unit = "ns"
 
 
 class DenseForwardAcc(_Gflops, _Kernel):

@@ -18,10 +18,10 @@ exp         exp(z)                           a  (output layer only, with poisson
 =========== ================================ ==============================
 
 All forms are overflow free for any finite z (|z| up to 1e308): logistic is
-``1 / (1 + e^-z)`` (inf in the denominator gives 0), softplus branches on the
-sign of z, softmax shifts by the row maximum.  exp, expm1, tanh and logistic
-come from ``vecmath`` (arithmetic only, so the loops over units vectorise;
-within 3 ulp of NumPy's).
+``1 / (1 + e^-z)`` (inf in the denominator gives 0), softplus is
+``max(z, 0) + log1p(e^-|z|)``, softmax shifts by the row maximum.  exp, expm1,
+tanh, logistic and log1p come from ``vecmath`` (arithmetic only, so the
+loops over units vectorise; within 3 ulp of NumPy's).
 
 The code integers and the name table live in ``codes``; the branch on the
 code is taken once per row, outside the loop over units.
@@ -31,7 +31,8 @@ import numpy as np
 from .codes import (ACTIVATION_CODES, EXP, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU,
                     LEAKY_SLOPE, LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX, SOFTPLUS, TANH)
 from .jit import jit
-from .vecmath import exp as vexp, expm1 as vexpm1, logistic as vlogistic, tanh as vtanh
+from .vecmath import (exp as vexp, expm1 as vexpm1, log1p as vlog1p, logistic as vlogistic,
+                      tanh as vtanh)
 
 __all__ = ["ACTIVATION_CODES", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS",
            "activate_row", "derivative_row", "activate", "derivative"]
@@ -59,11 +60,9 @@ def activate_row(a, code):
                 a[j] = a[j] * LEAKY_SLOPE
     elif code == SOFTPLUS:
         for j in range(m):
-            z = a[j]
-            if z > 0:
-                a[j] = z + np.log1p(np.exp(-z))
-            else:
-                a[j] = np.log1p(np.exp(z))
+            z = float(a[j])
+            # max(z, 0) + log1p(e^-|z|): e^-|z| in (0, 1], nothing overflows; NaN stays NaN
+            a[j] = (z if z > 0.0 else 0.0) + vlog1p(vexp(-abs(z)))
     elif code == SOFTMAX:
         zmax = a[0]
         for j in range(1, m):

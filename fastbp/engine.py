@@ -43,8 +43,8 @@ import numpy as np
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
                     HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IDENTITY,
                     IP_BATCH, IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT,
-                    IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE,
-                    IP_STEP, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF,
+                    IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_TRANS_OFF,
+                    IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF,
                     OPT_ADAM, OPT_NONE, OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC,
                     S_WOFF, ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG,
                     ST_SAMPLES, ST_SWSUM)
@@ -263,10 +263,10 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
                                            accumulate, dw, db, wsq)
         elif big and n_out > 1:
             dense_backward_params_parallel(w, delta, a_prev, alpha, scale, accumulate,
-                                           dw, db, wsq)
+                                           dw, db, wsq, work[ip[IP_TRANS_OFF]:])
         else:
             dense_backward_params_serial(w, delta, a_prev, alpha, scale, accumulate,
-                                         dw, db, wsq)
+                                         dw, db, wsq, work[ip[IP_TRANS_OFF]:])
         if not accumulate:
             for j in range(n_out):
                 wsq_total += wsq[j]
@@ -274,7 +274,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             if skips.shape[0] > 0:
                 wsq_total += _skip_backward_params(data, batch, theta, grad, layers, skips,
                                                    work, a0, l, alpha, scale, accumulate, wsq,
-                                                   par_min)
+                                                   par_min, work[ip[IP_TRANS_OFF]:])
         if l > 0:
             n_cons = 0  # shortcut blocks layer l feeds
             if SHORTCUTS:
@@ -318,12 +318,13 @@ def _dropout_backward(work, layers, batch, drop, l, par_min):
 
 @jit
 def _skip_backward_params(data, batch, theta, grad, layers, skips, work, a0, l, alpha, scale,
-                          accumulate, wsq, par_min):
+                          accumulate, wsq, par_min, trans):
     """Gradients of the shortcut blocks into layer l+1 (row l); returns their sum of w^2.
 
     As the chain block's (``dense_backward_params``); the bias sums the kernels
     also compute go to the scratch row at ``S_DB`` (a layer's bias is its chain
-    block's).  The returned sum is 0 when accumulating.
+    block's); ``trans`` is the transposes' scratch.  The returned sum is 0 when
+    accumulating.
     """
     _, Xs, _, _ = data
     order, start, m = batch
@@ -350,10 +351,10 @@ def _skip_backward_params(data, batch, theta, grad, layers, skips, work, a0, l, 
             a_src = _outputs(work, layers, a0, s, m)
             if big:
                 dense_backward_params_parallel(ws, delta, a_src, alpha, scale, accumulate,
-                                               dws, db, wsq)
+                                               dws, db, wsq, trans)
             else:
                 dense_backward_params_serial(ws, delta, a_src, alpha, scale, accumulate,
-                                             dws, db, wsq)
+                                             dws, db, wsq, trans)
         if not accumulate:
             for j in range(n_out):
                 total += wsq[j]

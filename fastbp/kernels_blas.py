@@ -48,8 +48,10 @@ def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
     derivative(a_src, delta_src, act)
 
 
-def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
-    """``dW = (Delta^T A_prev + alpha W) scale``, ``db = 1^T Delta scale`` (or raw sums added)."""
+def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, scratch=None):
+    """``dW = (Delta^T A_prev + alpha W) scale``, ``db = 1^T Delta scale`` (or raw sums added).
+
+    ``scratch`` (the loop form's transposes) is not used."""
     if accumulate:
         dw += delta.T @ a_prev
         db += delta.sum(axis=0)

