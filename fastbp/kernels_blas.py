@@ -174,3 +174,8 @@ def scale_vector(v, factor):
 def copy_rows(src, out, start):
     """``out[start:start + m] = src``."""
     out[start:start + src.shape[0]] = src
+
+
+def rows_within(X, low, high):
+    """``all(low <= X <= high)`` per column (False for NaN)."""
+    return bool(((X >= low) & (X <= high)).all())
