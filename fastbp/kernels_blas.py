@@ -176,6 +176,11 @@ def copy_rows(src, out, start):
     out[start:start + src.shape[0]] = src
 
 
+def rows_within(X, low, high):
+    """``all(low <= X <= high)`` per column (False for NaN)."""
+    return bool(((X >= low) & (X <= high)).all())
+
+
 # -- dropout: the counter-based masks of kernels_loop, on arrays --------------------
 _M32 = np.uint64(0xFFFFFFFF)
 _C1 = np.uint64(0x85EBCA6B)

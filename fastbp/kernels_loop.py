@@ -41,7 +41,7 @@ gather_rows_serial, gather_rows_parallel = twins(gather_rows)
 
 
 @jit
-def rows_dot_acc(w, x, n0, n1, a):
+def add_row_dots(w, x, n0, n1, a):
     """Add a block of dot products to rows n0..n1-1: ``a_nj <- a_nj + sum_i w_ji x_ni``.
 
     w: (n_out, n_in) C; x: (m, n_in) C; a: (m, n_out) C; n1 - n0 <= 4.  The
@@ -156,7 +156,7 @@ def dense_forward(w, b, a_prev, act, a):
     w: (n_out, n_in) C; b: (n_out,); a_prev: (m, n_in) C; act: activation code;
     a: (m, n_out) C, overwritten with g(z).
 
-    Per block of 4 samples: the rows of a start at b, ``rows_dot_acc`` adds the
+    Per block of 4 samples: the rows of a start at b, ``add_row_dots`` adds the
     sums (a 4 x 3 register tile), then g is applied row by row.  Parallel over
     blocks of 4 samples: each block writes only its rows of a.  The split
     depends on m alone, never on the thread count.  BLAS twin:
@@ -171,7 +171,7 @@ def dense_forward(w, b, a_prev, act, a):
             row = a[n]
             for j in range(n_out):
                 row[j] = b[j]
-        rows_dot_acc(w, a_prev, n0, n1, a)
+        add_row_dots(w, a_prev, n0, n1, a)
         for n in range(n0, n1):
             activate_row(a[n], act)
 
@@ -281,7 +281,7 @@ def dense_forward_acc(w, a_src, act, a):
     layer's outputs; act: activation code; a: (m, n_out) C, holds z on entry,
     g(z + a_src w^T) on exit.
 
-    The sums are ``dense_forward``'s (``rows_dot_acc``, started from z instead
+    The sums are ``dense_forward``'s (``add_row_dots``, started from z instead
     of b); parallel over blocks of 4 samples, split by m alone.  BLAS twin:
     ``kernels_blas.dense_forward_acc``.
     """
@@ -289,7 +289,7 @@ def dense_forward_acc(w, a_src, act, a):
     for nb in prange((m + 3) // 4):
         n0 = 4 * nb
         n1 = min(n0 + 4, m)
-        rows_dot_acc(w, a_src, n0, n1, a)
+        add_row_dots(w, a_src, n0, n1, a)
         for n in range(n0, n1):
             activate_row(a[n], act)
 
@@ -489,7 +489,7 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     ``TRANSPOSE_MIN_UNITS`` outputs on, and when scratch is large enough
     (the conditions under which it measured faster): delta and a_prev are transposed into scratch (``delta^T`` (n_out, m),
     ``a_prev^T`` (n_in, m)), so that every ``dC/dw_ji`` is a dot product over
-    contiguous n, and ``rows_dot_acc`` (the forward pass's 4 x 3 register
+    contiguous n, and ``add_row_dots`` (the forward pass's 4 x 3 register
     tile) adds them to dw[j..j+3] (the scattered form below reads and writes
     dw once per 4 samples; on 512-wide float64 rows, 4 KiB apart, its streams
     also collide in the L1 cache).  Below: rows dw[j..j+3] are updated over i
@@ -525,7 +525,7 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
                 for n in range(m):
                     sb += dj[n]
                 db[j] = sb
-            rows_dot_acc(aT, dT, j0, j1, dw)
+            add_row_dots(aT, dT, j0, j1, dw)
             if not accumulate:
                 for j in range(j0, j1):
                     db[j] = db[j] * scale
@@ -807,6 +807,27 @@ def layer_sq_norms(grad, layers, out):
         for k in range(size):
             q += g[k] * g[k]
         out[l] = q
+
+
+@jit
+def rows_within(X, low, high):
+    """Whether X lies inside per-column limits: ``within = AND_{n,j} (low_j <= X_nj <= high_j)``.
+
+    False at the first row with a NaN or a value out.  X: (m, d) C; low, high: (d,) float64.  One pass over X that both
+    ``predict``'s finiteness check and its training-range check can stand on
+    (NaN and +-inf fail the comparisons with finite limits).  Serial, vectorised
+    over j (a count, not a branch, per row).  BLAS twin: ``kernels_blas.rows_within``.
+    """
+    d = X.shape[1]
+    for n in range(X.shape[0]):
+        row = X[n]
+        inside = 0
+        for j in range(d):
+            v = row[j]
+            inside += (v >= low[j]) & (v <= high[j])
+        if inside != d:
+            return False
+    return True
 
 
 @jit

@@ -18,6 +18,11 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
+from .kernel_cache import guarded
+from .kernels_loop import rows_within
+
+_rows_within = guarded(rows_within)  # a damaged cache entry recompiles, as the engine's do
+
 __all__ = ["InputStats", "Standardizer", "InputRangeWarning", "RANGE_LIMIT"]
 
 # predict warns when a value lies more than this many training standard deviations
@@ -112,6 +117,13 @@ class InputStats:
             cached = (limit, self.min - limit * unit, self.max + limit * unit, unit)
             self._bounds = cached
         return cached[1:]
+
+    def inside(self, X, limit=RANGE_LIMIT):
+        """Whether the dense, C-contiguous float X is finite and inside the range check's
+        limits everywhere: one compiled pass (``kernels_loop.rows_within``) that stands
+        for both predict's finiteness check and :meth:`check` on ordinary input."""
+        low, high, _ = self.bounds(limit)
+        return _rows_within(X, low, high)
 
     def check(self, X, names=None, limit=RANGE_LIMIT):
         """Warn (InputRangeWarning) if some column of X lies more than ``limit`` training

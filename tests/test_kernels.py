@@ -488,3 +488,23 @@ def test_log_loss_finite_for_saturated_outputs(dtype, act, form):
     n_clipped = 1 if act == "softmax" else 2
     np.testing.assert_allclose(total, -n_clipped * np.log(eps), rtol=1e-5)
     np.testing.assert_array_equal(delta, a - Y)
+
+
+# ---- rows_within ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_within(rng, form, dtype):
+    X = rng.standard_normal((9, 6)).astype(dtype)
+    low, high = np.full(6, -5.0), np.full(6, 5.0)
+    kernel = single("rows_within", form)
+    assert kernel(X, low, high) is kb.rows_within(X, low, high) is True
+    for value in (np.nan, np.inf, -np.inf, 6.0, -6.0):
+        for n, j in ((0, 0), (8, 5), (4, 2)):
+            bad = X.copy()
+            bad[n, j] = value
+            assert kernel(bad, low, high) is kb.rows_within(bad, low, high) is False
+    edge = X.copy()
+    edge[3] = 5.0  # the limits themselves are inside
+    assert kernel(edge, low, high) and kb.rows_within(edge, low, high)
+    assert kernel(X[:0], low, high) and kb.rows_within(X[:0], low, high)
