@@ -34,6 +34,9 @@ from fastbp.jit import pure_python
 from helpers import run_python
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+# Tiny shapes: CI also runs the tests marked nojit with NUMBA_DISABLE_JIT=1 (kernel bodies
+# as Python); the estimator tests are compiled only.
+nojit = pytest.mark.nojit
 
 
 # -- the masks ------------------------------------------------------------------------
@@ -46,6 +49,7 @@ def _loop_uniforms(seed, step, rows, layer, n_units):
     return out
 
 
+@nojit
 def test_hash_compiled_equals_numpy_twin(rng):
     seeds = [0, 1, 2 ** 62 + 12345, int(rng.integers(0, 2 ** 63 - 1))]
     for seed in seeds:
@@ -57,6 +61,7 @@ def test_hash_compiled_equals_numpy_twin(rng):
         assert ((twin >= 0) & (twin < 1)).all()
 
 
+@nojit
 def test_integer_threshold_is_the_float_keep_test(rng):
     """The kernels' integer test ``mix32(key ^ j) < dropout_threshold(rate)`` keeps
     exactly the units ``dropout_uniform(key, j) < 1 - rate`` keeps, at the edges too."""
@@ -69,6 +74,7 @@ def test_integer_threshold_is_the_float_keep_test(rng):
         assert np.array_equal(h < thr, as_float), rate
 
 
+@nojit
 def test_hash_keep_fraction_and_independence():
     # 200 rows x 500 units = 1e5 draws: the keep fraction's standard error is
     # sqrt(q (1 - q) / 1e5) <= 0.0016; the tolerance 0.006 is about 4 of them.
@@ -109,6 +115,7 @@ _PY_FORWARD = pure_python(kernels_loop.dropout_forward_serial)
 _PY_BACKWARD = pure_python(kernels_loop.dropout_backward_serial)
 
 
+@nojit
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_dropout_kernels_loops_blas_python_and_threads(rng, dtype):
     for act in (RELU, TANH, LOGISTIC):
@@ -148,6 +155,7 @@ def test_dropout_kernels_loops_blas_python_and_threads(rng, dtype):
                 assert np.array_equal(a3, a2)
 
 
+@nojit
 @pytest.mark.parametrize("act", [TANH, LOGISTIC, SOFTPLUS, IDENTITY])
 def test_dropout_backward_is_the_derivative_of_the_forward(rng, act):
     """``dropout_backward`` of e equals d/dz sum(e * dropout_forward(g(z))) (central
@@ -185,6 +193,7 @@ def _net(rng, sizes, scale=0.5):
     return coefs, intercepts
 
 
+@nojit
 @pytest.mark.parametrize("activation", ["tanh", "relu", "logistic", "softplus"])
 def test_gradient_with_a_fixed_mask_matches_finite_differences(rng, activation):
     sizes = [4, 6, 5, 3]
@@ -209,6 +218,7 @@ def test_gradient_with_a_fixed_mask_matches_finite_differences(rng, activation):
     assert other != loss
 
 
+@nojit
 def test_gradient_with_dropout_on_a_shortcut_net(rng):
     sizes = [3, 5, 4, 2]
     coefs, intercepts = _net(rng, sizes)
@@ -225,6 +235,7 @@ def test_gradient_with_dropout_on_a_shortcut_net(rng):
         assert np.allclose(loops[3][k], blas[3][k], rtol=1e-10, atol=1e-13)
 
 
+@nojit
 def test_gradient_refuses_bad_dropout(rng):
     coefs, intercepts = _net(rng, [3, 4, 2])
     X, Y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
