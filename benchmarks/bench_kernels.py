@@ -329,6 +329,35 @@ class RpropStep(_Kernel):
         return theta, grad, step, prev, 1e-6, 50.0
 
 
+class DropoutForward(_Kernel):
+    """Inverted dropout of a hidden block (m x n_units), rate 0.5, shuffled rows.
+
+    Repeated calls drop more and more units of the same array (each call its own
+    masks): the work per call (a hash per unit) does not depend on the values.
+    """
+
+    kernel = "dropout_forward"
+    params = [TWIN_BACKENDS, ["32x64", "256x512"], DTYPES, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_units = dims
+        order = rng.permutation(4 * m).astype(np.int64)
+        return random_array(rng, (m, n_units), dtype), order, 0, 12345, 7, 1, 0.5
+
+
+class DropoutBackward(_Kernel):
+    """The error of a dropped-out relu block (m x n_units), rate 0.5, shuffled rows."""
+
+    kernel = "dropout_backward"
+    params = [TWIN_BACKENDS, ["32x64", "256x512"], DTYPES, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, n_units = dims
+        order = rng.permutation(4 * m).astype(np.int64)
+        return (random_array(rng, (m, n_units), dtype), random_array(rng, (m, n_units), dtype),
+                order, 0, 12345, 7, 1, 0.5, RELU)
+
+
 # -- serial jitted helpers (no parallel twin) -------------------------------------
 
 class FinalizeParams(_Kernel):

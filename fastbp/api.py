@@ -5,7 +5,7 @@ import scipy.sparse as sp
 
 from .codes import HIDDEN_ACTIVATIONS
 from .backends import BACKENDS
-from .network import Network, engine_array, engine_input
+from .network import Dropout, Network, engine_array, engine_input
 from .params import sources_of_weights
 
 __all__ = ["loss_and_gradient", "check_gradients", "GradientCheck"]
@@ -54,9 +54,27 @@ def _weights(sample_weight, n, dtype):
     return sw
 
 
+def _dropout(dropout, dropout_seed, dropout_step, n_hidden):
+    """A ``network.Dropout`` for the API's arguments, or None (all rates 0)."""
+    if np.ndim(dropout) == 0:
+        rates = [float(dropout)] * n_hidden
+    else:
+        rates = [float(r) for r in dropout]
+        if len(rates) != n_hidden:
+            raise ValueError(f"dropout has {len(rates)} rates but there are {n_hidden} "
+                             "hidden layers; give one rate or one per hidden layer.")
+    for r in rates:
+        if not 0.0 <= r < 1.0:
+            raise ValueError(f"dropout rates must be in [0, 1), got {dropout!r}")
+    if not any(rates):
+        return None
+    return Dropout(rates, dropout_seed, dropout_step)
+
+
 def loss_and_gradient(coefs, intercepts, X, Y, *, activation="relu",
                       out_activation="identity", loss="squared_error", alpha=0.0,
-                      sample_weight=None, huber_delta=1.0, backend="loops", skip_coefs=None):
+                      sample_weight=None, huber_delta=1.0, backend="loops", skip_coefs=None,
+                      dropout=0.0, dropout_seed=0, dropout_step=0):
     """Objective and its gradient for scikit-learn-shaped weights.
 
     ``coefs[l]`` is (n_in, n_out), ``intercepts[l]`` (n_out,); X (n, n_features),
@@ -70,14 +88,22 @@ def loss_and_gradient(coefs, intercepts, X, Y, *, activation="relu",
     input, 1..H hidden, H+1 the output; ``coefs[l]`` of shape (0, n_out) means
     layer l+1 does not take layer l as a source.
 
+    Dropout (as an estimator trains with it): ``dropout`` a rate or one per
+    hidden layer; the hidden outputs are multiplied by ``m / (1 - rate)`` with
+    the masks m that ``dropout_seed`` and ``dropout_step`` pick for each row of
+    X (row r of X is sample r; ``kernels_loop.dropout_key``).  The masks do not
+    depend on the weights, so the result is a smooth function of them that
+    :func:`check_gradients` compares with finite differences.
+
     Returns ``(loss, coef_grads, intercept_grads)`` in the shapes of the inputs,
     and a fourth item, the gradients of ``skip_coefs`` (a dict with its keys),
     when ``skip_coefs`` is given.
     """
     net, theta, X, Y = _network(coefs, intercepts, X, Y, activation, out_activation, loss,
                                 backend, huber_delta, skip_coefs)
+    drop = _dropout(dropout, dropout_seed, dropout_step, len(coefs) - 1)
     sw = _weights(sample_weight, X.n_rows, net.dtype)
-    data, reg, grad = net.loss_grad(theta, X, Y, sw, float(alpha))
+    data, reg, grad = net.loss_grad(theta, X, Y, sw, float(alpha), dropout=drop)
     out = (data + reg, [g.copy() for g in net.layout.coefs(grad)],
            [b.copy() for b in net.layout.biases(grad)])
     if skip_coefs is not None:
@@ -103,10 +129,13 @@ class GradientCheck:
 
 def check_gradients(coefs, intercepts, X, Y, *, activation="relu", out_activation="identity",
                     loss="squared_error", alpha=0.0, sample_weight=None, huber_delta=1.0,
-                    backend="loops", eps=1e-6, skip_coefs=None):
+                    backend="loops", eps=1e-6, skip_coefs=None, dropout=0.0, dropout_seed=0,
+                    dropout_step=0):
     """Compare the backend's gradient with central finite differences (float64).
 
-    Arguments as :func:`loss_and_gradient` (``skip_coefs`` for shortcut blocks).
+    Arguments as :func:`loss_and_gradient` (``skip_coefs`` for shortcut blocks;
+    ``dropout``, ``dropout_seed``, ``dropout_step``: the same masks at every
+    evaluation).
 
     Perturbs every parameter by +-eps and returns a :class:`GradientCheck` with
     the flat analytic and numeric gradients and the max absolute and
@@ -119,17 +148,18 @@ def check_gradients(coefs, intercepts, X, Y, *, activation="relu", out_activatio
         skip_coefs = {k: np.asarray(v, dtype=np.float64) for k, v in skip_coefs.items()}
     net, theta, X, Y = _network(coefs, intercepts, X, Y, activation, out_activation, loss,
                                 backend, huber_delta, skip_coefs)
+    drop = _dropout(dropout, dropout_seed, dropout_step, len(coefs) - 1)
     sw = _weights(sample_weight, X.n_rows, np.float64)
-    _, _, grad = net.loss_grad(theta, X, Y, sw, float(alpha))
+    _, _, grad = net.loss_grad(theta, X, Y, sw, float(alpha), dropout=drop)
     analytic = grad.copy()
     numeric = np.empty_like(theta)
     scratch = np.empty_like(theta)
     for k in range(theta.size):
         old = theta[k]
         theta[k] = old + eps
-        up = sum(net.loss_grad(theta, X, Y, sw, float(alpha), scratch)[:2])
+        up = sum(net.loss_grad(theta, X, Y, sw, float(alpha), scratch, dropout=drop)[:2])
         theta[k] = old - eps
-        down = sum(net.loss_grad(theta, X, Y, sw, float(alpha), scratch)[:2])
+        down = sum(net.loss_grad(theta, X, Y, sw, float(alpha), scratch, dropout=drop)[:2])
         theta[k] = old
         numeric[k] = (up - down) / (2 * eps)
     return GradientCheck(analytic, numeric)

@@ -3,13 +3,15 @@ Python) or to their BLAS twin.
 
 ``get_engine(name)`` returns an engine: ``train_epoch``, ``loss_grad`` and
 ``predict`` (see ``engine``), its parallel threshold ``par_min``, and
-``variant(parallel, shortcuts)``: the same engine specialised at compile time for
-calls that may (or never) reach the parallel threshold, on networks with (or
-without) shortcut blocks (``jit.specialised_copy``).  A variant gives bitwise
+``variant(parallel, shortcuts, dropout=False)``: the same engine specialised at
+compile time for calls that may (or never) reach the parallel threshold, on
+networks with (or without) shortcut blocks, with dropout compiled in or not
+(``jit.specialised_copy``; ``engine.DROPOUT``).  A variant gives bitwise
 the results of the full engine on the calls it is chosen for
 (``network.Network.engine_for``) and compiles only the kernels they can reach:
 a small chain network never compiles a ``parallel=True`` kernel nor a shortcut
-kernel.  Backends without compiled code are their own variants.
+kernel.  Backends without compiled code are their own variants, but for dropout: the
+plain-Python engines with ``DROPOUT`` on are separate copies.
 """
 import functools
 import types
@@ -31,7 +33,7 @@ _BLAS_NAMES = {}
 for _name in ("gather_rows", "dense_forward", "dense_backward_input",
               "dense_backward_params", "optimizer_step", "csr_forward",
               "csr_backward_params", "dense_forward_acc", "dense_backward_input_acc",
-              "csr_forward_acc", "rprop_step"):
+              "csr_forward_acc", "rprop_step", "dropout_forward", "dropout_backward"):
     _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
     _BLAS_NAMES[_name + "_parallel"] = getattr(kernels_blas, _name)
 for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector",
@@ -42,18 +44,24 @@ for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector
 class Engine(types.SimpleNamespace):
     """An engine's entry points, ``name``, ``par_min`` and its specialisations."""
 
-    def variant(self, parallel, shortcuts):
+    def variant(self, parallel, shortcuts, dropout=False):
         """The engine for calls that may reach the parallel threshold (``parallel``)
-        on a network with shortcut blocks (``shortcuts``)."""
+        on a network with shortcut blocks (``shortcuts``), with dropout compiled in
+        (``dropout``: training with a rate > 0) or not."""
         if self.name in ("loops", "loops-serial"):
-            return _loops_variant(parallel and self.name == "loops", bool(shortcuts))
+            return _loops_variant(parallel and self.name == "loops", bool(shortcuts),
+                                  bool(dropout))
+        if dropout:
+            return _python_engine(self.name, True)
         return self
 
 
 @functools.lru_cache(maxsize=None)
-def _loops_variant(parallel, shortcuts):
-    """The compiled entry points specialised for (``parallel``, ``shortcuts``)."""
+def _loops_variant(parallel, shortcuts, dropout=False):
+    """The compiled entry points specialised for (``parallel``, ``shortcuts``, ``dropout``)."""
     constants = {} if shortcuts else {"SHORTCUTS": False}
+    if dropout:
+        constants["DROPOUT"] = True
     memo = {}
     funcs = {n: guarded(specialised_copy(getattr(engine, n), serial=not parallel,
                                          constants=constants, _memo=memo))
@@ -70,8 +78,16 @@ def get_engine(backend):
     if backend in ("loops", "loops-serial"):
         start_threads()  # before any cached compiled code runs: see start_threads
         announce_compiles()
-        return _loops_variant(backend == "loops", True)
+        return _loops_variant(backend == "loops", True, False)
+    return _python_engine(backend, False)
+
+
+@functools.lru_cache(maxsize=None)
+def _python_engine(backend, dropout):
+    """The plain-Python engine of ``backend`` ("blas" or "python"), DROPOUT on or off."""
     memo = {}
-    ns = _BLAS_NAMES if backend == "blas" else None
+    ns = dict(_BLAS_NAMES) if backend == "blas" else {}
+    if dropout:
+        ns["DROPOUT"] = True
     funcs = {n: pure_python(getattr(engine, n), ns, memo) for n in ENTRY_POINTS}
     return Engine(name=backend, par_min=_NEVER, **funcs)

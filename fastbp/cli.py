@@ -140,6 +140,20 @@ def _layer_sizes(text):
     return sizes
 
 
+def _dropout_rates(text):
+    """One dropout rate, or one per hidden layer separated by commas; each in [0, 1)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        rates = [float(p) for p in parts]
+    except ValueError:
+        rates = []
+    if not rates or not all(0 <= r < 1 for r in rates):
+        raise argparse.ArgumentTypeError(
+            f"expected a rate in [0, 1), or one per hidden layer separated by commas "
+            f"(e.g. 0.2 or 0.1,0.3), got {text!r}")
+    return rates[0] if len(rates) == 1 else rates
+
+
 def _connections(text):
     """'chain', 'shortcut' or a JSON mapping {layer: [sources]} (checked against the
     hidden layers in ``cmd_train``)."""
@@ -234,6 +248,10 @@ def _build_parser():
     train.add_argument("--loss", choices=("squared_error", "huber", "poisson"), default=None,
                        help="regression loss (default: squared_error); poisson: counts or "
                             "rates >= 0, exp output")
+    train.add_argument("--dropout", type=_dropout_rates, default=0.0, metavar="RATES",
+                       help="inverted dropout of the hidden units while training: a rate "
+                            "in [0, 1), or one per hidden layer (e.g. 0.1,0.3); stochastic "
+                            "solvers only (default: 0, off)")
     train.add_argument("--val-data", default=None, metavar="FILE.csv",
                        help="validation rows (same columns) for early stopping and the "
                             "validation score, instead of holding out --validation-fraction")
@@ -472,6 +490,13 @@ def cmd_train(args):
         normalize_connections(args.connections, len(args.hidden))
     except ValueError as exc:
         raise CLIError(f"--connections: {exc}") from None
+    if isinstance(args.dropout, list) and len(args.dropout) != len(args.hidden):
+        raise CLIError(f"--dropout: {len(args.dropout)} rates for {len(args.hidden)} hidden "
+                       f"layers (--hidden {','.join(map(str, args.hidden))}); give one rate "
+                       "or one per hidden layer")
+    if np.any(np.asarray(args.dropout) > 0) and args.solver in ("lbfgs", "rprop"):
+        raise CLIError(f"--dropout needs a stochastic solver (adam, sgd, rmsprop, adagrad), "
+                       f"not --solver {args.solver}")
     table = _read_csv(args.data)
     if args.target not in table.columns:
         raise CLIError(f"{args.data}: no column {args.target!r} (columns: "
@@ -527,7 +552,7 @@ def cmd_train(args):
                 early_stopping=True, validation_fraction=args.validation_fraction,
                 n_iter_no_change=args.patience, random_state=args.seed, callbacks=progress,
                 scale=None if args.scale == "none" else args.scale,
-                connections=args.connections)
+                connections=args.connections, dropout=args.dropout)
     if args.class_weight:
         model.set_params(class_weight=args.class_weight)
     if args.loss:
@@ -700,6 +725,10 @@ def cmd_info(args):
     print(f"  training:   solver {params['solver']}, learning_rate_init "
           f"{params['learning_rate_init']}, alpha {params['alpha']}, batch_size "
           f"{params['batch_size']}, random_state {params['random_state']}")
+    rates = params.get("dropout") or 0.0  # files before dropout: none
+    if np.any(np.asarray(rates, dtype=float) > 0):
+        print(f"  dropout:    {rates} (training only; {getattr(model, '_dropout_step', 0)} "
+              "mini-batch steps of masks drawn)")
     history = model.history_ or {}
     losses = [v for v in history.get("loss") or model.loss_curve_ or [] if v is not None]
     epochs = len(losses) or model.n_iter_

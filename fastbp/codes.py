@@ -39,15 +39,21 @@ HP_LR, HP_ALPHA, HP_MOMENTUM, HP_BETA1, HP_BETA2, HP_EPS, HP_CLIP, HP_HUBER, HP_
 # iRPROP-'s step-size bounds (rprop_epoch)
 HP_STEP_MIN, HP_STEP_MAX = 9, 10
 HP_SIZE = 11
+# After HP_SIZE: one dropout rate per row of the layer table (the rate of that layer's
+# outputs; 0 = kept whole, always 0 for the output layer), read only by engines compiled
+# with ``engine.DROPOUT`` on.
 # Layout of the int64 control vector ``ip`` given to the engine.  A workspace
 # holds blocks of up to ``cap`` rows: ``train_epoch`` walks mini-batches of
 # IP_BATCH rows, ``loss_grad`` and ``predict`` chunks of IP_CHUNK rows (both
 # are set to the workspace's ``cap``).
 # IP_TRANS_OFF: where the workspace's tail starts, the scratch of the weight gradients'
 # transposes (``kernels_loop.dense_backward_params``; empty for small blocks).
+# IP_DROP_SEED and IP_DROP_STEP: the dropout masks' seed (0 <= seed < 2**63) and the
+# step counter (one per mini-batch; ``train_epoch`` advances it), read only by engines
+# compiled with ``engine.DROPOUT`` on (``kernels_loop.dropout_key``).
 (IP_OPT, IP_LOSS, IP_PAR_MIN, IP_NESTEROV, IP_STEP, IP_WSQ_OFF, IP_MEAN_OUT, IP_BATCH,
- IP_CHUNK, IP_TRANS_OFF) = range(10)
-IP_SIZE = 10
+ IP_CHUNK, IP_TRANS_OFF, IP_DROP_SEED, IP_DROP_STEP) = range(12)
+IP_SIZE = 12
 # Columns of the int64 layer table (one row per weight layer).
 L_NIN, L_NOUT, L_WOFF, L_BOFF, L_ACT, L_AOFF, L_DOFF = range(7)
 L_COLS = 7

@@ -492,6 +492,10 @@ def fit(estimator, X, y, sample_weight=None, *, client=None, n_partitions=None,
     if estimator.solver == "rprop":
         raise ValueError("fastbp.dask.fit does not support solver='rprop' yet; use "
                          "solver='lbfgs' (exact full batch on a cluster) or fit in memory.")
+    if np.any(np.asarray(estimator.dropout, dtype=np.float64) > 0):
+        raise ValueError("fastbp.dask.fit does not support dropout yet (workers would draw "
+                         "masks for their own row numbers); fit in memory, or set "
+                         "dropout=0.0.")
     if estimator.scale is not None:
         raise ValueError("fastbp.dask.fit does not support scale='standard'; standardize the "
                          "dask arrays first (e.g. dask_ml.preprocessing.StandardScaler).")

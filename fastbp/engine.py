@@ -37,12 +37,14 @@ builds them):
 Inside, a batch is ``batch = (order, start, m)``: rows ``order[start:start + m]``
 (or ``start:start + m`` in the natural order).
 """
+import numba
 import numpy as np
 
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
-                    HP_MOMENTUM, HP_PROB_EPS, HP_STEP_MAX, HP_STEP_MIN, IDENTITY, IP_BATCH,
-                    IP_CHUNK, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE,
-                    IP_STEP, IP_TRANS_OFF, IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF,
+                    HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IDENTITY,
+                    IP_BATCH, IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT,
+                    IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_TRANS_OFF,
+                    IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF,
                     OPT_ADAM, OPT_NONE, OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC,
                     S_WOFF, ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG,
                     ST_SAMPLES, ST_SWSUM)
@@ -54,7 +56,9 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            dense_backward_input_parallel, dense_backward_input_serial,
                            dense_backward_params_parallel, dense_backward_params_serial,
                            dense_forward_acc_parallel, dense_forward_acc_serial,
-                           dense_forward_parallel, dense_forward_serial, finalize_params,
+                           dense_forward_parallel, dense_forward_serial,
+                           dropout_backward_parallel, dropout_backward_serial,
+                           dropout_forward_parallel, dropout_forward_serial, finalize_params,
                            gather_rows_parallel, gather_rows_serial, layer_sq_norms,
                            optimizer_step_parallel, optimizer_step_serial, output_delta,
                            rprop_step_parallel, rprop_step_serial, scale_vector)
@@ -65,6 +69,14 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
 # then never type nor compile the shortcut kernels (about a third of a first
 # fit's compile time); a chain runs the same kernels in either, bit for bit.
 SHORTCUTS = True
+# The second switch: dropout.  Off in the module's functions, which then never type
+# nor compile the dropout kernels (a default fit compiles what it did before dropout
+# existed); ``backends`` compiles copies with it on for fits with a dropout rate > 0.
+# Where it is on, ``hp[HP_SIZE + l]`` is the dropout rate of layer row l's outputs
+# and ``ip[IP_DROP_SEED]``, ``ip[IP_DROP_STEP]`` pick the masks; predict passes no rates.
+# Under NUMBA_DISABLE_JIT nothing is compiled, so nothing can be specialised: it is on
+# and the rates decide at run time (``_dropping``: no layer is dropped at rate 0).
+DROPOUT = bool(numba.config.DISABLE_JIT)
 
 
 @jit
@@ -123,6 +135,14 @@ def _outputs(work, layers, a0, s, m):
 
 
 @jit
+def _dropping(drop, l):
+    """Whether layer row l's outputs are dropped out under ``drop`` = (rates, seed,
+    step): ``rates`` = ``hp[HP_SIZE:]`` when training, empty in predict."""
+    rates = drop[0]
+    return l < rates.shape[0] and rates[l] > 0.0
+
+
+@jit
 def _n_rows(X, Xs):
     """Number of samples of dense X or of the CSR matrix Xs."""
     indptr = Xs[2]
@@ -130,12 +150,15 @@ def _n_rows(X, Xs):
 
 
 @jit
-def _forward(a0, Xs, batch, theta, layers, skips, work, par_min):
+def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
     """Forward pass of one batch through every layer; returns the output block.
 
     a0 is the batch's dense input block (ignored for CSR input Xs, whose rows
     order[start:start + m] feed the first layer directly).  ``skips`` is the
-    shortcut-block table (empty for a chain).
+    shortcut-block table (empty for a chain).  ``drop`` = (rates, seed, step): with
+    DROPOUT, the layers whose rate is > 0 have their outputs dropped out
+    (``dropout_forward``) once complete, so every layer they feed (chain and
+    shortcut blocks) sees the same mask.
     """
     order, start, m = batch
     sparse = Xs[2].shape[0] > 0
@@ -180,6 +203,14 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min):
                 else:
                     dense_forward_acc_serial(ws, _outputs(work, layers, a0, s, m), act, a)
                 k += 1
+        if DROPOUT:
+            if _dropping(drop, l):
+                if m * n_out >= par_min and m > 1:
+                    dropout_forward_parallel(a, order, start, drop[1], drop[2], l + 1,
+                                             drop[0][l])
+                else:
+                    dropout_forward_serial(a, order, start, drop[1], drop[2], l + 1,
+                                           drop[0][l])
         a_prev = a
     return a
 
@@ -202,7 +233,8 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     n_layers = layers.shape[0]
     sparse = Xs[2].shape[0] > 0
     a0 = X[0:0] if sparse else _input_block(X, batch, work, par_min)
-    out = _forward(a0, Xs, batch, theta, layers, skips, work, par_min)
+    drop = (hp[HP_SIZE:], ip[IP_DROP_SEED], ip[IP_DROP_STEP])  # read only with DROPOUT
+    out = _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop)
     last = n_layers - 1
     delta = _rows(work, layers[last, L_DOFF], m, layers[last, L_NOUT])
     data_sum = output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[last, L_ACT],
@@ -249,18 +281,39 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
                 for k in range(skips.shape[0]):
                     if skips[k, S_SRC] == l:
                         n_cons += 1
+            act_prev = layers[l - 1, L_ACT]
+            if DROPOUT:
+                if _dropping(drop, l - 1):
+                    act_prev = IDENTITY  # g' with the mask, in dropout_backward
             if n_cons == 0:
                 delta_prev = _rows(work, layers[l - 1, L_DOFF], m, n_in)
                 if big and m > 1:
-                    dense_backward_input_parallel(w, delta, a_prev, layers[l - 1, L_ACT],
-                                                  delta_prev)
+                    dense_backward_input_parallel(w, delta, a_prev, act_prev, delta_prev)
                 else:
-                    dense_backward_input_serial(w, delta, a_prev, layers[l - 1, L_ACT],
-                                                delta_prev)
+                    dense_backward_input_serial(w, delta, a_prev, act_prev, delta_prev)
             elif SHORTCUTS:
                 _skip_backward_input(theta, layers, skips, work, l, n_cons, w, delta, m,
-                                     par_min)
+                                     par_min, act_prev)
+            if DROPOUT:
+                if _dropping(drop, l - 1):
+                    _dropout_backward(work, layers, batch, drop, l - 1, par_min)
     return data_sum, wsq_total
+
+
+@jit
+def _dropout_backward(work, layers, batch, drop, l, par_min):
+    """Finish the error of dropped-out layer row l (``dropout_backward``): its
+    summed error is in its delta block, its dropped outputs in its output block."""
+    order, start, m = batch
+    n_out = layers[l, L_NOUT]
+    a = _rows(work, layers[l, L_AOFF], m, n_out)
+    delta = _rows(work, layers[l, L_DOFF], m, n_out)
+    if m * n_out >= par_min and m > 1:
+        dropout_backward_parallel(a, delta, order, start, drop[1], drop[2], l + 1,
+                                  drop[0][l], layers[l, L_ACT])
+    else:
+        dropout_backward_serial(a, delta, order, start, drop[1], drop[2], l + 1,
+                                drop[0][l], layers[l, L_ACT])
 
 
 @jit
@@ -309,15 +362,16 @@ def _skip_backward_params(data, batch, theta, grad, layers, skips, work, a0, l, 
 
 
 @jit
-def _skip_backward_input(theta, layers, skips, work, l, n_cons, w, delta, m, par_min):
+def _skip_backward_input(theta, layers, skips, work, l, n_cons, w, delta, m, par_min,
+                         act_src):
     """Error of layer l (row l-1), fed by its chain block into row l and n_cons shortcut blocks.
 
     ``delta^l = g'(z^l) * (delta^{l+1} W^{l,l+1} + sum_k delta^{t_k} W^{l,t_k})``:
-    the terms are summed into delta^l (the first overwrites) and g' is applied
-    with the last.  Every target's delta is complete: targets come later.
+    the terms are summed into delta^l (the first overwrites) and g' (of
+    ``act_src``, layer l's activation or IDENTITY when dropout applies it) is
+    applied with the last.  Every target's delta is complete: targets come later.
     """
     n_src = layers[l - 1, L_NOUT]
-    act_src = layers[l - 1, L_ACT]
     a_src = _rows(work, layers[l - 1, L_AOFF], m, n_src)
     delta_src = _rows(work, layers[l - 1, L_DOFF], m, n_src)
     add = np.bool_(False)  # np.bool_: one compiled variant of the kernel, not one per literal
@@ -433,6 +487,8 @@ def train_epoch(data, order, state, context):
                                           hp[HP_BETA2], hp[HP_EPS], ip[IP_NESTEROV] != 0)
             stats[ST_LOSS] += batch_loss * m
             stats[ST_BATCHES] += 1.0
+        if DROPOUT:
+            ip[IP_DROP_STEP] += 1  # fresh masks for every mini-batch
         stats[ST_SAMPLES] += m
         start += m
 
@@ -532,7 +588,7 @@ def predict(X, Xs, theta, context, out):
 
     out: (n, n_outputs) C, overwritten.
     """
-    layers, work, _, ip, _ = context
+    layers, work, hp, ip, _ = context
     skips = _skip_table(ip)
     n = _n_rows(X, Xs)
     cap = ip[IP_CHUNK]
@@ -542,6 +598,6 @@ def predict(X, Xs, theta, context, out):
     while start < n:
         m = min(cap, n - start)
         a = _forward(X[start:start + m], Xs, (empty, start, m), theta, layers, skips, work,
-                     par_min)
+                     par_min, (hp[0:0], ip[IP_DROP_SEED], ip[IP_DROP_STEP]))  # never drops
         copy_rows(a, out, start)
         start += m

@@ -33,7 +33,7 @@ from .backends import BACKENDS
 from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, HP_HUBER
 from .io import ModelFileError, jsonable
 from .losses import loss_delta
-from .network import Network, as_rows, engine_array, engine_input
+from .network import Dropout, Network, as_rows, engine_array, engine_input
 from .optimizers import FULL_BATCH_SOLVERS, LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
 from .params import chain_sources, connections_dict, normalize_connections, sources_of_weights
 from .scaling import InputStats, Standardizer
@@ -129,6 +129,17 @@ _PARAMS_DOC = """
         ``skip_coefs_``.
     rprop_step_bounds : (float, float), default=(1e-6, 50.0)
         Smallest and largest per-weight step of 'rprop' (0 <= min < max).
+    dropout : float or list of float, default=0.0
+        Inverted dropout of the hidden layers while training: each hidden
+        unit's output is set to 0 with this probability, the kept ones are
+        divided by ``1 - dropout``; a list gives one rate per hidden layer
+        (0 <= rate < 1; 0 = off).  ``predict``, ``score`` and the
+        early-stopping score never drop; ``loss_curve_`` is the loss under the
+        masks.  The masks come from a counter-based generator seeded from
+        ``random_state``: the same for any ``n_jobs`` and backend, fresh for every
+        mini-batch, continued by ``partial_fit`` and ``warm_start`` (and by a
+        model file).  The stochastic solvers only ('sgd', 'adam', 'rmsprop',
+        'adagrad'); 'lbfgs' and 'rprop' need one fixed objective and refuse it.
 """
 
 _CLASS_WEIGHT_DOC = """    class_weight : dict, 'balanced' or None, default=None
@@ -191,6 +202,7 @@ def _common_constraints():
         "rprop_step_bounds": [tuple, list],
         "scale": [StrOptions({"standard"}), None],
         "connections": [StrOptions({"chain", "shortcut"}), dict],
+        "dropout": [Interval(Real, 0, 1, closed="left"), list, tuple],
     }
 
 
@@ -217,7 +229,7 @@ class _BaseMLP(BaseEstimator):
                  random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
                  early_stopping, validation_fraction, beta_1, beta_2, epsilon,
                  n_iter_no_change, max_fun, backend, n_jobs, callbacks, clip_norm, init,
-                 scale=None, connections="chain", rprop_step_bounds=(1e-6, 50.0)):
+                 scale=None, connections="chain", rprop_step_bounds=(1e-6, 50.0), dropout=0.0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -250,6 +262,7 @@ class _BaseMLP(BaseEstimator):
         self.rprop_step_bounds = rprop_step_bounds
         self.scale = scale
         self.connections = connections
+        self.dropout = dropout
 
     # -- structure ------------------------------------------------------------
     def _hidden_sizes(self):
@@ -276,6 +289,32 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"activation has {len(act)} entries but there are {n_hidden} "
                              "hidden layers; give one name per hidden layer.")
         return act
+
+    def _dropout_rates(self, n_hidden):
+        """The validated dropout rate of each hidden layer (``dropout``), refused with
+        the full-batch solvers."""
+        rates = self.dropout
+        if isinstance(rates, (list, tuple, np.ndarray)):
+            rates = list(rates)
+            if len(rates) != n_hidden:
+                raise ValueError(f"dropout has {len(rates)} rates but there are {n_hidden} "
+                                 "hidden layers; give one rate, or one per hidden layer.")
+        else:
+            rates = [rates] * n_hidden
+        for r in rates:
+            if isinstance(r, (bool, np.bool_)) or not isinstance(r, (Real, np.floating,
+                                                                        np.integer)) \
+                    or not 0.0 <= float(r) < 1.0:
+                raise ValueError(f"dropout rates must be numbers in [0, 1), got "
+                                 f"{self.dropout!r}.")
+        rates = [float(r) for r in rates]
+        if any(rates) and self.solver not in STOCHASTIC_SOLVERS:
+            raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver ('sgd', "
+                             f"'adam', 'rmsprop', 'adagrad'); solver={self.solver!r} "
+                             "minimises one fixed full-batch objective, which random masks "
+                             "would change at every step. Set dropout=0.0 or choose "
+                             "another solver.")
+        return rates
 
     def _sources(self, n_hidden):
         """The validated sources of layers 1..H+1 for the ``connections`` parameter."""
@@ -510,6 +549,7 @@ class FitRun:
         self.hidden_sizes = est._hidden_sizes()
         self.hidden_acts = est._hidden_activations(len(self.hidden_sizes))
         self.sources = est._sources(len(self.hidden_sizes))
+        self.dropout_rates = est._dropout_rates(len(self.hidden_sizes))
         self.first_pass = not hasattr(est, "coefs_") or (not est.warm_start and not incremental)
         self.rng = check_random_state(est.random_state)
 
@@ -574,8 +614,26 @@ class FitRun:
             complete_history(fit.history_)
         if est.solver != "lbfgs":
             self._stochastic_state(fit)
+        self._dropout_state(fit)
         fit.net, fit.theta = net, theta
         return fit
+
+    def _dropout_state(self, fit):
+        """The dropout masks' seed and step counter: drawn from ``random_state`` (after
+        the weights) by the first fit that drops out, continued by later ones."""
+        if getattr(fit, "_dropout_step", None) is None:
+            fit._dropout_step = 0
+        if getattr(fit, "_dropout_seed", None) is None:
+            fit._dropout_seed = None
+            if any(self.dropout_rates):
+                fit._dropout_seed = int(self.rng.randint(0, 2 ** 63 - 1, dtype=np.int64))
+                fit._dropout_step = 0
+
+    def dropout(self, fit):
+        """The ``network.Dropout`` of this fit, or None when no layer is dropped."""
+        if not any(self.dropout_rates):
+            return None
+        return Dropout(self.dropout_rates, fit._dropout_seed, fit._dropout_step)
 
     def _stochastic_state(self, fit):
         """scikit-learn's stopping attributes, made where missing or of the other mode.
@@ -674,13 +732,16 @@ class FitRun:
         elif est.early_stopping:
             X, Y, sw, X_val, Y_val, y_val, sw_val = self._split(X, Y, sw)
             val = ValidationSet(est, X_val, Y_val, y_val, sw_val)
+        dropout = self.dropout(fit)
         if est.solver in FULL_BATCH_SOLVERS:
             step = FullBatchEpoch(fit.net, X, Y, sw, est.alpha)
         else:
             step = LocalEpoch(fit.net, X, Y, sw, self.batch_size(X.shape[0]), est.alpha,
-                              self.clip, est.shuffle, self.rng)
+                              self.clip, est.shuffle, self.rng, dropout)
         self._validation_state(fit, val)
         self.epochs(fit, step, step.n_rows, None if val is None else val.bind(fit.net))
+        if dropout is not None:  # masks used so far (rolled-back epochs included)
+            fit._dropout_step = dropout.step
 
     def _validation_state(self, fit, val):
         """``validation_loss_curve_``: a list (appended to on warm starts) while
@@ -839,7 +900,8 @@ class ValidationSet:
 _FIT_ATTRS = ("n_iter_", "t_", "n_outputs_", "n_layers_", "out_activation_", "_hidden_acts_",
               "loss_curve_", "history_", "best_loss_", "validation_scores_",
               "best_validation_score_", "_no_improvement_count", "_optimizer", "loss_",
-              "validation_loss_curve_", "input_stats_", "scaler_")
+              "validation_loss_curve_", "input_stats_", "scaler_", "_dropout_seed",
+              "_dropout_step")
 _REQUIRED = object()
 # What a model file keeps of them: file key -> (attribute, conversion on load, default;
 # _REQUIRED: the file must have it).  n_layers_ is len(coefs_) + 1.
@@ -855,6 +917,9 @@ _FILE_ATTRS = {
     "validation_scores": ("validation_scores_", None, None),
     "validation_loss_curve": ("validation_loss_curve_", None, None),
     "history": ("history_", None, None),
+    # the dropout masks' stream (files before dropout: none drawn yet)
+    "dropout_seed": ("_dropout_seed", None, None),
+    "dropout_step": ("_dropout_step", int, 0),
 }
 # ...and what a loaded model starts afresh (a warm start from it begins new stopping
 # bookkeeping and optimizer moments).
@@ -1062,7 +1127,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="loops", n_jobs=None, callbacks=None, clip_norm=None, init="glorot",
                  scale=None, connections="chain", class_weight=None,
-                 rprop_step_bounds=(1e-6, 50.0)):
+                 rprop_step_bounds=(1e-6, 50.0), dropout=0.0):
         self.class_weight = class_weight
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
@@ -1075,7 +1140,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
                          clip_norm=clip_norm, init=init, scale=scale,
-                         connections=connections, rprop_step_bounds=rprop_step_bounds)
+                         connections=connections, rprop_step_bounds=rprop_step_bounds,
+                         dropout=dropout)
 
     _parameter_constraints = {**_BaseMLP._parameter_constraints,
                               "class_weight": [StrOptions({"balanced"}), dict, None]}
@@ -1285,7 +1351,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  huber_delta=1.0, backend="loops", n_jobs=None, callbacks=None,
                  clip_norm=None, init="glorot", scale=None, connections="chain",
-                 rprop_step_bounds=(1e-6, 50.0)):
+                 rprop_step_bounds=(1e-6, 50.0), dropout=0.0):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, activation=activation,
                          solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init,
@@ -1297,7 +1363,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                          epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
                          backend=backend, n_jobs=n_jobs, callbacks=callbacks,
                          clip_norm=clip_norm, init=init, scale=scale,
-                         connections=connections, rprop_step_bounds=rprop_step_bounds)
+                         connections=connections, rprop_step_bounds=rprop_step_bounds,
+                         dropout=dropout)
         self.huber_delta = huber_delta
 
     def _loss_name(self):

@@ -179,3 +179,67 @@ def copy_rows(src, out, start):
 def rows_within(X, low, high):
     """``all(low <= X <= high)`` per column (False for NaN)."""
     return bool(((X >= low) & (X <= high)).all())
+
+
+# -- dropout: the counter-based masks of kernels_loop, on arrays --------------------
+_M32 = np.uint64(0xFFFFFFFF)
+_C1 = np.uint64(0x85EBCA6B)
+_C2 = np.uint64(0xC2B2AE35)
+_GOLDEN = np.uint64(0x9E3779B9)
+
+
+def mix32(h):
+    """``kernels_loop.mix32`` on a uint64 array of 32-bit words (a new array)."""
+    h = h ^ (h >> np.uint64(16))
+    h = (h * _C1) & _M32
+    h = h ^ (h >> np.uint64(13))
+    h = (h * _C2) & _M32
+    return h ^ (h >> np.uint64(16))
+
+
+def dropout_key(seed, step, rows, layer):
+    """``kernels_loop.dropout_key`` for every row index in ``rows`` (int64 array)."""
+    s = np.uint64(seed)
+    t = np.uint64(step)
+    r = np.asarray(rows, dtype=np.int64).astype(np.uint64)
+    k = mix32(np.full(r.shape, (s & _M32) ^ _GOLDEN, dtype=np.uint64))
+    k = mix32(k ^ (s >> np.uint64(32)))
+    k = mix32(k ^ (t & _M32))
+    k = mix32(k ^ (t >> np.uint64(32)))
+    k = mix32(k ^ (r & _M32))
+    k = mix32(k ^ (r >> np.uint64(32)))
+    return mix32(k ^ np.uint64(layer))
+
+
+def dropout_uniform(seed, step, rows, layer, n_units):
+    """The (len(rows), n_units) uniforms of ``kernels_loop.dropout_uniform``, float64."""
+    keys = dropout_key(seed, step, rows, layer)
+    units = np.arange(n_units, dtype=np.uint64)
+    return mix32(keys[:, None] ^ units[None, :]).astype(np.float64) * 2.0 ** -32
+
+
+def dropout_threshold(rate):
+    """``kernels_loop.dropout_threshold``: ``ceil((1 - rate) 2**32)`` as a uint64."""
+    return np.uint64(np.ceil((1.0 - rate) * 4294967296.0))
+
+
+def _dropout_kept(a, order, start, seed, step, layer, rate):
+    m = a.shape[0]
+    rows = order[start:start + m] if order.shape[0] else np.arange(start, start + m)
+    return dropout_uniform(seed, step, rows, layer, a.shape[1]) < 1.0 - rate
+
+
+def dropout_forward(a, order, start, seed, step, layer, rate):
+    """``A <- A * M / (1 - rate)`` (dropped units set to 0)."""
+    kept = _dropout_kept(a, order, start, seed, step, layer, rate)
+    np.multiply(a, np.float64(1.0 / (1.0 - rate)), out=a, where=kept, casting="same_kind")
+    a[~kept] = 0
+
+
+def dropout_backward(a, delta, order, start, seed, step, layer, rate, act):
+    """``Delta <- g'(Z) * E * M / (1 - rate)``, A scaled back by ``1 - rate`` where kept."""
+    kept = _dropout_kept(a, order, start, seed, step, layer, rate)
+    np.multiply(a, np.float64(1.0 - rate), out=a, where=kept, casting="same_kind")
+    np.multiply(delta, np.float64(1.0 / (1.0 - rate)), out=delta, where=kept, casting="same_kind")
+    delta[~kept] = 0
+    derivative(a, delta, act)

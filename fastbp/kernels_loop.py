@@ -850,3 +850,152 @@ def copy_rows(src, out, start):
     for n in range(src.shape[0]):
         for k in range(src.shape[1]):
             out[start + n, k] = src[n, k]
+
+
+# -- dropout -----------------------------------------------------------------------
+# The masks are drawn from a counter-based generator: the bit of unit j of layer l for
+# the sample in row r of the data set at step t is a pure function of (seed, t, r, l, j),
+# so every thread split, every backend and a re-run draw the same masks.  The mixing
+# is murmur3's 32-bit finaliser applied to 32-bit words held in uint64 (every product
+# fits in 64 bits: no wrap-around, so the same source runs compiled and as plain
+# Python/NumPy without overflow); ``kernels_blas.dropout_uniform`` is its vectorised twin.
+_M32 = np.uint64(0xFFFFFFFF)
+_C1 = np.uint64(0x85EBCA6B)
+_C2 = np.uint64(0xC2B2AE35)
+_GOLDEN = np.uint64(0x9E3779B9)
+_S13 = np.uint64(13)
+_S16 = np.uint64(16)
+_S32 = np.uint64(32)
+_TWO_M32 = 2.0 ** -32
+
+
+@jit
+def mix32(h):
+    """murmur3's finaliser of a 32-bit word h (a uint64 < 2**32); a bijection on [0, 2**32).
+
+    ``h_a = h ^ (h >> 16)``, ``h_b = h_a * 0x85ebca6b mod 2**32``, ``h_c = h_b ^ (h_b >> 13)``,
+    ``h_d = h_c * 0xc2b2ae35 mod 2**32``, returns ``h_d ^ (h_d >> 16)``.  h: a uint64
+    scalar here; the twin takes a uint64 array of any shape, e.g. (m, n_units).
+    BLAS twin: ``kernels_blas.mix32``.
+    """
+    h = h ^ (h >> _S16)
+    h = (h * _C1) & _M32
+    h = h ^ (h >> _S13)
+    h = (h * _C2) & _M32
+    return h ^ (h >> _S16)
+
+
+@jit
+def dropout_key(seed, step, row, layer):
+    """The 32-bit key of one (seed, step, sample row, layer): chained ``mix32``.
+
+    ``k = mix32(seed_lo ^ golden)``, then ``k = mix32(k ^ x)`` for x = seed_hi,
+    step_lo, step_hi, row_lo, row_hi, layer (``_lo``/``_hi``: the low and high 32
+    bits).  seed, step, row, layer: non-negative int64 scalars (the twin takes the
+    rows as an int64 array (m,) and returns the keys (m,)).  Unit j's uniform is
+    ``dropout_uniform(key, j)``.  BLAS twin: ``kernels_blas.dropout_key``.
+    """
+    s = np.uint64(seed)
+    t = np.uint64(step)
+    r = np.uint64(row)
+    k = mix32((s & _M32) ^ _GOLDEN)
+    k = mix32(k ^ (s >> _S32))
+    k = mix32(k ^ (t & _M32))
+    k = mix32(k ^ (t >> _S32))
+    k = mix32(k ^ (r & _M32))
+    k = mix32(k ^ (r >> _S32))
+    return mix32(k ^ np.uint64(layer))
+
+
+@jit
+def dropout_uniform(key, unit):
+    """``u_j = mix32(key ^ j) / 2**32`` in [0, 1), exact in float64: unit j's draw.
+
+    key: a ``dropout_key`` (uint64 scalar); unit: the unit index j, 0 <= j < 2**32.
+    A unit is kept when ``u_j < 1 - rate``.  The twin takes (seed, step, rows,
+    layer, n_units) and returns all the draws of a block, (m, n_units) float64.
+    BLAS twin: ``kernels_blas.dropout_uniform``.
+    """
+    return float(mix32(key ^ np.uint64(unit))) * _TWO_M32
+
+
+@jit
+def dropout_threshold(rate):
+    """The integer form of the keep test: ``t = ceil((1 - rate) 2**32)``, uint64.
+
+    ``u_j < 1 - rate`` (``dropout_uniform``) holds exactly when ``h_j = mix32(key ^ j)``
+    is below t ((1 - rate) 2**32 is exact in float64): the kernels' blocks (m,
+    n_units) compare integers and skip the conversion to float.  rate: float,
+    0 <= rate < 1.
+    BLAS twin: ``kernels_blas.dropout_threshold``.
+    """
+    return np.uint64(np.ceil((1.0 - rate) * 4294967296.0))
+
+
+def dropout_forward(a, order, start, seed, step, layer, rate):
+    """Inverted dropout of one layer's outputs: ``a_nj <- a_nj m_nj / (1 - rate)``.
+
+    ``m_nj = [u(seed, step, r_n, layer, j) < 1 - rate]`` (``dropout_key``,
+    ``dropout_uniform``) with ``r_n = order[start + n]`` the sample's row in the
+    data set (``start + n`` when order is empty); dropped units are set to 0.
+
+    a: (m, n_units) C, the layer's outputs g(z), overwritten; order: (n_total,)
+    int64 or empty; start, seed, step, layer: int64; rate: float, 0 <= rate < 1.
+    Parallel over samples n (each n writes its own row; the mask is a pure
+    function of its indices, so the split does not matter).
+    BLAS twin: ``kernels_blas.dropout_forward``.
+    """
+    scale = 1.0 / (1.0 - rate)
+    thr = dropout_threshold(rate)
+    n_units = a.shape[1]
+    shuffled = order.shape[0] > 0
+    for n in prange(a.shape[0]):
+        r = order[start + n] if shuffled else start + n
+        key = dropout_key(seed, step, r, layer)
+        row = a[n]
+        for j in range(n_units):
+            if mix32(key ^ np.uint64(j)) < thr:  # dropout_uniform(key, j) < 1 - rate
+                row[j] = float(row[j]) * scale  # in float64, rounded once (as the twin)
+            else:
+                row[j] = 0.0
+
+
+dropout_forward_serial, dropout_forward_parallel = twins(dropout_forward)
+
+
+def dropout_backward(a, delta, order, start, seed, step, layer, rate, act):
+    """Error of a dropped-out layer: ``delta_nj <- g'(z_nj) e_nj m_nj / (1 - rate)``.
+
+    On entry ``delta`` holds ``e_nj = sum_t (delta^t W^t)_nj``, the error summed
+    over every layer this one feeds (``dense_backward_input*`` with the identity)
+    and ``a`` the outputs after ``dropout_forward`` (the same mask: same seed,
+    step, rows, layer, rate).  Kept units' outputs are scaled back by
+    ``1 - rate`` (g(z) up to rounding: g' is written through it, as in
+    ``derivative_row``), dropped ones' errors are set to 0.  The forward outputs
+    must no longer be needed: every weight gradient fed by them is computed
+    before (the engine's backward order guarantees it).
+
+    a, delta: (m, n_units) C, both overwritten; order, start, seed, step, layer,
+    rate as in ``dropout_forward``; act: the layer's activation code.  Parallel
+    over samples n (disjoint rows).  BLAS twin: ``kernels_blas.dropout_backward``.
+    """
+    keep = 1.0 - rate
+    scale = 1.0 / keep
+    thr = dropout_threshold(rate)
+    n_units = a.shape[1]
+    shuffled = order.shape[0] > 0
+    for n in prange(a.shape[0]):
+        r = order[start + n] if shuffled else start + n
+        key = dropout_key(seed, step, r, layer)
+        row = a[n]
+        d = delta[n]
+        for j in range(n_units):
+            if mix32(key ^ np.uint64(j)) < thr:  # dropout_uniform(key, j) < 1 - rate
+                row[j] = float(row[j]) * keep
+                d[j] = float(d[j]) * scale
+            else:
+                d[j] = 0.0
+        derivative_row(row, d, act)
+
+
+dropout_backward_serial, dropout_backward_parallel = twins(dropout_backward)

@@ -13,17 +13,17 @@ import scipy.sparse as sp
 
 from .backends import BACKENDS, get_engine
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
-                    HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH, IP_CHUNK, IP_LOSS,
-                    IP_MEAN_OUT, IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
-                    IP_TRANS_OFF, IP_WSQ_OFF, L_AOFF, L_DOFF, LOSS_CODES, S_DB, S_NIN, S_NOUT,
-                    SOFTMAX, ST_DATA,
+                    HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH,
+                    IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
+                    IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_TRANS_OFF, IP_WSQ_OFF, L_AOFF,
+                    L_DOFF, LOSS_CODES, S_DB, S_NIN, S_NOUT, SOFTMAX, ST_DATA,
                     ST_GNORM, ST_REG)
 from .config import TRANSPOSE_MIN_ROWS
 from .losses import check_pair
 from .params import Layout
 
 __all__ = ["Network", "EngineInput", "engine_input", "as_rows", "engine_array",
-           "PREDICT_CHUNK"]
+           "PREDICT_CHUNK", "Dropout"]
 
 PREDICT_CHUNK = 1024
 
@@ -77,6 +77,42 @@ def engine_input(X, dtype):
     return EngineInput((X, (np.empty(0, dtype=dtype), empty, empty)))
 
 
+class Dropout:
+    """Inverted dropout of the hidden layers while training: rates and the mask stream.
+
+    ``rates``: one rate per hidden layer (0 <= rate < 1; 0 = kept whole).
+    ``seed`` (0 <= seed < 2**63) and ``step`` pick the masks: the engine's mask of
+    unit j of hidden layer l for the sample in row r at step t is a pure function
+    of (seed, t, r, l, j) (``kernels_loop.dropout_key``).  ``Network.train_epoch``
+    uses one step per mini-batch and advances ``step``; ``Network.loss_grad`` uses
+    ``step`` as it is (a fixed mask: gradient checks).
+    """
+
+    def __init__(self, rates, seed, step=0):
+        self.rates = tuple(float(r) for r in rates)
+        for r in self.rates:
+            if not 0.0 <= r < 1.0:
+                raise ValueError(f"dropout rates must be in [0, 1), got {list(self.rates)}")
+        self.seed = int(seed)
+        self.step = int(step)
+        if not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"dropout seed must be in [0, 2**63), got {self.seed}")
+        if self.step < 0:
+            raise ValueError(f"dropout step must be >= 0, got {self.step}")
+
+    @property
+    def active(self):
+        """Whether any layer is dropped out."""
+        return any(r > 0.0 for r in self.rates)
+
+    def __repr__(self):
+        return f"Dropout(rates={list(self.rates)}, seed={self.seed}, step={self.step})"
+
+
+def _active(dropout):
+    return dropout is not None and dropout.active
+
+
 class Network:
     """A network's architecture bound to a backend and dtype.
 
@@ -99,7 +135,7 @@ class Network:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         self.backend = backend
         self._engine = None  # bound at first use: loading a model starts no threads
-        self.hp = np.zeros(HP_SIZE)
+        self.hp = np.zeros(HP_SIZE + len(sizes) - 1)  # then a dropout rate per layer row
         self.hp[HP_HUBER] = huber_delta
         self.hp[HP_PROB_EPS] = np.finfo(self.dtype).eps
         self.mean_outputs = bool(mean_outputs)
@@ -116,9 +152,10 @@ class Network:
             self._engine = get_engine(self.backend)
         return self._engine
 
-    def engine_for(self, cap, ip):
+    def engine_for(self, cap, ip, dropout=False):
         """The engine variant (``backends.Engine.variant``) for blocks of up to
-        ``cap`` rows under the controls ``ip``.
+        ``cap`` rows under the controls ``ip``, with dropout compiled in when
+        ``dropout`` (a rate > 0: only then).
 
         Parallel when some kernel call can reach the threshold ``ip[IP_PAR_MIN]``:
         the engine picks a kernel's parallel twin when a call's work
@@ -133,7 +170,7 @@ class Network:
         work = max([cap * sizes[0], self.layout.n_params]
                    + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
                    + [cap * sizes[s] * sizes[t] for s, t in self.layout.skip_keys])
-        return self.engine.variant(work >= ip[IP_PAR_MIN], not self.layout.chain)
+        return self.engine.variant(work >= ip[IP_PAR_MIN], not self.layout.chain, dropout)
 
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap):
@@ -193,16 +230,27 @@ class Network:
         """A zeroed statistics vector for the engine."""
         return np.zeros(ST_GNORM + self.layout.n_blocks)
 
-    def context(self, cap, alpha=0.0, clip=0.0, optimizer=None):
+    def context(self, cap, alpha=0.0, clip=0.0, optimizer=None, dropout=None):
         """The engine's ``context`` (layers, work, hp, ip, stats) for blocks of ``cap`` rows.
 
         ``alpha`` the L2 penalty, ``clip`` the gradient-norm clip (0 = off), and
-        the optimizer's numbers (``Optimizer.engine_settings``) when training.
+        the optimizer's numbers (``Optimizer.engine_settings``) when training;
+        ``dropout`` a :class:`Dropout` or None (rates 0).
         """
         work, table, ip = self.buffers(cap)
         hp = self.hp
         hp[HP_ALPHA] = alpha
         hp[HP_CLIP] = clip
+        hp[HP_SIZE:] = 0.0
+        ip[IP_DROP_SEED] = ip[IP_DROP_STEP] = 0
+        if dropout is not None:
+            n_hidden = self.layout.n_layers - 1
+            if len(dropout.rates) != n_hidden:
+                raise ValueError(f"dropout has {len(dropout.rates)} rates but the network "
+                                 f"has {n_hidden} hidden layers")
+            hp[HP_SIZE:HP_SIZE + n_hidden] = dropout.rates
+            ip[IP_DROP_SEED] = dropout.seed
+            ip[IP_DROP_STEP] = dropout.step
         if optimizer is not None:
             code, lr, momentum, beta_1, beta_2, eps, nesterov, step = \
                 optimizer.engine_settings()
@@ -218,29 +266,36 @@ class Network:
         return table, work, hp, ip, self.stats()
 
     # -- the engine's entry points ----------------------------------------------
-    def train_epoch(self, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip):
+    def train_epoch(self, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
+                    dropout=None):
         """One compiled epoch of mini-batches over ``order``; returns the engine's stats.
 
         Updates ``theta`` and the optimizer's moments in place and takes the
-        step counter the engine advanced.
+        step counter the engine advanced; with ``dropout`` (a :class:`Dropout`),
+        its masks' step counter too (one step per mini-batch).
         """
         X = engine_input(X, self.dtype)
-        context = self.context(batch_size, alpha, clip, opt)
+        context = self.context(batch_size, alpha, clip, opt, dropout)
         data = (X[0], X[1], engine_array(Y), engine_array(sw))
-        engine = self.engine_for(batch_size, context[3])
+        engine = self.engine_for(batch_size, context[3], _active(dropout))
         engine.train_epoch(data, order, (theta, grad, opt.m1, opt.m2), context)
         opt.t = int(context[3][IP_STEP])
+        if _active(dropout):
+            dropout.step = int(context[3][IP_DROP_STEP])
         return context[4]
 
-    def loss_grad(self, theta, X, Y, sw, alpha, grad=None, chunk=PREDICT_CHUNK):
-        """(data term, L2 term, flat gradient) of the objective at ``theta``."""
+    def loss_grad(self, theta, X, Y, sw, alpha, grad=None, chunk=PREDICT_CHUNK, dropout=None):
+        """(data term, L2 term, flat gradient) of the objective at ``theta``; with
+        ``dropout`` (a :class:`Dropout`), of the network under its masks at its
+        ``step`` (the same masks for every call: a fixed function of theta)."""
         if grad is None:
             grad = np.empty_like(theta)
         X = engine_input(X, self.dtype)
         cap = min(chunk, max(1, X.n_rows))
-        context = self.context(cap, alpha)
+        context = self.context(cap, alpha, dropout=dropout)
         data = (X[0], X[1], engine_array(Y), engine_array(sw))
-        self.engine_for(cap, context[3]).loss_grad(data, theta, grad, context)
+        self.engine_for(cap, context[3], _active(dropout)).loss_grad(data, theta, grad,
+                                                                     context)
         stats = context[4]
         return stats[ST_DATA], stats[ST_REG], grad
 

@@ -131,7 +131,7 @@ def _finite_objective(net, theta, X, Y, sw, alpha):
 
 
 def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
-              checkpoints=None):
+              checkpoints=None, dropout=None):
     """One compiled epoch; returns (mean loss, per-layer mean gradient norms).
 
     On divergence (a non-finite batch loss, gradient or parameter) the
@@ -145,7 +145,8 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
     if checkpoints is None:
         checkpoints = Checkpoints(keep=1)
     checkpoints.push(theta, opt)
-    stats = net.train_epoch(theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip)
+    stats = net.train_epoch(theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
+                            dropout)
     if stats[ST_DIVERGED] or not np.isfinite(theta).all():
         lost = None
         for k, (saved, snap) in enumerate(reversed(checkpoints.items)):
@@ -269,13 +270,15 @@ class DeferredInterrupt:
 
 
 class LocalEpoch:
-    """The step of a local fit: one compiled epoch over in-memory data (shuffled first)."""
+    """The step of a local fit: one compiled epoch over in-memory data (shuffled first);
+    ``dropout`` a ``network.Dropout`` (its step counter advanced) or None."""
 
-    def __init__(self, net, X, Y, sw, batch_size, alpha, clip, shuffle, rng):
+    def __init__(self, net, X, Y, sw, batch_size, alpha, clip, shuffle, rng, dropout=None):
         self.net, self.X, self.Y, self.sw = net, engine_input(X, net.dtype), Y, sw
         self.n_rows = self.X.n_rows
         self.batch_size, self.alpha, self.clip = batch_size, alpha, clip
         self.shuffle, self.rng = shuffle, rng
+        self.dropout = dropout
         self.order = (np.arange(self.n_rows, dtype=np.int64) if shuffle
                       else np.empty(0, dtype=np.int64))
         self.grad = None
@@ -287,7 +290,8 @@ class LocalEpoch:
         if self.grad is None:
             self.grad = np.empty_like(theta)
         return run_epoch(self.net, theta, self.grad, opt, self.X, self.Y, self.sw,
-                         self.order, self.batch_size, self.alpha, self.clip, checkpoints)
+                         self.order, self.batch_size, self.alpha, self.clip, checkpoints,
+                         self.dropout)
 
 
 class FullBatchEpoch:

@@ -164,6 +164,8 @@ def test_lbfgs_classifier_with_class_weight_counts_all_partitions(client, rng):
         np.testing.assert_allclose(est.predict_proba(X), ref.predict_proba(X), atol=1e-6)
     with pytest.raises(ValueError, match="does not support solver='rprop'"):
         fdask.fit(fastbp.MLPClassifier(solver="rprop"), X, y, client=client)
+    with pytest.raises(ValueError, match="does not support dropout"):
+        fdask.fit(fastbp.MLPClassifier(dropout=0.2), X, y, client=client)
 
 
 def test_warm_start_float32_and_sparse_in_memory_input(client, rng):
