@@ -209,6 +209,10 @@ def test_compile_notice_once_per_dtype_fastbp_only_and_silenced_by_env(monkeypat
     assert out.getvalue() == ""
     notice.on_start(event(engine.predict, f64, types.UniTuple(f32, 2)))
     notice.on_start(event(engine.train_epoch, types.Tuple((f64, f64))))  # same dtypes: once
+    said = out.getvalue()
+    # an index helper (no float array) compiled within an announced compile: no second line
+    notice.on_start(event(engine._skip_table, types.Array(types.int64, 1, "C")))
+    assert out.getvalue() == said
     assert out.getvalue().count("fastbp: compiling kernels for float32/float64") == 1
     notice.on_start(event(engine.train_epoch, f32))
     assert out.getvalue().count("fastbp: compiling kernels for float32 (") == 1
