@@ -2,8 +2,10 @@
 
 One process trains and saves (and predicts nothing); then fresh processes load
 the model (``fastbp.load``, pickle, joblib) and make each public method their
-first compiled call, twice each, so that the second process runs from the cache
-the first one wrote.  That is the sequence that segfaulted (Numba issue #8578:
+first compiled call: first one process per engine entry point, dtype and dense or
+sparse input, which compiles it from cached callees, then one process per case,
+which runs from the cache the first ones wrote.  That is the sequence that
+segfaulted (Numba issue #8578:
 a ``predict`` compiled in a process that loaded its callees from the cache was
 cached without the note that the threading layer must be started first).  The
 reading processes also run with another ``NUMBA_NUM_THREADS`` than the writer,
