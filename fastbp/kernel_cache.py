@@ -163,7 +163,7 @@ class _CompileNotice(event.Listener):
                          if isinstance(t, types.Array) and isinstance(t.dtype, types.Float)})
         key = "/".join(dtypes) or "-"
         if key in self.said or (key == "-" and self.said):
-            return  # a callee without float arrays (an index helper) is part of a compile already announced
+            return  # no float array (an index helper): part of a compile already announced
         self.said.add(key)
         where = ", ".join(cache_dirs()) or "Numba's cache"
         what = f"for {key} " if dtypes else ""
