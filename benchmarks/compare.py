@@ -23,7 +23,8 @@ on 1,000 rows of the 784-30-10 net.
 
 Every system gets a JIT/warm-up fit (or epoch) first; each figure is the median
 of a few repeats.  ``--quick`` shrinks the sample counts (and repeats) so the
-whole script runs in about a minute (plus the peers' compilation).  Timings on a
+whole script runs in about a minute (plus the peers' compilation); its cold start is
+timed once.  Timings on a
 shared or busy machine are noise: report ratios measured in one run, on an idle
 machine.
 """
@@ -711,7 +712,8 @@ def run(args, threads):
 
     # -- cold start ------------------------------------------------------------------
     heading("Cold start: fresh interpreter, import and fit a tiny net (numba cache warm)", md)
-    cold_repeats = max(2, args.repeats)
+    # each repeat is two interpreters (fastbp's and scikit-learn's), after one warm run of each
+    cold_repeats = 1 if args.quick else max(2, args.repeats)
     t_fastbp = subprocess_seconds(common.TINY_FIT_CODE, cold_repeats)
     t_sklearn = subprocess_seconds(common.SKLEARN_TINY_FIT_CODE, cold_repeats)
     print(f"fastbp {sec(t_fastbp)} s, scikit-learn {sec(t_sklearn)} s (interpreter start "

@@ -162,8 +162,8 @@ class _CompileNotice(event.Listener):
         dtypes = sorted({str(t.dtype) for t in _flat(ev.data.get("args", ()))
                          if isinstance(t, types.Array) and isinstance(t.dtype, types.Float)})
         key = "/".join(dtypes) or "-"
-        if key in self.said:
-            return
+        if key in self.said or (key == "-" and self.said):
+            return  # no float array (an index helper): part of a compile already announced
         self.said.add(key)
         where = ", ".join(cache_dirs()) or "Numba's cache"
         what = f"for {key} " if dtypes else ""

@@ -46,8 +46,28 @@ def pytest_sessionstart(session):
         f"the suite imported fastbp from {fastbp.__file__}, not from this checkout {ROOT}")
 
 
+# The ``form`` parameter values that name a compiled form of a kernel (its serial or
+# parallel twin, its dispatcher); the plain-Python form is "python" / "loop-python".
+COMPILED_FORMS = {"serial", "parallel", "compiled", "loop-compiled"}
+
+
 def pytest_collection_modifyitems(config, items):
     """The cache-lifecycle tests run last: their private cache is seeded with the kernels
     the rest of the suite compiled, so their processes compile only the entry points
-    (the part the tests are about) instead of every kernel again."""
+    (the part the tests are about) instead of every kernel again.
+
+    Under ``NUMBA_DISABLE_JIT`` (CI's nojit pass) a kernel's compiled forms are the very
+    Python function its "python" form runs, so their cases would repeat those line for
+    line: the nojit tests run the python form only (the compiled forms ran in the main pass).
+    """
     items.sort(key=lambda item: item.nodeid.startswith("tests/test_cache_lifecycle.py"))
+    from numba.core import config as numba_config
+    if not numba_config.DISABLE_JIT:
+        return
+    repeated = [item for item in items if item.get_closest_marker("nojit")
+                and getattr(item, "callspec", None) is not None
+                and item.callspec.params.get("form") in COMPILED_FORMS]
+    if repeated:
+        config.hook.pytest_deselected(items=repeated)
+        drop = set(map(id, repeated))
+        items[:] = [item for item in items if id(item) not in drop]
