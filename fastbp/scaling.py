@@ -123,6 +123,12 @@ class InputStats:
         limits everywhere: one compiled pass (``kernels_loop.rows_within``) that stands
         for both predict's finiteness check and :meth:`check` on ordinary input."""
         low, high, _ = self.bounds(limit)
+        if X.dtype != low.dtype:  # limits in X's dtype: one compiled variant per model dtype
+            cached = self.__dict__.get("_bounds_as")
+            if cached is None or cached[:2] != (limit, X.dtype):
+                cached = (limit, X.dtype, low.astype(X.dtype), high.astype(X.dtype))
+                self._bounds_as = cached
+            low, high = cached[2:]
         return _rows_within(X, low, high)
 
     def check(self, X, names=None, limit=RANGE_LIMIT):
