@@ -150,12 +150,21 @@ class DenseBackwardParams(_Gflops, _Kernel):
         m, n_in, n_out = dims
         w, a_prev, delta = _dense(dims, dtype, rng)
         return (w, delta, a_prev, 1e-4, 1.0 / m, False, np.empty((n_out, n_in), dtype=dtype),
-                np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype),
-                np.empty(m * (n_in + n_out), dtype=dtype))  # scratch for the transposes
+                np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype))
 
     def flops(self, dims):
         m, n_in, n_out = dims
         return 2.0 * m * n_in * n_out
+
+
+class DenseBackwardParamsTransposed(DenseBackwardParams):
+    """The same from transposed copies (the engine's form for large float64 batches)."""
+
+    kernel = "dense_backward_params_transposed"
+
+    def arguments(self, dims, dtype, rng):
+        m, n_in, n_out = dims
+        return super().arguments(dims, dtype, rng) + (np.empty(m * (n_in + n_out), dtype=dtype),)
 
 
 class DenseForwardActivations(_Kernel):

@@ -48,6 +48,7 @@ from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_
                     OPT_ADAM, OPT_NONE, OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC,
                     S_WOFF, ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG,
                     ST_SAMPLES, ST_SWSUM)
+from .config import TRANSPOSE_MIN_ROWS, TRANSPOSE_MIN_UNITS
 from .jit import jit
 from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parallel,
                            csr_backward_params_serial, csr_forward_acc_parallel,
@@ -55,6 +56,8 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            dense_backward_input_acc_parallel, dense_backward_input_acc_serial,
                            dense_backward_input_parallel, dense_backward_input_serial,
                            dense_backward_params_parallel, dense_backward_params_serial,
+                           dense_backward_params_transposed_parallel,
+                           dense_backward_params_transposed_serial,
                            dense_forward_acc_parallel, dense_forward_acc_serial,
                            dense_forward_parallel, dense_forward_serial,
                            dropout_backward_parallel, dropout_backward_serial,
@@ -69,6 +72,12 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
 # then never type nor compile the shortcut kernels (about a third of a first
 # fit's compile time); a chain runs the same kernels in either, bit for bit.
 SHORTCUTS = True
+# The third: parallel kernels.  On in the module's functions; ``jit.specialised_copy``
+# turns it off in the serial copies (``backends``), which bind every ``<kernel>_parallel``
+# to its serial twin anyway; with it off, the branches only a parallel engine takes
+# (the transposed weight gradients of large float64 batches) are pruned, so a small
+# network's engine never compiles them.
+PARALLEL = True
 # The second switch: dropout.  Off in the module's functions, which then never type
 # nor compile the dropout kernels (a default fit compiles what it did before dropout
 # existed); ``backends`` compiles copies with it on for fits with a dropout rate > 0.
@@ -216,6 +225,15 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
 
 
 @jit
+def _transposable(m, n_out, dw, work, ip):
+    """Whether a layer's weight gradients take ``dense_backward_params_transposed``:
+    float64, ``config.TRANSPOSE_MIN_ROWS`` samples and ``TRANSPOSE_MIN_UNITS`` units
+    at least (where it measured faster), and a workspace tail for the transposes."""
+    return (m >= TRANSPOSE_MIN_ROWS and n_out >= TRANSPOSE_MIN_UNITS and dw.itemsize == 8
+            and work.shape[0] - ip[IP_TRANS_OFF] >= m * (dw.shape[1] + n_out))
+
+
+@jit
 def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     """Forward, output delta and backward for one batch.
 
@@ -261,12 +279,16 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             else:
                 csr_backward_params_serial(w, delta, Xs, order, start, alpha, scale,
                                            accumulate, dw, db, wsq)
+        elif PARALLEL and big and n_out > 1 and _transposable(m, n_out, dw, work, ip):
+            dense_backward_params_transposed_parallel(w, delta, a_prev, alpha, scale,
+                                                      accumulate, dw, db, wsq,
+                                                      work[ip[IP_TRANS_OFF]:])
         elif big and n_out > 1:
             dense_backward_params_parallel(w, delta, a_prev, alpha, scale, accumulate,
-                                           dw, db, wsq, work[ip[IP_TRANS_OFF]:])
+                                           dw, db, wsq)
         else:
             dense_backward_params_serial(w, delta, a_prev, alpha, scale, accumulate,
-                                         dw, db, wsq, work[ip[IP_TRANS_OFF]:])
+                                         dw, db, wsq)
         if not accumulate:
             for j in range(n_out):
                 wsq_total += wsq[j]
@@ -274,7 +296,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             if skips.shape[0] > 0:
                 wsq_total += _skip_backward_params(data, batch, theta, grad, layers, skips,
                                                    work, a0, l, alpha, scale, accumulate, wsq,
-                                                   par_min, work[ip[IP_TRANS_OFF]:])
+                                                   par_min)
         if l > 0:
             n_cons = 0  # shortcut blocks layer l feeds
             if SHORTCUTS:
@@ -318,13 +340,12 @@ def _dropout_backward(work, layers, batch, drop, l, par_min):
 
 @jit
 def _skip_backward_params(data, batch, theta, grad, layers, skips, work, a0, l, alpha, scale,
-                          accumulate, wsq, par_min, trans):
+                          accumulate, wsq, par_min):
     """Gradients of the shortcut blocks into layer l+1 (row l); returns their sum of w^2.
 
     As the chain block's (``dense_backward_params``); the bias sums the kernels
     also compute go to the scratch row at ``S_DB`` (a layer's bias is its chain
-    block's); ``trans`` is the transposes' scratch.  The returned sum is 0 when
-    accumulating.
+    block's).  The returned sum is 0 when accumulating.
     """
     _, Xs, _, _ = data
     order, start, m = batch
@@ -351,10 +372,10 @@ def _skip_backward_params(data, batch, theta, grad, layers, skips, work, a0, l, 
             a_src = _outputs(work, layers, a0, s, m)
             if big:
                 dense_backward_params_parallel(ws, delta, a_src, alpha, scale, accumulate,
-                                               dws, db, wsq, trans)
+                                               dws, db, wsq)
             else:
                 dense_backward_params_serial(ws, delta, a_src, alpha, scale, accumulate,
-                                             dws, db, wsq, trans)
+                                             dws, db, wsq)
         if not accumulate:
             for j in range(n_out):
                 total += wsq[j]

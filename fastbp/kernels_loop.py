@@ -16,7 +16,6 @@ from numba import prange
 
 from .codes import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD, S_NIN,
                     S_NOUT, S_WOFF)
-from .config import TRANSPOSE_MIN_ROWS, TRANSPOSE_MIN_UNITS
 from .jit import jit, twins
 from .activations import activate_row, derivative_row
 from .losses import loss_delta_row
@@ -471,7 +470,7 @@ def transpose_block(src, r0, r1, dst):
                 dst[c, r] = row[c]
 
 
-def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, scratch):
+def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
     """Weight and bias gradients of one layer.
 
     ``dC/dw_ji = (sum_n delta_nj a_ni + alpha w_ji) * scale``,
@@ -483,54 +482,16 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     L2 term of the loss); with it true, the raw sums are *added* to dw and db
     (alpha, scale and wsq are left to ``finalize_params``).
 
-    scratch: (>= m (n_in + n_out),) or smaller (then unused).
-
-    In float64, from ``config.TRANSPOSE_MIN_ROWS`` samples and
-    ``TRANSPOSE_MIN_UNITS`` outputs on, and when scratch is large enough
-    (the conditions under which it measured faster): delta and a_prev are transposed into scratch (``delta^T`` (n_out, m),
-    ``a_prev^T`` (n_in, m)), so that every ``dC/dw_ji`` is a dot product over
-    contiguous n, and ``add_row_dots`` (the forward pass's 4 x 3 register
-    tile) adds them to dw[j..j+3] (the scattered form below reads and writes
-    dw once per 4 samples; on 512-wide float64 rows, 4 KiB apart, its streams
-    also collide in the L1 cache).  Below: rows dw[j..j+3] are updated over i
-    (contiguous) from 4 samples at a time (16 products per 4 + 4 loads);
-    leftovers one by one.  Either way, parallel over blocks of 4 output units:
-    each block owns its rows of dw and db and sums over n in a fixed order, so
-    there is no race and the result does not depend on the thread count (the
-    form is chosen by m and the sizes alone).  BLAS twin:
-    ``kernels_blas.dense_backward_params``.
+    Rows dw[j..j+3] are updated over i (contiguous) from 4 samples at a time
+    (16 products per 4 + 4 loads); leftovers one by one.  Parallel over blocks
+    of 4 output units: each block owns its rows of dw and db and sums over n in
+    a fixed order, so there is no race and the result does not depend on the
+    thread count.  ``dense_backward_params_transposed`` is the form for large
+    float64 batches.  BLAS twin: ``kernels_blas.dense_backward_params``.
     """
     n_out = w.shape[0]
     n_in = w.shape[1]
     m = delta.shape[0]
-    if (m >= TRANSPOSE_MIN_ROWS and n_out >= TRANSPOSE_MIN_UNITS and dw.itemsize == 8
-            and scratch.shape[0] >= m * (n_in + n_out)):
-        dT = scratch[:n_out * m].reshape((n_out, m))
-        aT = scratch[n_out * m:m * (n_in + n_out)].reshape((n_in, m))
-        for rb in prange((m + 7) // 8):
-            transpose_block(delta, 8 * rb, min(8 * rb + 8, m), dT)
-        for rb in prange((m + 7) // 8):
-            transpose_block(a_prev, 8 * rb, min(8 * rb + 8, m), aT)
-        for jb in prange((n_out + 3) // 4):
-            j0 = 4 * jb
-            j1 = min(j0 + 4, n_out)
-            for j in range(j0, j1):
-                dwj = dw[j]
-                if not accumulate:
-                    for i in range(n_in):
-                        dwj[i] = 0.0
-                    db[j] = 0.0
-                sb = db[j]
-                dj = dT[j]
-                for n in range(m):
-                    sb += dj[n]
-                db[j] = sb
-            add_row_dots(aT, dT, j0, j1, dw)
-            if not accumulate:
-                for j in range(j0, j1):
-                    db[j] = db[j] * scale
-                    wsq[j] = finish_row(w[j], alpha, scale, dw[j])
-        return
     if m == 1 and not accumulate:  # stochastic updates: one fused pass per row
         x = a_prev[0]
         for j in prange(n_out):
@@ -608,6 +569,59 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
 
 
 dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)
+
+
+def dense_backward_params_transposed(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
+                                     scratch):
+    """``dense_backward_params`` from transposed copies: ``dC/dw_ji = (sum_n dT_jn aT_in + alpha w_ji) scale``.
+
+    Shapes and ``accumulate`` as in ``dense_backward_params``; scratch:
+    (>= m (n_in + n_out),).  delta and a_prev are transposed in 8 x 8 tiles
+    into scratch (``dT = delta^T`` (n_out, m), ``aT = a_prev^T`` (n_in, m)), so
+    that every ``dC/dw_ji`` is a dot product over contiguous n, which the
+    forward pass's 4 x 3 register tile (``add_row_dots``) computes for 4 units
+    at a time.  The scattered form reads and writes dw once per 4 samples, and
+    on 512-wide float64 rows (4 KiB apart) its 8 streams collide in the 8-way
+    L1 cache: measured on one core, this form was 1.1-2.4x faster on 128-256-
+    sample float64 batches into 32-512 units, slower into 1-10 units and not
+    reliably faster in float32 (``config.TRANSPOSE_MIN_ROWS/UNITS``; the engine
+    calls it only there, and only in its parallel variant, so small networks
+    never compile it).  Parallel over blocks of 8 samples (the transposes) and
+    of 4 units (each owns its rows of dw, db; sums over n in a fixed order).
+    BLAS twin: ``kernels_blas.dense_backward_params_transposed``.
+    """
+    n_out = w.shape[0]
+    n_in = w.shape[1]
+    m = delta.shape[0]
+    dT = scratch[:n_out * m].reshape((n_out, m))
+    aT = scratch[n_out * m:m * (n_in + n_out)].reshape((n_in, m))
+    for rb in prange((m + 7) // 8):
+        transpose_block(delta, 8 * rb, min(8 * rb + 8, m), dT)
+    for rb in prange((m + 7) // 8):
+        transpose_block(a_prev, 8 * rb, min(8 * rb + 8, m), aT)
+    for jb in prange((n_out + 3) // 4):
+        j0 = 4 * jb
+        j1 = min(j0 + 4, n_out)
+        for j in range(j0, j1):
+            dwj = dw[j]
+            if not accumulate:
+                for i in range(n_in):
+                    dwj[i] = 0.0
+                db[j] = 0.0
+            sb = db[j]
+            dj = dT[j]
+            for n in range(m):
+                sb += dj[n]
+            db[j] = sb
+        add_row_dots(aT, dT, j0, j1, dw)
+        if not accumulate:
+            for j in range(j0, j1):
+                db[j] = db[j] * scale
+                wsq[j] = finish_row(w[j], alpha, scale, dw[j])
+
+
+dense_backward_params_transposed_serial, dense_backward_params_transposed_parallel = twins(
+    dense_backward_params_transposed)
 
 
 def csr_forward(w, b, Xs, order, start, act, a):

@@ -181,7 +181,7 @@ class Network:
         n_blocks) for per-row sums; with shortcut blocks, a scratch row of
         max(n_units) for the bias sums their kernels compute; in float64 from
         ``cap`` = ``config.TRANSPOSE_MIN_ROWS`` rows on, a tail of
-        cap * max(n_in + n_out) for the transposes of ``dense_backward_params``.  ``table`` is
+        cap * max(n_in + n_out) for the transposes of ``dense_backward_params_transposed``.  ``table`` is
         the layer table with the offsets into it; ``ip`` the engine's control
         vector, followed by the shortcut-block table (``codes.S_*``).
         """

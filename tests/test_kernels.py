@@ -271,18 +271,15 @@ def test_scale_vector_and_copy_rows(rng, form, dtype):
 
 # ---- dense_backward_params / finalize_params --------------------------------------
 
-# In float64, from config.TRANSPOSE_MIN_ROWS (128) samples and TRANSPOSE_MIN_UNITS (32)
-# outputs on, the kernel takes its transposed form when the scratch is large enough:
-# (128, 4, 32) and (130, 9, 35) run it, with leftover units, and with a scratch one
-# element short they run the scattered form.
 @pytest.mark.parametrize("form", TWIN_FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("accumulate", [False, True])
-@pytest.mark.parametrize("shape,scratch_short", [(s, False) for s in SHAPES]
-                         + [((128, 4, 32), False), ((130, 9, 35), False), ((130, 9, 35), True)])
-def test_dense_backward_params(rng, form, dtype, accumulate, shape, scratch_short):
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_dense_backward_params(rng, form, dtype, accumulate, shape, transposed):
+    # and dense_backward_params_transposed (the engine's form for large float64 batches;
+    # the kernel itself takes any shape, with scratch for both transposes)
     m, n_in, n_out = shape
-    scratch = nan_like(m * (n_in + n_out) - int(scratch_short), dtype)
     tol = tol_for(dtype)
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
     delta = rng.standard_normal((m, n_out)).astype(dtype)
@@ -298,8 +295,13 @@ def test_dense_backward_params(rng, form, dtype, accumulate, shape, scratch_shor
         db0 = nan_like(n_out, dtype)
     dw, db, wsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
     rdw, rdb, rwsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
-    twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
-                                        scratch)
+    if transposed:
+        twin("dense_backward_params_transposed", form)(
+            w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
+            nan_like(m * (n_in + n_out), dtype))
+    else:
+        twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate,
+                                            dw, db, wsq)
     kb.dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, rdw, rdb, rwsq)
     d64, a64 = np.abs(delta.astype(np.float64)), np.abs(a_prev.astype(np.float64))
     dw_terms = (d64.T @ a64 + alpha * np.abs(w)) * scale + np.abs(dw0)
