@@ -63,7 +63,7 @@ def _loops_variant(parallel, shortcuts, dropout=False):
     if dropout:
         constants["DROPOUT"] = True
     if not parallel:
-        constants["PARALLEL"] = False  # prunes what only a parallel engine runs
+        constants["THREADED"] = False  # prunes what only a parallel engine runs
     memo = {}
     funcs = {n: guarded(specialised_copy(getattr(engine, n), serial=not parallel,
                                          constants=constants, _memo=memo))

@@ -72,12 +72,12 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
 # then never type nor compile the shortcut kernels (about a third of a first
 # fit's compile time); a chain runs the same kernels in either, bit for bit.
 SHORTCUTS = True
-# The third: parallel kernels.  On in the module's functions; ``jit.specialised_copy``
-# turns it off in the serial copies (``backends``), which bind every ``<kernel>_parallel``
-# to its serial twin anyway; with it off, the branches only a parallel engine takes
-# (the transposed weight gradients of large float64 batches) are pruned, so a small
+# Another switch: threads.  On in the module's functions; the serial copies
+# (``backends``) turn it off, where every ``<kernel>_parallel`` is bound to its
+# serial twin anyway; with it off, the branches only a parallel engine takes (the
+# transposed weight gradients of large float64 batches) are pruned, so a small
 # network's engine never compiles them.
-PARALLEL = True
+THREADED = True
 # The second switch: dropout.  Off in the module's functions, which then never type
 # nor compile the dropout kernels (a default fit compiles what it did before dropout
 # existed); ``backends`` compiles copies with it on for fits with a dropout rate > 0.
@@ -279,7 +279,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             else:
                 csr_backward_params_serial(w, delta, Xs, order, start, alpha, scale,
                                            accumulate, dw, db, wsq)
-        elif PARALLEL and big and n_out > 1 and _transposable(m, n_out, dw, work, ip):
+        elif THREADED and big and n_out > 1 and _transposable(m, n_out, dw, work, ip):
             dense_backward_params_transposed_parallel(w, delta, a_prev, alpha, scale,
                                                       accumulate, dw, db, wsq,
                                                       work[ip[IP_TRANS_OFF]:])
