@@ -31,7 +31,8 @@ ENTRY_POINTS = ("train_epoch", "loss_grad", "predict", "rprop_epoch")
 
 _BLAS_NAMES = {}
 for _name in ("gather_rows", "dense_forward", "dense_backward_input",
-              "dense_backward_params", "dense_backward_params_transposed", "optimizer_step", "csr_forward",
+              "dense_backward_params", "dense_backward_params_transposed",
+              "optimizer_step", "csr_forward",
               "csr_backward_params", "dense_forward_acc", "dense_backward_input_acc",
               "csr_forward_acc", "rprop_step", "dropout_forward", "dropout_backward"):
     _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)

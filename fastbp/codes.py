@@ -47,7 +47,8 @@ HP_SIZE = 11
 # IP_BATCH rows, ``loss_grad`` and ``predict`` chunks of IP_CHUNK rows (both
 # are set to the workspace's ``cap``).
 # IP_TRANS_OFF: where the workspace's tail starts, the scratch of the weight gradients'
-# transposes (``kernels_loop.dense_backward_params``; empty for small blocks).
+# transposes (``kernels_loop.dense_backward_params_transposed``; empty for small
+# blocks and for predict's).
 # IP_DROP_SEED and IP_DROP_STEP: the dropout masks' seed (0 <= seed < 2**63) and the
 # step counter (one per mini-batch; ``train_epoch`` advances it), read only by engines
 # compiled with ``engine.DROPOUT`` on (``kernels_loop.dropout_key``).

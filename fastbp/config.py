@@ -42,8 +42,8 @@ PARALLEL_MIN_WORK = 1 << 20
 # float64 batches of at least TRANSPOSE_MIN_ROWS samples into layers of at least
 # TRANSPOSE_MIN_UNITS units compute weight gradients from transposed copies of the
 # deltas and inputs (``kernels_loop.dense_backward_params_transposed``), in the
-# parallel engine only (a small network's serial engine never compiles it).  The transposes cost
-# O(m (n_in + n_out)) against O(m n_in n_out) of work; measured on one core, the
+# parallel engine only (a small network's serial engine never compiles it).  The
+# transposes cost O(m (n_in + n_out)) against O(m n_in n_out) of work; measured on one core, the
 # transposed form was 1.1-2.4x faster on 128-256-sample batches into 100-512 units
 # (2.4x on 512-wide rows, whose 4 KiB strides collide in the L1 cache in the other
 # form), slower into 1-10 units, and not reliably faster in float32 (whose

@@ -573,7 +573,9 @@ dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backw
 
 def dense_backward_params_transposed(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
                                      scratch):
-    """``dense_backward_params`` from transposed copies: ``dC/dw_ji = (sum_n dT_jn aT_in + alpha w_ji) scale``.
+    """Weight gradients from transposed copies of delta and a_prev.
+
+    ``dC/dw_ji = (sum_n dT_jn aT_in + alpha w_ji) scale``, ``dC/db_j = sum_n dT_jn scale``.
 
     Shapes and ``accumulate`` as in ``dense_backward_params``; scratch:
     (>= m (n_in + n_out),).  delta and a_prev are transposed in 8 x 8 tiles
@@ -827,8 +829,9 @@ def layer_sq_norms(grad, layers, out):
 def rows_within(X, low, high):
     """Whether X lies inside per-column limits: ``within = AND_{n,j} (low_j <= X_nj <= high_j)``.
 
-    False at the first row with a NaN or a value out.  X: (m, d) C; low, high: (d,) float64.  One pass over X that both
-    ``predict``'s finiteness check and its training-range check can stand on
+    False at the first row with a NaN or a value out.  X: (m, d) C; low, high:
+    (d,), of X's dtype.  One pass over X that both ``predict``'s finiteness
+    check and its training-range check can stand on
     (NaN and +-inf fail the comparisons with finite limits).  Serial, vectorised
     over j (a count, not a branch, per row).  BLAS twin: ``kernels_blas.rows_within``.
     """

@@ -16,7 +16,7 @@ from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_
                     HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH,
                     IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
                     IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_TRANS_OFF, IP_WSQ_OFF, L_AOFF,
-                    L_DOFF, LOSS_CODES, S_DB, S_NIN, S_NOUT, SOFTMAX, ST_DATA,
+                    L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
                     ST_GNORM, ST_REG)
 from .config import TRANSPOSE_MIN_ROWS
 from .losses import check_pair
@@ -173,17 +173,19 @@ class Network:
         return self.engine.variant(work >= ip[IP_PAR_MIN], not self.layout.chain, dropout)
 
     # -- the engine's controls --------------------------------------------------
-    def _new_buffers(self, cap):
-        """(work, table, ip) for blocks of up to ``cap`` rows.
+    def _new_buffers(self, cap, gradients=True):
+        """(work, table, ip) for blocks of up to ``cap`` rows (``gradients``: for
+        training or ``loss_grad``, not only ``predict``).
 
         ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
         activations and deltas (cap, n_out); a scratch of max(n_units,
         n_blocks) for per-row sums; with shortcut blocks, a scratch row of
-        max(n_units) for the bias sums their kernels compute; in float64 from
-        ``cap`` = ``config.TRANSPOSE_MIN_ROWS`` rows on, a tail of
-        cap * max(n_in + n_out) for the transposes of ``dense_backward_params_transposed``.  ``table`` is
-        the layer table with the offsets into it; ``ip`` the engine's control
-        vector, followed by the shortcut-block table (``codes.S_*``).
+        max(n_units) for the bias sums their kernels compute; with ``gradients``,
+        in float64, from ``cap`` = ``config.TRANSPOSE_MIN_ROWS`` rows on, a tail
+        of cap * max(n_in + n_out) over the chain blocks for the transposes of
+        ``dense_backward_params_transposed``.  ``table`` is the layer table with
+        the offsets into it; ``ip`` the engine's control vector, followed by the
+        shortcut-block table (``codes.S_*``).
         """
         layout = self.layout
         table = layout.table.copy()
@@ -207,13 +209,11 @@ class Network:
             off += max(layout.sizes[1:])
             ip[IP_SIZE:] = skips.ravel()
         ip[IP_TRANS_OFF] = off
-        if cap >= TRANSPOSE_MIN_ROWS and self.dtype == np.float64:
-            ends = [a + b for a, b in zip(layout.sizes[:-1], layout.sizes[1:])]
-            ends += [int(k[S_NIN] + k[S_NOUT]) for k in skips]
-            off += cap * max(ends)
+        if gradients and cap >= TRANSPOSE_MIN_ROWS and self.dtype == np.float64:
+            off += cap * max(a + b for a, b in zip(layout.sizes[:-1], layout.sizes[1:]))
         work = np.empty(off, dtype=self.dtype)  # every block is written before it is read
-        if skips.shape[0]:
-            work[skips[0, S_DB]:] = 0.0  # the bias scratch is only added to, never read
+        if skips.shape[0]:  # the bias scratch is only added to, never read
+            work[skips[0, S_DB]:skips[0, S_DB] + max(layout.sizes[1:])] = 0.0
         return work, table, ip
 
     def buffers(self, cap):
@@ -322,7 +322,7 @@ class Network:
         out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
         if n:
             cap = min(chunk, n)
-            work, table, ip = self._new_buffers(cap)
+            work, table, ip = self._new_buffers(cap, gradients=False)
             context = (table, work, self.hp, ip, self.stats())
             self.engine_for(cap, ip).predict(X[0], X[1], theta, context, out)
         return out

@@ -1,6 +1,7 @@
-"""vecmath's exp, expm1, tanh, logistic and log1p (and softplus written with them) against NumPy's (the C library's), in ulp,
-over the whole float64 range and its special values, compiled and as plain Python;
-and a check that the compiled loops that call them really vectorise."""
+"""vecmath's exp, expm1, tanh, logistic and log1p (and softplus written with them)
+against NumPy's (the C library's), in ulp, over the whole float64 range and its special
+values, compiled and as plain Python; and a check that the compiled loops that call them
+really vectorise."""
 import re
 
 import numpy as np
