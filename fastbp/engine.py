@@ -158,7 +158,7 @@ def _n_rows(X, Xs):
     return indptr.shape[0] - 1 if indptr.shape[0] > 0 else X.shape[0]
 
 
-@jit
+@jit(inline="always")
 def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
     """Forward pass of one batch through every layer; returns the output block.
 
@@ -233,7 +233,7 @@ def _transposable(m, n_out, dw, work, ip):
             and work.shape[0] - ip[IP_TRANS_OFF] >= m * (dw.shape[1] + n_out))
 
 
-@jit
+@jit(inline="always")
 def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     """Forward, output delta and backward for one batch.
 
