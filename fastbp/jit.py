@@ -10,6 +10,8 @@ kernel writes new cache files instead of loading stale code.  The digest of a
 function covers its own module and, walking the compiled functions that module
 imports, every module whose code it can link in (plus this module, ``codes``
 and ``config``, whose constants are compiled in): no list of files to keep.
+Every compiled function's cache files are written and read under a lock
+(``cachefile``), so processes compiling at once cannot mix them up.
 """
 import hashlib
 import sys
@@ -19,6 +21,7 @@ import numba
 from numba.core.registry import CPUDispatcher
 
 from . import codes, config
+from .cachefile import lock_cache
 from .config import CACHE, FASTMATH, FASTMATH_ORDERED
 
 __all__ = ["jit", "jit_ordered", "twins", "specialised_copy", "pure_python", "start_threads"]
@@ -104,7 +107,8 @@ def jit(func=None, **options):
     opts.update(options)
 
     def compile_(f):
-        dispatcher = numba.njit(**opts)(_renamed(f, "__" + _options_tag(opts, f.__module__)))
+        dispatcher = lock_cache(
+            numba.njit(**opts)(_renamed(f, "__" + _options_tag(opts, f.__module__))))
         dispatcher.__name__ = f.__name__
         return dispatcher
 
@@ -206,7 +210,7 @@ def specialised_copy(dispatcher, serial=False, constants=None, _memo=None):
                      + [f"_{k.lower()}_{v}" for k, v in sorted(constants.items())])
     options = {k: v for k, v in dispatcher.targetoptions.items()
                if k not in ("nopython", "boundscheck")}
-    copy = numba.njit(cache=CACHE, **options)(_renamed(func, suffix, namespace))
+    copy = lock_cache(numba.njit(cache=CACHE, **options)(_renamed(func, suffix, namespace)))
     copy.__name__ = dispatcher.__name__
     _memo[id(func)] = copy
     return copy
