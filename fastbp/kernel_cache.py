@@ -26,6 +26,7 @@ fastbp or Numba version, another dtype) pauses for seconds; :func:`announce_comp
 makes that visible with one line on stderr per dtype and process
 (``FASTBP_COMPILE_NOTICE=0`` silences it).
 """
+import contextlib
 import functools
 import glob
 import os
@@ -39,6 +40,7 @@ from numba.core.registry import CPUDispatcher
 from . import activations, engine, kernels_loop, losses, vecmath
 
 CACHE_SUFFIXES = (".nbi", ".nbc")
+LOCK_SUFFIX = ".nbi.lock"  # cachefile's per-function lock files (empty)
 
 
 class KernelCacheWarning(UserWarning):
@@ -70,8 +72,10 @@ def cache_files():
 def clear_cache():
     """Delete fastbp's compiled-kernel cache files; returns (files, bytes) removed.
 
-    The next call of each kernel compiles it again (about a minute per dtype).
-    Only Numba's ``.nbi``/``.nbc`` files are touched, never ``.pyc`` files.
+    The next call of each kernel compiles it again (seconds per dtype).  Only
+    Numba's ``.nbi``/``.nbc`` files and :mod:`fastbp.cachefile`'s empty
+    ``.nbi.lock`` files beside them are touched, never ``.pyc`` files; the lock
+    files are removed but not counted.
     """
     n = size = 0
     for path in cache_files():
@@ -82,6 +86,10 @@ def clear_cache():
             continue
         n += 1
         size += st.st_size
+    for d in cache_dirs():
+        for path in glob.glob(os.path.join(glob.escape(d), "*" + LOCK_SUFFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
     return n, size
 
 

@@ -338,9 +338,11 @@ def test_cache_command_reports_and_clears_the_cache(life, tmp_path):
     assert str(root / "numba-cache") in info
     n_functions = int(info.split("\n")[1].split()[0])
     assert n_functions > 0
+    assert list((root / "numba-cache").rglob("*.nbi.lock"))  # saves and loads left them
     out = _run([sys.executable, "-m", "fastbp", "cache", "clear"], env, root)
     assert out.startswith("removed ")
     assert not list((root / "numba-cache").rglob("*.nb[ic]"))
+    assert not list((root / "numba-cache").rglob("*.nbi.lock")), "lock files left behind"
     info = _run([sys.executable, "-m", "fastbp", "cache", "info"], env, root)
     assert "  0 compiled function(s)" in info
 
