@@ -3,14 +3,15 @@ Python) or to their BLAS twin.
 
 ``get_engine(name)`` returns an engine: ``train_epoch``, ``loss_grad`` and
 ``predict`` (see ``engine``), its parallel threshold ``par_min``, and
-``variant(parallel, shortcuts, dropout=False)``: the same engine specialised at
-compile time for calls that may (or never) reach the parallel threshold, on
-networks with (or without) shortcut blocks, with dropout compiled in or not
-(``jit.specialised_copy``; ``engine.DROPOUT``).  A variant gives bitwise
+``variant(parallel, shortcuts, dropout=False, sparse=True)``: the same engine
+specialised at compile time for calls that may (or never) reach the parallel
+threshold, on networks with (or without) shortcut blocks, with dropout compiled
+in or not, on input that may be CSR or is dense (``jit.specialised_copy``;
+``engine.DROPOUT``, ``engine.SPARSE``).  A variant gives bitwise
 the results of the full engine on the calls it is chosen for
 (``network.Network.engine_for``) and compiles only the kernels they can reach:
 a small chain network never compiles a ``parallel=True`` kernel nor a shortcut
-kernel.  Backends without compiled code are their own variants, but for dropout: the
+kernel, a dense fit no CSR kernel.  Backends without compiled code are their own variants, but for dropout: the
 plain-Python engines with ``DROPOUT`` on are separate copies.
 """
 import functools
@@ -45,24 +46,28 @@ for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector
 class Engine(types.SimpleNamespace):
     """An engine's entry points, ``name``, ``par_min`` and its specialisations."""
 
-    def variant(self, parallel, shortcuts, dropout=False):
+    def variant(self, parallel, shortcuts, dropout=False, sparse=True):
         """The engine for calls that may reach the parallel threshold (``parallel``)
         on a network with shortcut blocks (``shortcuts``), with dropout compiled in
-        (``dropout``: training with a rate > 0) or not."""
+        (``dropout``: training with a rate > 0) or not, on input that may be CSR
+        (``sparse``) or is dense (then only dense input may be passed)."""
         if self.name in ("loops", "loops-serial"):
             return _loops_variant(parallel and self.name == "loops", bool(shortcuts),
-                                  bool(dropout))
+                                  bool(dropout), bool(sparse))
         if dropout:
             return _python_engine(self.name, True)
         return self
 
 
 @functools.lru_cache(maxsize=None)
-def _loops_variant(parallel, shortcuts, dropout=False):
-    """The compiled entry points specialised for (``parallel``, ``shortcuts``, ``dropout``)."""
+def _loops_variant(parallel, shortcuts, dropout=False, sparse=True):
+    """The compiled entry points specialised for (``parallel``, ``shortcuts``,
+    ``dropout``, ``sparse``)."""
     constants = {} if shortcuts else {"SHORTCUTS": False}
     if dropout:
         constants["DROPOUT"] = True
+    if not sparse:
+        constants["SPARSE"] = False  # prunes the CSR kernels: dense input only
     if not parallel:
         constants["THREADED"] = False  # prunes what only a parallel engine runs
     memo = {}
@@ -81,7 +86,7 @@ def get_engine(backend):
     if backend in ("loops", "loops-serial"):
         start_threads()  # before any cached compiled code runs: see start_threads
         announce_compiles()
-        return _loops_variant(backend == "loops", True, False)
+        return _loops_variant(backend == "loops", True, False, True)
     return _python_engine(backend, False)
 
 

@@ -86,6 +86,11 @@ THREADED = True
 # Under NUMBA_DISABLE_JIT nothing is compiled, so nothing can be specialised: it is on
 # and the rates decide at run time (``_dropping``: no layer is dropped at rate 0).
 DROPOUT = bool(numba.config.DISABLE_JIT)
+# The last switch: sparse input.  On in the module's functions, which take dense or
+# CSR input (decided per call by ``Xs``); ``backends`` compiles copies with it off
+# for dense input, which never type nor compile the CSR kernels (a dense first
+# fit, the common one, then compiles about a sixth less).
+SPARSE = True
 
 
 @jit
@@ -187,7 +192,7 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
         act = layers[l, L_ACT] if k_end == k else IDENTITY  # g with the last block
         if n_in == 0:  # no chain block: z = b, the shortcut blocks add the rest
             a_prev = _rows(work, 0, m, 0)
-        if l == 0 and sparse:
+        if SPARSE and l == 0 and sparse:
             if par:
                 csr_forward_parallel(w, b, Xs, order, start, act, a)
             else:
@@ -202,7 +207,7 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
                 ws = _skip_weights(theta, skips, k)
                 act = layers[l, L_ACT] if k == k_end - 1 else IDENTITY
                 par = m * skips[k, S_NIN] * n_out >= par_min and m > 1
-                if s == 0 and sparse:
+                if SPARSE and s == 0 and sparse:
                     if par:
                         csr_forward_acc_parallel(ws, Xs, order, start, act, a)
                     else:
@@ -272,7 +277,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             a_prev = a0
         wsq = work[wsq_off:wsq_off + n_out]
         big = m * n_in * n_out >= par_min
-        if l == 0 and sparse:
+        if SPARSE and l == 0 and sparse:
             if big and n_out > 1:
                 csr_backward_params_parallel(w, delta, Xs, order, start, alpha, scale,
                                              accumulate, dw, db, wsq)
@@ -361,7 +366,7 @@ def _skip_backward_params(data, batch, theta, grad, layers, skips, work, a0, l, 
         ws = _skip_weights(theta, skips, k)
         dws = _skip_weights(grad, skips, k)
         big = m * skips[k, S_NIN] * n_out >= par_min and n_out > 1
-        if s == 0 and sparse:
+        if SPARSE and s == 0 and sparse:
             if big:
                 csr_backward_params_parallel(ws, delta, Xs, order, start, alpha, scale,
                                              accumulate, dws, db, wsq)

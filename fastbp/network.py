@@ -59,6 +59,11 @@ class EngineInput(tuple):
         indptr = self[1][2]
         return indptr.shape[0] - 1 if indptr.shape[0] else self[0].shape[0]
 
+    @property
+    def sparse(self):
+        """Whether the rows come as CSR (else dense X)."""
+        return self[1][2].shape[0] > 0
+
 
 def engine_input(X, dtype):
     """Dense C-contiguous X (no copy when it already is) or a CSR matrix, for the engine.
@@ -152,9 +157,10 @@ class Network:
             self._engine = get_engine(self.backend)
         return self._engine
 
-    def engine_for(self, cap, ip, dropout=False):
+    def engine_for(self, cap, ip, X, dropout=False):
         """The engine variant (``backends.Engine.variant``) for blocks of up to
-        ``cap`` rows under the controls ``ip``, with dropout compiled in when
+        ``cap`` rows of ``X`` (an :class:`EngineInput`: CSR kernels compiled in only
+        for CSR input) under the controls ``ip``, with dropout compiled in when
         ``dropout`` (a rate > 0: only then).
 
         Parallel when some kernel call can reach the threshold ``ip[IP_PAR_MIN]``:
@@ -170,7 +176,8 @@ class Network:
         work = max([cap * sizes[0], self.layout.n_params]
                    + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
                    + [cap * sizes[s] * sizes[t] for s, t in self.layout.skip_keys])
-        return self.engine.variant(work >= ip[IP_PAR_MIN], not self.layout.chain, dropout)
+        return self.engine.variant(work >= ip[IP_PAR_MIN], not self.layout.chain, dropout,
+                                   X.sparse)
 
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap, gradients=True):
@@ -277,7 +284,7 @@ class Network:
         X = engine_input(X, self.dtype)
         context = self.context(batch_size, alpha, clip, opt, dropout)
         data = (X[0], X[1], engine_array(Y), engine_array(sw))
-        engine = self.engine_for(batch_size, context[3], _active(dropout))
+        engine = self.engine_for(batch_size, context[3], X, _active(dropout))
         engine.train_epoch(data, order, (theta, grad, opt.m1, opt.m2), context)
         opt.t = int(context[3][IP_STEP])
         if _active(dropout):
@@ -294,8 +301,8 @@ class Network:
         cap = min(chunk, max(1, X.n_rows))
         context = self.context(cap, alpha, dropout=dropout)
         data = (X[0], X[1], engine_array(Y), engine_array(sw))
-        self.engine_for(cap, context[3], _active(dropout)).loss_grad(data, theta, grad,
-                                                                     context)
+        self.engine_for(cap, context[3], X, _active(dropout)).loss_grad(data, theta, grad,
+                                                                        context)
         stats = context[4]
         return stats[ST_DATA], stats[ST_REG], grad
 
@@ -306,8 +313,8 @@ class Network:
         cap = min(chunk, max(1, X.n_rows))
         context = self.context(cap, alpha, 0.0, opt)
         data = (X[0], X[1], engine_array(Y), engine_array(sw))
-        self.engine_for(cap, context[3]).rprop_epoch(data, (theta, grad, opt.m1, opt.m2),
-                                                     context)
+        self.engine_for(cap, context[3], X).rprop_epoch(data, (theta, grad, opt.m1, opt.m2),
+                                                        context)
         return context[4]
 
     def predict(self, theta, X, chunk=PREDICT_CHUNK):
@@ -324,5 +331,5 @@ class Network:
             cap = min(chunk, n)
             work, table, ip = self._new_buffers(cap, gradients=False)
             context = (table, work, self.hp, ip, self.stats())
-            self.engine_for(cap, ip).predict(X[0], X[1], theta, context, out)
+            self.engine_for(cap, ip, X).predict(X[0], X[1], theta, context, out)
         return out

@@ -180,7 +180,8 @@ def test_issue_sequence_from_an_empty_cache(tmp_path):
         assert json.loads(out) == expected
         assert (notice in err) == (k == 0), err  # predict compiled once, then cached
     # What those processes compiled (issue 15: only what the calls can reach): a small
-    # chain's fit and predict, no parallel=True twin and no shortcut kernel.
+    # chain's fit and predict on dense input, no parallel=True twin, no shortcut kernel
+    # and no CSR kernel.
     compiled = sorted({p.name.split("-")[0] for p in (root / "numba-cache").rglob("*.nbi")})
     assert any(n.startswith("engine.train_epoch") for n in compiled), compiled
     assert any(n.startswith("engine.predict") for n in compiled), compiled
@@ -190,6 +191,7 @@ def test_issue_sequence_from_an_empty_cache(tmp_path):
                      "_skip_weights", "_outputs")
     assert not [n for n in compiled if any(s in n for s in shortcut_code)], compiled
     assert not [n for n in compiled if "dropout" in n], compiled  # dropout=0: none of it
+    assert not [n for n in compiled if "csr_" in n], compiled  # dense input: no CSR kernel
 
 
 def test_compile_notice_once_per_dtype_fastbp_only_and_silenced_by_env(monkeypatch):

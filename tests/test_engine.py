@@ -10,13 +10,15 @@ Driven through the trainer's own path (``network.Network``, ``trainer.run_epoch`
 (c) divergence raises ``DivergenceError`` and restores the parameters and the
     optimizer state from before the failing epoch.
 """
+import itertools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from fastbp.codes import IP_PAR_MIN
 from fastbp.optimizers import Optimizer
-from fastbp.network import Network
+from fastbp.network import Network, engine_input
 from fastbp.trainer import DivergenceError, run_epoch
 
 from helpers import assert_close, targets
@@ -268,22 +270,23 @@ def test_engine_variants_link_only_what_they_can_reach():
     assert loops.variant(True, True) is loops
     assert get_engine("loops-serial") is loops.variant(False, True)
     assert get_engine("loops-serial").variant(True, False) is loops.variant(False, False)
-    for parallel in (False, True):
-        for shortcuts in (False, True):
-            variant = loops.variant(parallel, shortcuts)
-            for name in ENTRY_POINTS:
-                func = getattr(variant, name).dispatcher
-                if not isinstance(func, CPUDispatcher):  # NUMBA_DISABLE_JIT: plain functions
-                    continue
-                linked = _linked(func.py_func, {})
-                assert any(d.targetoptions.get("parallel") for d in linked) is parallel, name
-                # the switch that prunes the shortcut code at compile time (what is then
-                # compiled, in a fresh cache: test_cache_lifecycle.py, the issue sequence)
-                assert func.py_func.__globals__["SHORTCUTS"] is shortcuts, name
-                if (parallel, shortcuts) == (True, True):
-                    assert func is getattr(engine, name)
-                else:  # a copy: its own cache files
-                    assert func.py_func.__qualname__ != getattr(engine, name).py_func.__qualname__
+    assert loops.variant(True, True, sparse=True) is loops
+    for parallel, shortcuts, sparse in itertools.product((False, True), repeat=3):
+        variant = loops.variant(parallel, shortcuts, sparse=sparse)
+        for name in ENTRY_POINTS:
+            func = getattr(variant, name).dispatcher
+            if not isinstance(func, CPUDispatcher):  # NUMBA_DISABLE_JIT: plain functions
+                continue
+            linked = _linked(func.py_func, {})
+            assert any(d.targetoptions.get("parallel") for d in linked) is parallel, name
+            # the switches that prune the shortcut and CSR code at compile time (what is
+            # then compiled, in a fresh cache: test_cache_lifecycle.py, the issue sequence)
+            assert func.py_func.__globals__["SHORTCUTS"] is shortcuts, name
+            assert func.py_func.__globals__["SPARSE"] is sparse, name
+            if (parallel, shortcuts, sparse) == (True, True, True):
+                assert func is getattr(engine, name)
+            else:  # a copy: its own cache files
+                assert func.py_func.__qualname__ != getattr(engine, name).py_func.__qualname__
 
 
 @pytest.mark.parametrize("batch,expect_parallel", [(8, False), (4096, True)])
@@ -295,6 +298,11 @@ def test_network_takes_the_variant_its_calls_can_reach(batch, expect_parallel, c
                   sources=normalize_connections(connections, 1))
     ip = net.buffers(batch)[2]
     shortcuts = connections == "shortcut"
-    assert net.engine_for(batch, ip) is net.engine.variant(expect_parallel, shortcuts)
+    dense = engine_input(np.zeros((3, 64)), np.float64)
+    csr = engine_input(sp.random(3, 64, density=0.1, format="csr"), np.float64)
+    for X, sparse in ((dense, False), (csr, True)):
+        assert net.engine_for(batch, ip, X) is net.engine.variant(expect_parallel, shortcuts,
+                                                                  sparse=sparse)
     ip[IP_PAR_MIN] = 1  # the tests' hook to force parallel twins also forces that variant
-    assert net.engine_for(batch, ip) is net.engine.variant(True, shortcuts)
+    assert net.engine_for(batch, ip, dense) is net.engine.variant(True, shortcuts,
+                                                                  sparse=False)

@@ -6,6 +6,7 @@ CSR kernels, never densified, equal to dense to 1e-10), Python lists, labels of
 any type, and ``sample_weight`` in ``fit`` and ``partial_fit`` in every form
 scikit-learn accepts.
 """
+import itertools
 import warnings
 
 import numpy as np
@@ -282,10 +283,9 @@ class EngineSpy:
     def __init__(self, monkeypatch):
         self.calls = []
         loops = get_engine("loops")
-        for parallel in (False, True):
-            for shortcuts in (False, True):
-                engine = loops.variant(parallel, shortcuts)
-                monkeypatch.setattr(engine, "train_epoch", self._spy(engine.train_epoch))
+        for parallel, shortcuts, sparse in itertools.product((False, True), repeat=3):
+            engine = loops.variant(parallel, shortcuts, sparse=sparse)
+            monkeypatch.setattr(engine, "train_epoch", self._spy(engine.train_epoch))
 
     def _spy(self, original):
         def train_epoch(data, *args):
