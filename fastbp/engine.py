@@ -93,7 +93,7 @@ DROPOUT = bool(numba.config.DISABLE_JIT)
 SPARSE = True
 
 
-@jit
+@jit(inline="always")
 def _layer_params(buf, layers, l):
     """Layer l's views ``(w (n_out, n_in), b (n_out,))`` of a flat buffer laid out as theta."""
     n_in = layers[l, L_NIN]
@@ -103,14 +103,14 @@ def _layer_params(buf, layers, l):
     return buf[wo:wo + n_out * n_in].reshape((n_out, n_in)), buf[bo:bo + n_out]
 
 
-@jit
+@jit(inline="always")
 def _skip_table(ip):
     """The shortcut-block table (n_skip, S_COLS) stored in ``ip[IP_SIZE:]``."""
     n_skip = (ip.shape[0] - IP_SIZE) // S_COLS
     return ip[IP_SIZE:IP_SIZE + n_skip * S_COLS].reshape((n_skip, S_COLS))
 
 
-@jit
+@jit(inline="always")
 def _skip_weights(buf, skips, k):
     """Shortcut block k's view ``w (n_out, n_in)`` of a flat buffer laid out as theta."""
     n_in = skips[k, S_NIN]
@@ -119,13 +119,13 @@ def _skip_weights(buf, skips, k):
     return buf[wo:wo + n_out * n_in].reshape((n_out, n_in))
 
 
-@jit
+@jit(inline="always")
 def _rows(work, off, m, n_units):
     """The (m, n_units) block of the workspace at ``off`` (activations or deltas)."""
     return work[off:off + m * n_units].reshape((m, n_units))
 
 
-@jit
+@jit(inline="always")
 def _input_block(X, batch, work, par_min):
     """The batch's input rows: a view of X, or rows gathered into work[0:]."""
     order, start, m = batch
@@ -140,7 +140,7 @@ def _input_block(X, batch, work, par_min):
     return xb
 
 
-@jit
+@jit(inline="always")
 def _outputs(work, layers, a0, s, m):
     """The (m, n_units) outputs of layer s (0 = the batch's dense input block a0)."""
     if s == 0:
@@ -148,7 +148,7 @@ def _outputs(work, layers, a0, s, m):
     return _rows(work, layers[s - 1, L_AOFF], m, layers[s - 1, L_NOUT])
 
 
-@jit
+@jit(inline="always")
 def _dropping(drop, l):
     """Whether layer row l's outputs are dropped out under ``drop`` = (rates, seed,
     step): ``rates`` = ``hp[HP_SIZE:]`` when training, empty in predict."""
@@ -156,7 +156,7 @@ def _dropping(drop, l):
     return l < rates.shape[0] and rates[l] > 0.0
 
 
-@jit
+@jit(inline="always")
 def _n_rows(X, Xs):
     """Number of samples of dense X or of the CSR matrix Xs."""
     indptr = Xs[2]
@@ -229,7 +229,7 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
     return a
 
 
-@jit
+@jit(inline="always")
 def _transposable(m, n_out, dw, work, ip):
     """Whether a layer's weight gradients take ``dense_backward_params_transposed``:
     float64, ``config.TRANSPOSE_MIN_ROWS`` samples and ``TRANSPOSE_MIN_UNITS`` units
@@ -426,7 +426,7 @@ def _skip_backward_input(theta, layers, skips, work, l, n_cons, w, delta, m, par
         add = np.bool_(True)
 
 
-@jit
+@jit(inline="always")
 def _weight_sum(sw, batch):
     """sum of the batch's sample weights (m when unweighted), in sample order."""
     order, start, m = batch

@@ -101,9 +101,14 @@ def _options_tag(opts, module):
 
 
 def jit(func=None, **options):
-    """``numba.njit`` with fastbp's fastmath set and cache (serial)."""
+    """``numba.njit`` with fastbp's fastmath set and cache (serial).
+
+    No C-callable wrapper (``no_cfunc_wrapper``): fastbp never takes a compiled
+    function's address as a first-class function, and each wrapper is code to
+    lower, optimise and emit for every function and signature compiled.
+    """
     opts = {"fastmath": set(FASTMATH), "cache": CACHE, "nogil": True,
-            "error_model": "numpy"}
+            "error_model": "numpy", "no_cfunc_wrapper": True}
     opts.update(options)
 
     def compile_(f):
