@@ -21,7 +21,8 @@ All forms are overflow free for any finite z (|z| up to 1e308): logistic is
 ``1 / (1 + e^-z)`` (inf in the denominator gives 0), softplus is
 ``max(z, 0) + log1p(e^-|z|)``, softmax shifts by the row maximum.  exp, expm1,
 tanh, logistic and log1p come from ``vecmath`` (arithmetic only, so the
-loops over units vectorise; within 3 ulp of NumPy's).
+loops over units vectorise; within 3 ulp of NumPy's), in the row's own
+precision: a float32 row takes the float32 forms (``vecmath.*_any``).
 
 The code integers and the name table live in ``codes``; the branch on the
 code is taken once per row, outside the loop over units.
@@ -31,8 +32,7 @@ import numpy as np
 from .codes import (ACTIVATION_CODES, EXP, HIDDEN_ACTIVATIONS, IDENTITY, LEAKY_RELU,
                     LEAKY_SLOPE, LOGISTIC, OUTPUT_ACTIVATIONS, RELU, SOFTMAX, SOFTPLUS, TANH)
 from .jit import jit
-from .vecmath import (exp as vexp, expm1 as vexpm1, log1p as vlog1p, logistic as vlogistic,
-                      tanh as vtanh)
+from .vecmath import exp_any, expm1_any, log1p_any, logistic_any, tanh_any
 
 __all__ = ["ACTIVATION_CODES", "HIDDEN_ACTIVATIONS", "OUTPUT_ACTIVATIONS",
            "activate_row", "derivative_row", "activate", "derivative"]
@@ -46,10 +46,10 @@ def activate_row(a, code):
         return
     elif code == LOGISTIC:
         for j in range(m):
-            a[j] = vlogistic(float(a[j]))
+            a[j] = logistic_any(a[j])
     elif code == TANH:
         for j in range(m):
-            a[j] = vtanh(float(a[j]))
+            a[j] = tanh_any(a[j])
     elif code == RELU:
         for j in range(m):
             if a[j] < 0:
@@ -60,9 +60,9 @@ def activate_row(a, code):
                 a[j] = a[j] * LEAKY_SLOPE
     elif code == SOFTPLUS:
         for j in range(m):
-            z = float(a[j])
+            z = a[j]
             # max(z, 0) + log1p(e^-|z|): e^-|z| in (0, 1], nothing overflows; NaN stays NaN
-            a[j] = (z if z > 0.0 else 0.0) + vlog1p(vexp(-abs(z)))
+            a[j] = (z if z > 0.0 else 0.0) + log1p_any(exp_any(-abs(z)))
     elif code == SOFTMAX:
         zmax = a[0]
         for j in range(1, m):
@@ -70,14 +70,14 @@ def activate_row(a, code):
                 zmax = a[j]
         total = 0.0
         for j in range(m):
-            a[j] = vexp(float(a[j] - zmax))
+            a[j] = exp_any(a[j] - zmax)
             total += a[j]
         inv = 1.0 / total
         for j in range(m):
             a[j] = a[j] * inv
     elif code == EXP:
         for j in range(m):
-            a[j] = vexp(float(a[j]))
+            a[j] = exp_any(a[j])
 
 
 @jit
@@ -106,7 +106,7 @@ def derivative_row(a, delta, code):
                 delta[j] = delta[j] * LEAKY_SLOPE
     elif code == SOFTPLUS:
         for j in range(m):
-            delta[j] = delta[j] * -vexpm1(-float(a[j]))
+            delta[j] = delta[j] * -expm1_any(-a[j])
     elif code == EXP:
         for j in range(m):
             delta[j] = delta[j] * a[j]

@@ -65,9 +65,21 @@ _BASE = hashlib.sha1(b"".join(_file_bytes(m) for m in (sys.modules[__name__], co
 _DIGESTS = {}
 
 
+def _defining_module(obj):
+    """The module that defines ``obj`` if it is code a compiled function can link in:
+    a compiled function, or a plain one (an overload's entry, as ``vecmath.tanh_any``);
+    else None."""
+    if isinstance(obj, CPUDispatcher):
+        return obj.py_func.__module__
+    if isinstance(obj, types.FunctionType):
+        return obj.__module__
+    return None
+
+
 def _module_digest(name):
-    """Digest of module ``name``'s source and of every module whose compiled
-    functions it imports (recursively): all the code a function of it can link in.
+    """Digest of module ``name``'s source and of every fastbp module whose compiled
+    (or overloaded) functions it imports, recursively: all the code a function of it
+    can link in.
 
     Taken when the module's first function is compiled, so after its imports.
     """
@@ -77,8 +89,10 @@ def _module_digest(name):
     module = sys.modules[name]
     h = _BASE.copy()
     h.update(_file_bytes(module))
-    callees = sorted({obj.py_func.__module__ for obj in vars(module).values()
-                      if isinstance(obj, CPUDispatcher)} - {name})
+    package = __name__.rpartition(".")[0]
+    callees = sorted({_defining_module(obj) for obj in vars(module).values()}
+                     - {name, None})
+    callees = [c for c in callees if c.startswith(package + ".")]
     for callee in callees:
         h.update(callee.encode())
         h.update((_module_digest(callee) or "").encode())
