@@ -36,7 +36,8 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic, overload
+from numba.core.imputils import lower_builtin
+from numba.extending import intrinsic, overload, type_callable
 
 from .jit import jit_ordered, pure_python
 
@@ -460,10 +461,15 @@ def log1pf(x):
 # ---- either width: what the kernels call ---------------------------------------
 
 def _width_generic(f64, f32, name):
-    """``name(x)``: ``f32(x)`` for a float32 x, else ``f64(float(x))`` -- picked by x's
-    type when compiled (an overload, so only the form a kernel's dtype needs is ever
-    typed and compiled); as Python, by the scalar's type (plain-Python copies of
-    both, as ``jit.pure_python`` makes them)."""
+    """``name(x)``: ``f32(x)`` for a float32 x, else ``f64(x)``.
+
+    Compiled, the call is typed and lowered as a direct call of the form for x's
+    width (Numba's ``type_callable``/``lower_builtin``): only that form is ever
+    typed and compiled, and no function of its own stands between a kernel and it
+    (an ``overload`` would compile one, and a level of linking, per call site).  As
+    Python, it picks by the scalar's type (plain-Python copies of both, as
+    ``jit.pure_python`` makes them).
+    """
     py = {}
 
     def generic(x):
@@ -473,11 +479,22 @@ def _width_generic(f64, f32, name):
             return py["f32"](x)
         return py["f64"](float(x))
 
-    @overload(generic, jit_options=dict(inline="always"))
-    def _compiled(x):
-        if isinstance(x, types.Float) and x.bitwidth == 32:
-            return lambda x: f32(x)
-        return lambda x: f64(float(x))
+    def _form(x):
+        return f32 if x == types.float32 else f64
+
+    @type_callable(generic)
+    def _typer(context):
+        def typer(x):
+            if isinstance(x, types.Float):
+                fnty = context.resolve_value_type(_form(x))
+                return context.resolve_function_type(fnty, (x,), {}).return_type
+        return typer
+
+    @lower_builtin(generic, types.Float)
+    def _lower(context, builder, sig, args):
+        fnty = context.typing_context.resolve_value_type(_form(sig.args[0]))
+        inner = fnty.get_call_type(context.typing_context, sig.args, {})
+        return context.get_function(fnty, inner)(builder, args)
 
     generic.__name__ = generic.__qualname__ = name
     generic.__doc__ = (f"``{f64.__name__}`` of x in x's own precision: the float32 form "
