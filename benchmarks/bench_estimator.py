@@ -15,7 +15,11 @@ thread counts to rounding).
 ``ShortcutFit`` / ``ShortcutSpeedup``: the same workloads with shortcut
 connections (every layer fed by all earlier layers and the input) beside their
 chain twin, and the BLAS backend's fit time over the loops' on each.
+
+``ActivationFit``: W6's net with each hidden activation and dtype, and its time
+over the relu twin's.
 """
+import statistics
 import warnings
 
 import fastbp  # noqa: F401  (imported once by asv's forkserver, see common.py)
@@ -180,3 +184,57 @@ class ShortcutSpeedup(_Topology):
         return blas / loops
 
     track_speedup_vs_blas.unit = "x"
+
+
+class ActivationFit(Benchmark):
+    """What a hidden activation costs a whole fit: W6's net (64-128-64-10, batch 64) with
+    each activation, in float64 and float32, one thread.
+
+    ``time_fit_epoch`` per case; ``track_time_over_relu`` is the epoch's time over that
+    of the same net with relu, timed in turn in this process (median of 5 pairs; the
+    transcendental activations' target: at most 1.2).
+    """
+
+    param_names = ["backend", "activation", "dtype"]  # backend first: see the docstring
+    params = [["loops", "blas"], ["relu", "tanh", "logistic", "softplus"],
+              ["float64", "float32"]]
+    timeout = 600.0
+    warmup_time = 0.0
+    number = 1
+    n_samples = 10_000
+
+    def setup(self, backend, activation, dtype):
+        from sklearn.exceptions import ConvergenceWarning
+        self.threads = ThreadLimit(1)
+        self.quiet = warnings.catch_warnings()
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        wl = WORKLOADS["W6"]
+        X, self.y = wl.data(self.n_samples)
+        self.X = X.astype(dtype)
+        self.est = wl.fastbp_estimator(backend, max_iter=EPOCHS, n_jobs=1)
+        self.relu = wl.fastbp_estimator(backend, max_iter=EPOCHS, n_jobs=1)
+        self.est.set_params(activation=activation)
+        self.relu.set_params(activation="relu")
+        rows = wl.warm_rows()
+        for est in (self.est, self.relu):
+            est.fit(self.X[:rows], self.y[:rows])  # JIT: compile or load the cache
+
+    def teardown(self, backend, activation, dtype):
+        if getattr(self, "quiet", None) is not None:
+            self.quiet.__exit__(None, None, None)
+            self.quiet = None
+        if getattr(self, "threads", None) is not None:
+            self.threads.restore()
+            self.threads = None
+
+    def time_fit_epoch(self, backend, activation, dtype):
+        self.est.fit(self.X, self.y)
+
+    def track_time_over_relu(self, backend, activation, dtype):
+        # the median of 5 pairs timed in turn, so a drift of the machine's speed cancels
+        ratios = [wall_seconds(lambda: self.est.fit(self.X, self.y))
+                  / wall_seconds(lambda: self.relu.fit(self.X, self.y)) for _ in range(5)]
+        return statistics.median(ratios)
+
+    track_time_over_relu.unit = "x"
