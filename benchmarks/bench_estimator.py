@@ -39,6 +39,17 @@ def _skip(workload, backend, threads):
         raise NotImplementedError("the python backend runs the 'tiny' workload only")
 
 
+def _release(bench):
+    """Undo a setup's warning filter and thread limit.  asv also tears down the cases
+    whose setup was skipped or failed part-way, so either may be missing."""
+    if getattr(bench, "quiet", None) is not None:
+        bench.quiet.__exit__(None, None, None)
+        bench.quiet = None
+    if getattr(bench, "threads", None) is not None:
+        bench.threads.restore()
+        bench.threads = None
+
+
 class _Estimator(Benchmark):
     """Data, estimator, threads and a JIT warm-up fit; shared by the classes below."""
 
@@ -62,13 +73,7 @@ class _Estimator(Benchmark):
         self.est.fit(self.X[:rows], self.y[:rows])  # JIT: compile or load the cache
 
     def teardown(self, backend, workload, threads):
-        # asv also tears down the cases whose setup was skipped or failed part-way
-        if getattr(self, "quiet", None) is not None:
-            self.quiet.__exit__(None, None, None)
-            self.quiet = None
-        if getattr(self, "threads", None) is not None:
-            self.threads.restore()
-            self.threads = None
+        _release(self)
 
 
 class Fit(_Estimator):
@@ -221,12 +226,7 @@ class ActivationFit(Benchmark):
             est.fit(self.X[:rows], self.y[:rows])  # JIT: compile or load the cache
 
     def teardown(self, backend, activation, dtype):
-        if getattr(self, "quiet", None) is not None:
-            self.quiet.__exit__(None, None, None)
-            self.quiet = None
-        if getattr(self, "threads", None) is not None:
-            self.threads.restore()
-            self.threads = None
+        _release(self)
 
     def time_fit_epoch(self, backend, activation, dtype):
         self.est.fit(self.X, self.y)
