@@ -59,16 +59,33 @@ def pow2(k):
     return float(np.int64((int(k) + 1023) << 52).view(np.float64))
 
 
+_FLOAT_OF_WIDTH = {32: (types.float32, ir.FloatType()), 64: (types.float64, ir.DoubleType())}
+
+
 @intrinsic
-def _bits_as_float64(typingctx, bits):
-    """Reinterpret an int64's bits as a float64 (compiles to one bitcast)."""
-    if not isinstance(bits, types.Integer):
+def _bits_as_float(typingctx, bits):
+    """Reinterpret an int32's (int64's) bits as a float32 (float64): one bitcast."""
+    if not isinstance(bits, types.Integer) or bits.bitwidth not in _FLOAT_OF_WIDTH:
         return None
+    ftype, lltype = _FLOAT_OF_WIDTH[bits.bitwidth]
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        return builder.bitcast(args[0], lltype)
 
-    return types.float64(types.int64), codegen
+    return ftype(bits), codegen
+
+
+@intrinsic
+def _float_as_bits(typingctx, x):
+    """Reinterpret a float32's (float64's) bits as an int32 (int64): one bitcast."""
+    if not isinstance(x, types.Float) or x.bitwidth not in _FLOAT_OF_WIDTH:
+        return None
+    itype = types.int32 if x.bitwidth == 32 else types.int64
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(x.bitwidth))
+
+    return itype(x), codegen
 
 
 def float64_bits(x):
@@ -81,36 +98,21 @@ def bits_float64(b):
     return float(np.int64(b).view(np.float64))
 
 
-@intrinsic
-def _float64_as_bits(typingctx, x):
-    """Reinterpret a float64's bits as an int64 (compiles to one bitcast)."""
-    if not isinstance(x, types.Float) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
+def _bitcast_overloads(to_bits, to_float, int_type):
+    """Compiled forms of a width's ``*_bits``/``bits_*`` pair: the bitcast intrinsics
+    (the integer first cast to ``int_type``: Numba widens int32 arithmetic to int64)."""
+    overload(to_bits, jit_options=dict(inline="always"))(lambda x: lambda x: _float_as_bits(x))
+    overload(to_float, jit_options=dict(inline="always"))(
+        lambda b: lambda b: _bits_as_float(int_type(b)))
 
 
-@overload(float64_bits, jit_options=dict(inline="always"))
-def _float64_bits_compiled(x):
-    def impl(x):
-        return _float64_as_bits(x)
-    return impl
-
-
-@overload(bits_float64, jit_options=dict(inline="always"))
-def _bits_float64_compiled(b):
-    def impl(b):
-        return _bits_as_float64(b)
-    return impl
+_bitcast_overloads(float64_bits, bits_float64, np.int64)
 
 
 @overload(pow2, jit_options=dict(inline="always"))
 def _pow2_compiled(k):
     def impl(k):
-        return _bits_as_float64((k + 1023) << 52)
+        return bits_float64((k + 1023) << 52)
     return impl
 
 
@@ -269,8 +271,9 @@ def log1p(x):
 # run 4 lanes to an AVX2 register and a degree-13 series; in float32 they run 8
 # lanes and need a degree-7 series (the first term left out, ``r^8 / 8!`` at
 # ``|r| <= ln2 / 2``, is below 2e-8 relative: a third of a float32 ulp).  Every
-# constant is a float32 and every integer an int32, so nothing is promoted to
-# float64 or int64 inside.  The reductions are fdlibm's expf/log1pf: ln2 split as
+# float constant is a float32, so no arithmetic is promoted to float64 (integers
+# are int32 constants; Numba widens their arithmetic to int64 and the bit casts
+# narrow it back).  The reductions are fdlibm's expf/log1pf: ln2 split as
 # 0x3f317200 (15 significant bits: ``k ln2_hi`` is exact for |k| < 512) plus its
 # rest.  Callers reach them through the ``*_any`` functions below, which pick
 # the float32 or float64 form by the argument's type when compiled.
@@ -304,51 +307,13 @@ def bits_float32(b):
     return np.int32(b).view(np.float32)
 
 
-@intrinsic
-def _bits_as_float32(typingctx, bits):
-    """Reinterpret an integer's low 32 bits as a float32 (one bitcast)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        b = args[0]
-        if b.type.width != 32:
-            b = builder.trunc(b, ir.IntType(32))
-        return builder.bitcast(b, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@intrinsic
-def _float32_as_bits(typingctx, x):
-    """Reinterpret a float32's bits as an int32 (one bitcast)."""
-    if not isinstance(x, types.Float) or x.bitwidth != 32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@overload(float32_bits, jit_options=dict(inline="always"))
-def _float32_bits_compiled(x):
-    def impl(x):
-        return _float32_as_bits(x)
-    return impl
-
-
-@overload(bits_float32, jit_options=dict(inline="always"))
-def _bits_float32_compiled(b):
-    def impl(b):
-        return _bits_as_float32(b)
-    return impl
+_bitcast_overloads(float32_bits, bits_float32, np.int32)
 
 
 @overload(pow2f, jit_options=dict(inline="always"))
 def _pow2f_compiled(k):
     def impl(k):
-        return _bits_as_float32((k + _I127) << _I23)
+        return bits_float32((k + _I127) << _I23)
     return impl
 
 
