@@ -157,16 +157,6 @@ class DenseBackwardParams(_Gflops, _Kernel):
         return 2.0 * m * n_in * n_out
 
 
-class DenseBackwardParamsTransposed(DenseBackwardParams):
-    """The same from transposed copies (the engine's form for large float64 batches)."""
-
-    kernel = "dense_backward_params_transposed"
-
-    def arguments(self, dims, dtype, rng):
-        m, n_in, n_out = dims
-        return super().arguments(dims, dtype, rng) + (np.empty(m * (n_in + n_out), dtype=dtype),)
-
-
 class DenseForwardActivations(_Kernel):
     """What an activation costs per element: ``dense_forward`` from 1 input into 1024 units.
 

@@ -32,8 +32,7 @@ ENTRY_POINTS = ("train_epoch", "loss_grad", "predict", "rprop_epoch")
 
 _BLAS_NAMES = {}
 for _name in ("gather_rows", "dense_forward", "dense_backward_input",
-              "dense_backward_params", "dense_backward_params_transposed",
-              "optimizer_step", "csr_forward",
+              "dense_backward_params", "optimizer_step", "csr_forward",
               "csr_backward_params", "dense_forward_acc", "dense_backward_input_acc",
               "csr_forward_acc", "rprop_step", "dropout_forward", "dropout_backward"):
     _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
@@ -68,8 +67,6 @@ def _loops_variant(parallel, shortcuts, dropout=False, sparse=True):
         constants["DROPOUT"] = True
     if not sparse:
         constants["SPARSE"] = False  # prunes the CSR kernels: dense input only
-    if not parallel:
-        constants["THREADED"] = False  # prunes what only a parallel engine runs
     memo = {}
     funcs = {n: guarded(specialised_copy(getattr(engine, n), serial=not parallel,
                                          constants=constants, _memo=memo))

@@ -46,15 +46,12 @@ HP_SIZE = 11
 # holds blocks of up to ``cap`` rows: ``train_epoch`` walks mini-batches of
 # IP_BATCH rows, ``loss_grad`` and ``predict`` chunks of IP_CHUNK rows (both
 # are set to the workspace's ``cap``).
-# IP_TRANS_OFF: where the workspace's tail starts, the scratch of the weight gradients'
-# transposes (``kernels_loop.dense_backward_params_transposed``; empty for small
-# blocks and for predict's).
 # IP_DROP_SEED and IP_DROP_STEP: the dropout masks' seed (0 <= seed < 2**63) and the
 # step counter (one per mini-batch; ``train_epoch`` advances it), read only by engines
 # compiled with ``engine.DROPOUT`` on (``kernels_loop.dropout_key``).
 (IP_OPT, IP_LOSS, IP_PAR_MIN, IP_NESTEROV, IP_STEP, IP_WSQ_OFF, IP_MEAN_OUT, IP_BATCH,
- IP_CHUNK, IP_TRANS_OFF, IP_DROP_SEED, IP_DROP_STEP) = range(12)
-IP_SIZE = 12
+ IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP) = range(11)
+IP_SIZE = 11
 # Columns of the int64 layer table (one row per weight layer).
 L_NIN, L_NOUT, L_WOFF, L_BOFF, L_ACT, L_AOFF, L_DOFF = range(7)
 L_COLS = 7

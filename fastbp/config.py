@@ -38,16 +38,3 @@ CACHE = True
 # Depends on shapes only, never on the thread count, so results are bitwise
 # identical for any number of threads.
 PARALLEL_MIN_WORK = 1 << 20
-
-# float64 batches of at least TRANSPOSE_MIN_ROWS samples into layers of at least
-# TRANSPOSE_MIN_UNITS units compute weight gradients from transposed copies of the
-# deltas and inputs (``kernels_loop.dense_backward_params_transposed``), in the
-# parallel engine only (a small network's serial engine never compiles it).  The
-# transposes cost O(m (n_in + n_out)) against O(m n_in n_out) of work; measured on one core, the
-# transposed form was 1.1-2.4x faster on 128-256-sample batches into 100-512 units
-# (2.4x on 512-wide rows, whose 4 KiB strides collide in the L1 cache in the other
-# form), slower into 1-10 units, and not reliably faster in float32 (whose
-# products cost half as much against the same transposes).  Depends on shapes and
-# dtype only, so results stay identical for any number of threads.
-TRANSPOSE_MIN_ROWS = 128
-TRANSPOSE_MIN_UNITS = 32

@@ -43,12 +43,11 @@ import numpy as np
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
                     HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IDENTITY,
                     IP_BATCH, IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT,
-                    IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_TRANS_OFF,
+                    IP_NESTEROV, IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP,
                     IP_WSQ_OFF, L_ACT, L_AOFF, L_BOFF, L_DOFF, L_NIN, L_NOUT, L_WOFF,
                     OPT_ADAM, OPT_NONE, OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC,
                     S_WOFF, ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG,
                     ST_SAMPLES, ST_SWSUM)
-from .config import TRANSPOSE_MIN_ROWS, TRANSPOSE_MIN_UNITS
 from .jit import jit
 from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parallel,
                            csr_backward_params_serial, csr_forward_acc_parallel,
@@ -56,8 +55,6 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            dense_backward_input_acc_parallel, dense_backward_input_acc_serial,
                            dense_backward_input_parallel, dense_backward_input_serial,
                            dense_backward_params_parallel, dense_backward_params_serial,
-                           dense_backward_params_transposed_parallel,
-                           dense_backward_params_transposed_serial,
                            dense_forward_acc_parallel, dense_forward_acc_serial,
                            dense_forward_parallel, dense_forward_serial,
                            dropout_backward_parallel, dropout_backward_serial,
@@ -72,13 +69,7 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
 # then never type nor compile the shortcut kernels (about a third of a first
 # fit's compile time); a chain runs the same kernels in either, bit for bit.
 SHORTCUTS = True
-# Another switch: threads.  On in the module's functions; the serial copies
-# (``backends``) turn it off, where every ``<kernel>_parallel`` is bound to its
-# serial twin anyway; with it off, the branches only a parallel engine takes (the
-# transposed weight gradients of large float64 batches) are pruned, so a small
-# network's engine never compiles them.
-THREADED = True
-# The second switch: dropout.  Off in the module's functions, which then never type
+# Another switch: dropout.  Off in the module's functions, which then never type
 # nor compile the dropout kernels (a default fit compiles what it did before dropout
 # existed); ``backends`` compiles copies with it on for fits with a dropout rate > 0.
 # Where it is on, ``hp[HP_SIZE + l]`` is the dropout rate of layer row l's outputs
@@ -230,15 +221,6 @@ def _forward(a0, Xs, batch, theta, layers, skips, work, par_min, drop):
 
 
 @jit(inline="always")
-def _transposable(m, n_out, dw, work, ip):
-    """Whether a layer's weight gradients take ``dense_backward_params_transposed``:
-    float64, ``config.TRANSPOSE_MIN_ROWS`` samples and ``TRANSPOSE_MIN_UNITS`` units
-    at least (where it measured faster), and a workspace tail for the transposes."""
-    return (m >= TRANSPOSE_MIN_ROWS and n_out >= TRANSPOSE_MIN_UNITS and dw.itemsize == 8
-            and work.shape[0] - ip[IP_TRANS_OFF] >= m * (dw.shape[1] + n_out))
-
-
-@jit(inline="always")
 def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     """Forward, output delta and backward for one batch.
 
@@ -284,10 +266,6 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             else:
                 csr_backward_params_serial(w, delta, Xs, order, start, alpha, scale,
                                            accumulate, dw, db, wsq)
-        elif THREADED and big and n_out > 1 and _transposable(m, n_out, dw, work, ip):
-            dense_backward_params_transposed_parallel(w, delta, a_prev, alpha, scale,
-                                                      accumulate, dw, db, wsq,
-                                                      work[ip[IP_TRANS_OFF]:])
         elif big and n_out > 1:
             dense_backward_params_parallel(w, delta, a_prev, alpha, scale, accumulate,
                                            dw, db, wsq)

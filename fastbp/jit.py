@@ -9,7 +9,8 @@ compiled function's qualified name (``_options_tag``): changing an option or a
 kernel writes new cache files instead of loading stale code.  The digest of a
 function covers its own module and, walking the compiled functions that module
 imports, every module whose code it can link in (plus this module, ``codes``
-and ``config``, whose constants are compiled in): no list of files to keep.
+and ``config``, whose constants are compiled in, and the SIMD width of
+``simd``): no list of files to keep.
 Every compiled function's cache files are written and read under a lock
 (``cachefile``), so processes compiling at once cannot mix them up.
 """
@@ -20,7 +21,7 @@ import types
 import numba
 from numba.core.registry import CPUDispatcher
 
-from . import codes, config
+from . import codes, config, simd
 from .cachefile import lock_cache
 from .config import CACHE, FASTMATH, FASTMATH_ORDERED
 
@@ -61,7 +62,10 @@ def _file_bytes(module):
         return module.__name__.encode()
 
 
-_BASE = hashlib.sha1(b"".join(_file_bytes(m) for m in (sys.modules[__name__], codes, config)))
+# The vector width is a setting of this process (simd.LANES_BYTES: the CPU, or
+# FASTBP_SIMD_BYTES), compiled into the tiled kernels: it is part of every digest.
+_BASE = hashlib.sha1(b"".join(_file_bytes(m) for m in (sys.modules[__name__], codes, config))
+                     + f"simd={simd.LANES_BYTES}".encode())
 _DIGESTS = {}
 
 

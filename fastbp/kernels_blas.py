@@ -48,6 +48,14 @@ def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
     derivative(a_src, delta_src, act)
 
 
+def outer_rows(A, B, C, r0, r1, add):
+    """``C[r0:r1] = (A^T B)[r0:r1]``, or ``+=`` when ``add``."""
+    if add:
+        C[r0:r1] += A[:, r0:r1].T @ B
+    else:
+        np.matmul(A[:, r0:r1].T, B, out=C[r0:r1])
+
+
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
     """``dW = (Delta^T A_prev + alpha W) scale``, ``db = 1^T Delta scale`` (or raw sums added)."""
     if accumulate:
@@ -241,9 +249,3 @@ def dropout_backward(a, delta, order, start, seed, step, layer, rate, act):
     np.multiply(delta, np.float64(1.0 / (1.0 - rate)), out=delta, where=kept, casting="same_kind")
     delta[~kept] = 0
     derivative(a, delta, act)
-
-
-def dense_backward_params_transposed(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
-                                     scratch):
-    """As ``dense_backward_params`` (the loop form's transposes in ``scratch`` are not needed)."""
-    dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq)

@@ -19,6 +19,10 @@ from .codes import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, O
 from .jit import jit, twins
 from .activations import activate_row, derivative_row
 from .losses import loss_delta_row
+from .simd import LANES_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
+
+# Rows of the register tile of ``outer_tile`` (its columns are one SIMD vector).
+TILE_ROWS = 6
 
 
 def gather_rows(X, order, start, out):
@@ -149,6 +153,127 @@ def add_row_dots(w, x, n0, n1, a):
             row[j] = s
 
 
+@jit
+def outer_tile(A, B, C, r0, c0, add):
+    """A 6 x L register tile of a sum of outer products:
+    ``C[r0 + k, c0:c0 + L] (+)= sum_p A[p, r0 + k] B[p, c0:c0 + L]``, k = 0..5.
+
+    A: (P, >= r0 + 6), any layout (its 6 scalars of row p are broadcast); B:
+    (P, >= c0 + L) C, row p read as one vector; C: (>= r0 + 6, >= c0 + L) C;
+    L = ``simd.lanes`` of the dtype.  ``add`` false overwrites the tile.
+
+    The 6 sums stay in registers for the whole loop over p, which costs one
+    vector load and 6 broadcasts per 6 vector multiply-adds: the micro-kernel
+    of a BLAS library, with no horizontal sums (the dot-product form's tiles
+    reduce every sum across lanes at the end).
+    """
+    s0 = vzero(C[r0])
+    s1 = s0
+    s2 = s0
+    s3 = s0
+    s4 = s0
+    s5 = s0
+    for p in range(B.shape[0]):
+        b = vload(B[p], c0)
+        s0 = vfma(vsplat(b, A[p, r0]), b, s0)
+        s1 = vfma(vsplat(b, A[p, r0 + 1]), b, s1)
+        s2 = vfma(vsplat(b, A[p, r0 + 2]), b, s2)
+        s3 = vfma(vsplat(b, A[p, r0 + 3]), b, s3)
+        s4 = vfma(vsplat(b, A[p, r0 + 4]), b, s4)
+        s5 = vfma(vsplat(b, A[p, r0 + 5]), b, s5)
+    if add:
+        s0 = vadd(s0, vload(C[r0], c0))
+        s1 = vadd(s1, vload(C[r0 + 1], c0))
+        s2 = vadd(s2, vload(C[r0 + 2], c0))
+        s3 = vadd(s3, vload(C[r0 + 3], c0))
+        s4 = vadd(s4, vload(C[r0 + 4], c0))
+        s5 = vadd(s5, vload(C[r0 + 5], c0))
+    vstore(C[r0], c0, s0)
+    vstore(C[r0 + 1], c0, s1)
+    vstore(C[r0 + 2], c0, s2)
+    vstore(C[r0 + 3], c0, s3)
+    vstore(C[r0 + 4], c0, s4)
+    vstore(C[r0 + 5], c0, s5)
+
+
+@jit
+def outer_row(A, B, C, r, c0, add):
+    """``outer_tile`` for one row: ``C[r, c0:c0 + L] (+)= sum_p A[p, r] B[p, c0:c0 + L]``.
+
+    Shapes as in ``outer_tile``; one vector load per vector multiply-add.
+    """
+    s = vzero(C[r])
+    for p in range(B.shape[0]):
+        b = vload(B[p], c0)
+        s = vfma(vsplat(b, A[p, r]), b, s)
+    if add:
+        s = vadd(s, vload(C[r], c0))
+    vstore(C[r], c0, s)
+
+
+@jit
+def outer_tail(A, B, C, r0, r1, c0, c1, add):
+    """Columns c0..c1-1 (fewer than a vector) of ``outer_rows``, rows r0..r1-1:
+    ``C[r, c] (+)= sum_p A[p, r] B[p, c]``.
+
+    A: (P, >= r1), any layout; B: (P, >= c1) C; C: (>= r1, >= c1) C.  Row by
+    row, 4 terms p at a time added into the row (LLVM vectorises over c).
+    """
+    n_p = B.shape[0]
+    for r in range(r0, r1):
+        row = C[r]
+        if not add:
+            for c in range(c0, c1):
+                row[c] = 0.0
+        p = 0
+        while p + 4 <= n_p:
+            u0 = A[p, r]
+            u1 = A[p + 1, r]
+            u2 = A[p + 2, r]
+            u3 = A[p + 3, r]
+            b0 = B[p]
+            b1 = B[p + 1]
+            b2 = B[p + 2]
+            b3 = B[p + 3]
+            for c in range(c0, c1):
+                row[c] += u0 * b0[c] + u1 * b1[c] + u2 * b2[c] + u3 * b3[c]
+            p += 4
+        for q in range(p, n_p):
+            u = A[q, r]
+            bq = B[q]
+            for c in range(c0, c1):
+                row[c] += u * bq[c]
+
+
+@jit
+def outer_rows(A, B, C, r0, r1, add):
+    """Rows r0..r1-1 of a sum of outer products:
+    ``C[r, c] (+)= sum_p A[p, r] B[p, c]``, i.e. ``C[r0:r1] (+)= (A^T B)[r0:r1]``.
+
+    A: (P, >= r1), any layout; B: (P, n) C; C: (>= r1, n) C.  The shared core of
+    ``dense_backward_params`` (A = delta, B = a_prev, C = dw: rows are units j,
+    p runs over samples) and ``dense_backward_input`` (A = delta^T, B = w, C =
+    delta_prev: rows are samples, p runs over units).  Columns in vectors of L
+    (``outer_tile`` for 6 rows, ``outer_row`` otherwise), the last n mod L
+    columns by ``outer_tail``; the 6-row tiles of a block of rows share each
+    vector of B's columns while it is in cache.  Sums over p in a fixed order:
+    no dependence on how rows are split between threads.  BLAS twin:
+    ``kernels_blas.outer_rows``.
+    """
+    n = C.shape[1]
+    width = LANES_BYTES // C.itemsize
+    c_end = n - n % width
+    for c0 in range(0, c_end, width):
+        r = r0
+        while r + TILE_ROWS <= r1:
+            outer_tile(A, B, C, r, c0, add)
+            r += TILE_ROWS
+        for rr in range(r, r1):
+            outer_row(A, B, C, rr, c0, add)
+    if c_end < n:
+        outer_tail(A, B, C, r0, r1, c_end, n, add)
+
+
 def dense_forward(w, b, a_prev, act, a):
     """Forward through one dense layer: ``z_nj = sum_i w_ji a_ni + b_j``, ``a_nj = g(z_nj)``.
 
@@ -185,84 +310,19 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
     the layer below (g' is written through them); act_prev: its activation code;
     delta_prev: (m, n_in) C, overwritten.
 
-    For each sample the rows w[j, :] scaled by delta[n, j] are scattered over i
-    (contiguous), 4 samples x 4 units at a time (16 products per 4 + 4
-    loads); leftovers one by one.  Parallel over blocks of 4 samples (disjoint
-    rows of delta_prev).  BLAS twin: ``kernels_blas.dense_backward_input``.
+    For each block of 6 samples, ``outer_rows`` sums the rows w[j, :] scaled by
+    delta[n, j] in a register tile of 6 samples x one vector of i (A = delta^T,
+    B = w), then g' is applied row by row.  Parallel over blocks of 6 samples
+    (disjoint rows of delta_prev).  BLAS twin: ``kernels_blas.dense_backward_input``.
     """
     m = delta.shape[0]
-    n_out = w.shape[0]
-    n_in = w.shape[1]
-    for nb in prange((m + 3) // 4):
-        n0 = 4 * nb
-        n1 = min(n0 + 4, m)
+    dT = delta.T
+    for nb in prange((m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)):
+        n0 = 2 * TILE_ROWS * nb
+        n1 = min(n0 + 2 * TILE_ROWS, m)
+        outer_rows(dT, w, delta_prev, n0, n1, False)
         for n in range(n0, n1):
-            dp = delta_prev[n]
-            for i in range(n_in):
-                dp[i] = 0.0
-        j = 0
-        if n1 - n0 == 4:
-            p0 = delta_prev[n0]
-            p1 = delta_prev[n0 + 1]
-            p2 = delta_prev[n0 + 2]
-            p3 = delta_prev[n0 + 3]
-            while j + 4 <= n_out:
-                w0 = w[j]
-                w1 = w[j + 1]
-                w2 = w[j + 2]
-                w3 = w[j + 3]
-                d00 = delta[n0, j]
-                d01 = delta[n0, j + 1]
-                d02 = delta[n0, j + 2]
-                d03 = delta[n0, j + 3]
-                d10 = delta[n0 + 1, j]
-                d11 = delta[n0 + 1, j + 1]
-                d12 = delta[n0 + 1, j + 2]
-                d13 = delta[n0 + 1, j + 3]
-                d20 = delta[n0 + 2, j]
-                d21 = delta[n0 + 2, j + 1]
-                d22 = delta[n0 + 2, j + 2]
-                d23 = delta[n0 + 2, j + 3]
-                d30 = delta[n0 + 3, j]
-                d31 = delta[n0 + 3, j + 1]
-                d32 = delta[n0 + 3, j + 2]
-                d33 = delta[n0 + 3, j + 3]
-                for i in range(n_in):
-                    u0 = w0[i]
-                    u1 = w1[i]
-                    u2 = w2[i]
-                    u3 = w3[i]
-                    p0[i] += u0 * d00 + u1 * d01 + u2 * d02 + u3 * d03
-                    p1[i] += u0 * d10 + u1 * d11 + u2 * d12 + u3 * d13
-                    p2[i] += u0 * d20 + u1 * d21 + u2 * d22 + u3 * d23
-                    p3[i] += u0 * d30 + u1 * d31 + u2 * d32 + u3 * d33
-                j += 4
-        else:  # fewer than 4 samples left: one sample at a time, 4 units at a time
-            for n in range(n0, n1):
-                dp = delta_prev[n]
-                jb = 0
-                while jb + 4 <= n_out:
-                    w0 = w[jb]
-                    w1 = w[jb + 1]
-                    w2 = w[jb + 2]
-                    w3 = w[jb + 3]
-                    d0 = delta[n, jb]
-                    d1 = delta[n, jb + 1]
-                    d2 = delta[n, jb + 2]
-                    d3 = delta[n, jb + 3]
-                    for i in range(n_in):
-                        dp[i] += w0[i] * d0 + w1[i] * d1 + w2[i] * d2 + w3[i] * d3
-                    jb += 4
-                j = jb
-        for n in range(n0, n1):
-            dp = delta_prev[n]
-            for jj in range(j, n_out):
-                d = delta[n, jj]
-                if d != 0.0:
-                    wj = w[jj]
-                    for i in range(n_in):
-                        dp[i] += wj[i] * d
-            derivative_row(a_prev[n], dp, act_prev)
+            derivative_row(a_prev[n], delta_prev[n], act_prev)
 
 
 dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backward_input)
@@ -309,84 +369,18 @@ def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
     a_src: (m, n_in) C, s's outputs (g' is written through them); delta_src:
     (m, n_in) C, s's error, overwritten or added to.
 
-    The tiling is ``dense_backward_input``'s (rows of w scaled by 4 x 4 deltas
-    scattered over i); parallel over blocks of 4 samples (disjoint rows of
-    delta_src).  BLAS twin: ``kernels_blas.dense_backward_input_acc``.
+    The sums are ``dense_backward_input``'s (``outer_rows`` with A = delta^T, B =
+    w), added to the rows when ``add``; parallel over blocks of 6 samples
+    (disjoint rows of delta_src).  BLAS twin: ``kernels_blas.dense_backward_input_acc``.
     """
     m = delta.shape[0]
-    n_out = w.shape[0]
-    n_in = w.shape[1]
-    for nb in prange((m + 3) // 4):
-        n0 = 4 * nb
-        n1 = min(n0 + 4, m)
-        if not add:
-            for n in range(n0, n1):
-                dp = delta_src[n]
-                for i in range(n_in):
-                    dp[i] = 0.0
-        j = 0
-        if n1 - n0 == 4:
-            p0 = delta_src[n0]
-            p1 = delta_src[n0 + 1]
-            p2 = delta_src[n0 + 2]
-            p3 = delta_src[n0 + 3]
-            while j + 4 <= n_out:
-                w0 = w[j]
-                w1 = w[j + 1]
-                w2 = w[j + 2]
-                w3 = w[j + 3]
-                d00 = delta[n0, j]
-                d01 = delta[n0, j + 1]
-                d02 = delta[n0, j + 2]
-                d03 = delta[n0, j + 3]
-                d10 = delta[n0 + 1, j]
-                d11 = delta[n0 + 1, j + 1]
-                d12 = delta[n0 + 1, j + 2]
-                d13 = delta[n0 + 1, j + 3]
-                d20 = delta[n0 + 2, j]
-                d21 = delta[n0 + 2, j + 1]
-                d22 = delta[n0 + 2, j + 2]
-                d23 = delta[n0 + 2, j + 3]
-                d30 = delta[n0 + 3, j]
-                d31 = delta[n0 + 3, j + 1]
-                d32 = delta[n0 + 3, j + 2]
-                d33 = delta[n0 + 3, j + 3]
-                for i in range(n_in):
-                    u0 = w0[i]
-                    u1 = w1[i]
-                    u2 = w2[i]
-                    u3 = w3[i]
-                    p0[i] += u0 * d00 + u1 * d01 + u2 * d02 + u3 * d03
-                    p1[i] += u0 * d10 + u1 * d11 + u2 * d12 + u3 * d13
-                    p2[i] += u0 * d20 + u1 * d21 + u2 * d22 + u3 * d23
-                    p3[i] += u0 * d30 + u1 * d31 + u2 * d32 + u3 * d33
-                j += 4
-        else:  # fewer than 4 samples left: one sample at a time, 4 units at a time
-            for n in range(n0, n1):
-                dp = delta_src[n]
-                jb = 0
-                while jb + 4 <= n_out:
-                    w0 = w[jb]
-                    w1 = w[jb + 1]
-                    w2 = w[jb + 2]
-                    w3 = w[jb + 3]
-                    d0 = delta[n, jb]
-                    d1 = delta[n, jb + 1]
-                    d2 = delta[n, jb + 2]
-                    d3 = delta[n, jb + 3]
-                    for i in range(n_in):
-                        dp[i] += w0[i] * d0 + w1[i] * d1 + w2[i] * d2 + w3[i] * d3
-                    jb += 4
-                j = jb
+    dT = delta.T
+    for nb in prange((m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)):
+        n0 = 2 * TILE_ROWS * nb
+        n1 = min(n0 + 2 * TILE_ROWS, m)
+        outer_rows(dT, w, delta_src, n0, n1, add)
         for n in range(n0, n1):
-            dp = delta_src[n]
-            for jj in range(j, n_out):
-                d = delta[n, jj]
-                if d != 0.0:
-                    wj = w[jj]
-                    for i in range(n_in):
-                        dp[i] += wj[i] * d
-            derivative_row(a_src[n], dp, act)
+            derivative_row(a_src[n], delta_src[n], act)
 
 
 dense_backward_input_acc_serial, dense_backward_input_acc_parallel = twins(
@@ -453,23 +447,6 @@ def finish_row(wj, alpha, scale, dwj):
     return q
 
 
-@jit
-def transpose_block(src, r0, r1, dst):
-    """Rows r0..r1-1 of ``src`` into columns of ``dst``: ``dst[c, r] = src[r, c]``.
-
-    src: (m, n) C; dst: (n, m) C.  In 8 x 8 tiles, so that both the reads and
-    the strided writes stay within a few cache lines at a time.  Compiled into
-    ``dense_backward_params`` (its transposed form).
-    """
-    n = src.shape[1]
-    for c0 in range(0, n, 8):
-        c1 = min(c0 + 8, n)
-        for r in range(r0, r1):
-            row = src[r]
-            for c in range(c0, c1):
-                dst[c, r] = row[c]
-
-
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
     """Weight and bias gradients of one layer.
 
@@ -482,12 +459,12 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     L2 term of the loss); with it true, the raw sums are *added* to dw and db
     (alpha, scale and wsq are left to ``finalize_params``).
 
-    Rows dw[j..j+3] are updated over i (contiguous) from 4 samples at a time
-    (16 products per 4 + 4 loads); leftovers one by one.  Parallel over blocks
-    of 4 output units: each block owns its rows of dw and db and sums over n in
-    a fixed order, so there is no race and the result does not depend on the
-    thread count.  ``dense_backward_params_transposed`` is the form for large
-    float64 batches.  BLAS twin: ``kernels_blas.dense_backward_params``.
+    For each block of 6 output units, ``outer_rows`` sums ``delta_nj a_n`` over
+    the samples in a register tile of 6 units x one vector of i (A = delta, B =
+    a_prev), written once (or added once, when accumulating) per tile.  Parallel
+    over blocks of 6 units: each block owns its rows of dw and db and sums over
+    n in a fixed order, so there is no race and the result does not depend on
+    the thread count.  BLAS twin: ``kernels_blas.dense_backward_params``.
     """
     n_out = w.shape[0]
     n_in = w.shape[1]
@@ -505,125 +482,23 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
             db[j] = d * scale
             wsq[j] = q
         return
-    for jb in prange((n_out + 3) // 4):
-        j0 = 4 * jb
-        j1 = min(j0 + 4, n_out)
+    rows = 4 * TILE_ROWS if n_out >= 16 * TILE_ROWS else TILE_ROWS  # >= 4 blocks
+    for jb in prange((n_out + rows - 1) // rows):
+        j0 = rows * jb
+        j1 = min(j0 + rows, n_out)
         for j in range(j0, j1):
-            if not accumulate:
-                dwj = dw[j]
-                for i in range(n_in):
-                    dwj[i] = 0.0
-                db[j] = 0.0
-            sb = db[j]
+            sb = db[j] if accumulate else 0.0
             for n in range(m):
                 sb += delta[n, j]
             db[j] = sb
-        n = 0
-        if j1 - j0 == 4:
-            g0 = dw[j0]
-            g1 = dw[j0 + 1]
-            g2 = dw[j0 + 2]
-            g3 = dw[j0 + 3]
-            while n + 4 <= m:
-                x0 = a_prev[n]
-                x1 = a_prev[n + 1]
-                x2 = a_prev[n + 2]
-                x3 = a_prev[n + 3]
-                d00 = delta[n, j0]
-                d01 = delta[n, j0 + 1]
-                d02 = delta[n, j0 + 2]
-                d03 = delta[n, j0 + 3]
-                d10 = delta[n + 1, j0]
-                d11 = delta[n + 1, j0 + 1]
-                d12 = delta[n + 1, j0 + 2]
-                d13 = delta[n + 1, j0 + 3]
-                d20 = delta[n + 2, j0]
-                d21 = delta[n + 2, j0 + 1]
-                d22 = delta[n + 2, j0 + 2]
-                d23 = delta[n + 2, j0 + 3]
-                d30 = delta[n + 3, j0]
-                d31 = delta[n + 3, j0 + 1]
-                d32 = delta[n + 3, j0 + 2]
-                d33 = delta[n + 3, j0 + 3]
-                for i in range(n_in):
-                    v0 = x0[i]
-                    v1 = x1[i]
-                    v2 = x2[i]
-                    v3 = x3[i]
-                    g0[i] += d00 * v0 + d10 * v1 + d20 * v2 + d30 * v3
-                    g1[i] += d01 * v0 + d11 * v1 + d21 * v2 + d31 * v3
-                    g2[i] += d02 * v0 + d12 * v1 + d22 * v2 + d32 * v3
-                    g3[i] += d03 * v0 + d13 * v1 + d23 * v2 + d33 * v3
-                n += 4
-        for j in range(j0, j1):
-            dwj = dw[j]
-            for nn in range(n, m):
-                d = delta[nn, j]
-                if d != 0.0:
-                    x = a_prev[nn]
-                    for i in range(n_in):
-                        dwj[i] += d * x[i]
-            if not accumulate:
-                db[j] = db[j] * scale
-                wsq[j] = finish_row(w[j], alpha, scale, dwj)
-
-
-dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)
-
-
-def dense_backward_params_transposed(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
-                                     scratch):
-    """Weight gradients from transposed copies of delta and a_prev.
-
-    ``dC/dw_ji = (sum_n dT_jn aT_in + alpha w_ji) scale``, ``dC/db_j = sum_n dT_jn scale``.
-
-    Shapes and ``accumulate`` as in ``dense_backward_params``; scratch:
-    (>= m (n_in + n_out),).  delta and a_prev are transposed in 8 x 8 tiles
-    into scratch (``dT = delta^T`` (n_out, m), ``aT = a_prev^T`` (n_in, m)), so
-    that every ``dC/dw_ji`` is a dot product over contiguous n, which the
-    forward pass's 4 x 3 register tile (``add_row_dots``) computes for 4 units
-    at a time.  The scattered form reads and writes dw once per 4 samples, and
-    on 512-wide float64 rows (4 KiB apart) its 8 streams collide in the 8-way
-    L1 cache: measured on one core, this form was 1.1-2.4x faster on 128-256-
-    sample float64 batches into 32-512 units, slower into 1-10 units and not
-    reliably faster in float32 (``config.TRANSPOSE_MIN_ROWS/UNITS``; the engine
-    calls it only there, and only in its parallel variant, so small networks
-    never compile it).  Parallel over blocks of 8 samples (the transposes) and
-    of 4 units (each owns its rows of dw, db; sums over n in a fixed order).
-    BLAS twin: ``kernels_blas.dense_backward_params_transposed``.
-    """
-    n_out = w.shape[0]
-    n_in = w.shape[1]
-    m = delta.shape[0]
-    dT = scratch[:n_out * m].reshape((n_out, m))
-    aT = scratch[n_out * m:m * (n_in + n_out)].reshape((n_in, m))
-    for rb in prange((m + 7) // 8):
-        transpose_block(delta, 8 * rb, min(8 * rb + 8, m), dT)
-    for rb in prange((m + 7) // 8):
-        transpose_block(a_prev, 8 * rb, min(8 * rb + 8, m), aT)
-    for jb in prange((n_out + 3) // 4):
-        j0 = 4 * jb
-        j1 = min(j0 + 4, n_out)
-        for j in range(j0, j1):
-            dwj = dw[j]
-            if not accumulate:
-                for i in range(n_in):
-                    dwj[i] = 0.0
-                db[j] = 0.0
-            sb = db[j]
-            dj = dT[j]
-            for n in range(m):
-                sb += dj[n]
-            db[j] = sb
-        add_row_dots(aT, dT, j0, j1, dw)
+        outer_rows(delta, a_prev, dw, j0, j1, accumulate)
         if not accumulate:
             for j in range(j0, j1):
                 db[j] = db[j] * scale
                 wsq[j] = finish_row(w[j], alpha, scale, dw[j])
 
 
-dense_backward_params_transposed_serial, dense_backward_params_transposed_parallel = twins(
-    dense_backward_params_transposed)
+dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)
 
 
 def csr_forward(w, b, Xs, order, start, act, a):

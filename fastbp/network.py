@@ -15,10 +15,9 @@ from .backends import BACKENDS, get_engine
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
                     HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH,
                     IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
-                    IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_TRANS_OFF, IP_WSQ_OFF, L_AOFF,
+                    IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_WSQ_OFF, L_AOFF,
                     L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
                     ST_GNORM, ST_REG)
-from .config import TRANSPOSE_MIN_ROWS
 from .losses import check_pair
 from .params import Layout
 
@@ -180,19 +179,15 @@ class Network:
                                    X.sparse)
 
     # -- the engine's controls --------------------------------------------------
-    def _new_buffers(self, cap, gradients=True):
-        """(work, table, ip) for blocks of up to ``cap`` rows (``gradients``: for
-        training or ``loss_grad``, not only ``predict``).
+    def _new_buffers(self, cap):
+        """(work, table, ip) for blocks of up to ``cap`` rows.
 
         ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
         activations and deltas (cap, n_out); a scratch of max(n_units,
         n_blocks) for per-row sums; with shortcut blocks, a scratch row of
-        max(n_units) for the bias sums their kernels compute; with ``gradients``,
-        in float64, from ``cap`` = ``config.TRANSPOSE_MIN_ROWS`` rows on, a tail
-        of cap * max(n_in + n_out) over the chain blocks for the transposes of
-        ``dense_backward_params_transposed``.  ``table`` is the layer table with
-        the offsets into it; ``ip`` the engine's control vector, followed by the
-        shortcut-block table (``codes.S_*``).
+        max(n_units) for the bias sums their kernels compute.  ``table`` is the
+        layer table with the offsets into it; ``ip`` the engine's control vector,
+        followed by the shortcut-block table (``codes.S_*``).
         """
         layout = self.layout
         table = layout.table.copy()
@@ -215,9 +210,6 @@ class Network:
             skips[:, S_DB] = off
             off += max(layout.sizes[1:])
             ip[IP_SIZE:] = skips.ravel()
-        ip[IP_TRANS_OFF] = off
-        if gradients and cap >= TRANSPOSE_MIN_ROWS and self.dtype == np.float64:
-            off += cap * max(a + b for a, b in zip(layout.sizes[:-1], layout.sizes[1:]))
         work = np.empty(off, dtype=self.dtype)  # every block is written before it is read
         if skips.shape[0]:  # the bias scratch is only added to, never read
             work[skips[0, S_DB]:skips[0, S_DB] + max(layout.sizes[1:])] = 0.0
@@ -329,7 +321,7 @@ class Network:
         out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
         if n:
             cap = min(chunk, n)
-            work, table, ip = self._new_buffers(cap, gradients=False)
+            work, table, ip = self._new_buffers(cap)
             context = (table, work, self.hp, ip, self.stats())
             self.engine_for(cap, ip, X).predict(X[0], X[1], theta, context, out)
         return out

@@ -16,6 +16,10 @@ Only C-contiguous arrays, int64 order arrays and one dtype per call are used,
 so no kernel is compiled for a variant the engine never passes.
 """
 import inspect
+import os
+import pathlib
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -41,10 +45,11 @@ TWIN_FORMS = ["serial", "parallel", "python"]
 SINGLE_FORMS = ["compiled", "python"]
 
 # (m samples, n_in, n_out): one sample, one unit, odd sizes, a larger batch; the
-# loop kernels work in tiles of 4 samples x 3 or 4 units, so also exactly one tile and
-# tiles with leftover samples and units.
+# loop kernels work in tiles of 4 samples x 3 or 4 units (the forward pass) and of 6
+# rows x one SIMD vector of columns (the backward passes: 16-64 elements), so also
+# exactly one tile, tiles with leftover rows and columns, and blocks of several tiles.
 SHAPES = [(1, 1, 1), (1, 5, 3), (7, 1, 5), (9, 6, 1), (4, 1, 4), (10, 9, 6), (13, 11, 7),
-          (33, 17, 3), (64, 32, 16)]
+          (33, 17, 3), (64, 32, 16), (25, 100, 100)]
 
 VALID_PAIRS = []
 for _loss in LOSS_CODES:
@@ -128,6 +133,64 @@ def test_dense_forward(rng, form, dtype, act, shape):
         z = a_prev.astype(np.float64) @ w.T.astype(np.float64) + b
         expect = np.array([reference.g(act, row) for row in z])
         assert_close(a, expect, 1e-12, "dense_forward vs formula")
+
+
+# ---- outer_rows: the register tiles of both backward passes -------------------------
+
+# (P terms, rows, columns) and a block of rows r0..r1: whole, a middle block of several
+# 6-row tiles with leftover rows; columns below, at and around one SIMD vector (16-64
+# elements) and several vectors with a tail.
+OUTER_CASES = [((1, 1, 1), (0, 1)), ((5, 7, 3), (0, 7)), ((9, 13, 70), (1, 13)),
+               ((40, 31, 129), (2, 29)), ((17, 30, 16), (6, 30)), ((3, 12, 64), (0, 12))]
+
+
+def check_outer_rows(outer_rows, rng, dtype, layout, add, case):
+    """``outer_rows`` against its BLAS twin; rows outside the block are left alone."""
+    (n_p, n_rows, n_cols), (r0, r1) = case
+    A = rng.standard_normal((n_p, n_rows)).astype(dtype)
+    A = np.asfortranarray(A) if layout == "F" else A  # the backward input pass's delta^T
+    B = rng.standard_normal((n_p, n_cols)).astype(dtype)
+    C0 = rng.standard_normal((n_rows, n_cols)).astype(dtype)
+    got, ref = C0.copy(), C0.copy()
+    outer_rows(A, B, got, r0, r1, add)
+    kb.outer_rows(A, B, ref, r0, r1, add)
+    terms = np.abs(A.astype(np.float64)).T @ np.abs(B.astype(np.float64)) + add * np.abs(C0)
+    assert_close(got, ref, tol_for(dtype), "outer_rows", terms)
+    assert np.array_equal(got[:r0], C0[:r0]) and np.array_equal(got[r1:], C0[r1:])
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("add", [False, True])
+@pytest.mark.parametrize("case", OUTER_CASES)
+def test_outer_rows(rng, form, dtype, layout, add, case):
+    run = kl.outer_rows if form == "compiled" else plain(kl.outer_rows)
+    check_outer_rows(run, rng, dtype, layout, add, case)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(kl.outer_rows, "py_func"), reason="needs the JIT")
+@pytest.mark.parametrize("vector_bytes", [64, 16])
+def test_outer_rows_at_other_vector_widths(tmp_path, vector_bytes):
+    """The tiles with AVX2's (64-byte vectors) and SSE's widths, forced on this CPU."""
+    code = (
+        "import numpy as np, sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from fastbp import kernels_loop as kl, simd\n"
+        "from test_kernels import OUTER_CASES, check_outer_rows\n"
+        "assert simd.LANES_BYTES == %d\n"
+        "rng = np.random.default_rng(0)\n"
+        "for dtype in (np.float32, np.float64):\n"
+        "    for layout in 'CF':\n"
+        "        for case in OUTER_CASES:\n"
+        "            check_outer_rows(kl.outer_rows, rng, dtype, layout, True, case)\n"
+        "print('ok')\n") % (str(pathlib.Path(__file__).parent), vector_bytes)
+    env = dict(os.environ, FASTBP_SIMD_BYTES=str(vector_bytes),
+               NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("form", TWIN_FORMS)
@@ -275,10 +338,7 @@ def test_scale_vector_and_copy_rows(rng, form, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("accumulate", [False, True])
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("transposed", [False, True])
-def test_dense_backward_params(rng, form, dtype, accumulate, shape, transposed):
-    # and dense_backward_params_transposed (the engine's form for large float64 batches;
-    # the kernel itself takes any shape, with scratch for both transposes)
+def test_dense_backward_params(rng, form, dtype, accumulate, shape):
     m, n_in, n_out = shape
     tol = tol_for(dtype)
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
@@ -295,13 +355,8 @@ def test_dense_backward_params(rng, form, dtype, accumulate, shape, transposed):
         db0 = nan_like(n_out, dtype)
     dw, db, wsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
     rdw, rdb, rwsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
-    if transposed:
-        twin("dense_backward_params_transposed", form)(
-            w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq,
-            nan_like(m * (n_in + n_out), dtype))
-    else:
-        twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate,
-                                            dw, db, wsq)
+    twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate,
+                                        dw, db, wsq)
     kb.dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, rdw, rdb, rwsq)
     d64, a64 = np.abs(delta.astype(np.float64)), np.abs(a_prev.astype(np.float64))
     dw_terms = (d64.T @ a64 + alpha * np.abs(w)) * scale + np.abs(dw0)

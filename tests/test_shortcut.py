@@ -41,8 +41,9 @@ nojit = pytest.mark.nojit
 
 DTYPES = [np.float32, np.float64]
 FORMS = ["serial", "parallel", "python"]
-# (m, n_in, n_out): one sample, leftover samples and units around the 4 x 4 tiles
-SHAPES = [(1, 3, 5), (7, 5, 1), (9, 6, 6), (13, 4, 9)]
+# (m, n_in, n_out): one sample, leftover samples and units around the tiles (4 x 3 units
+# forward; 6 samples x one SIMD vector of 16-64 inputs backward, in blocks of 12 samples)
+SHAPES = [(1, 3, 5), (7, 5, 1), (9, 6, 6), (13, 4, 9), (20, 70, 13)]
 
 
 def plain(func):
