@@ -154,13 +154,14 @@ def add_row_dots(w, x, n0, n1, a):
 
 
 @jit
-def outer_tile(A, B, C, r0, c0, add):
-    """A 6 x L register tile of a sum of outer products:
-    ``C[r0 + k, c0:c0 + L] (+)= sum_p A[p, r0 + k] B[p, c0:c0 + L]``, k = 0..5.
+def outer_tile(A, B, C, r0, c0, n, add):
+    """A 6-row register tile of a sum of outer products:
+    ``C[r0 + k, c0:c0 + n] (+)= sum_p A[p, r0 + k] B[p, c0:c0 + n]``, k = 0..5.
 
     A: (P, >= r0 + 6), any layout (its 6 scalars of row p are broadcast); B:
-    (P, >= c0 + L) C, row p read as one vector; C: (>= r0 + 6, >= c0 + L) C;
-    L = ``simd.lanes`` of the dtype.  ``add`` false overwrites the tile.
+    (P, >= c0 + n) C, n elements of row p read as one vector; C: (>= r0 + 6,
+    >= c0 + n) C; n <= L = ``simd.lanes`` of the dtype (a last, partial vector
+    of columns is read and written through masks).  ``add`` false overwrites.
 
     The 6 sums stay in registers for the whole loop over p, which costs one
     vector load and 6 broadcasts per 6 vector multiply-adds: the micro-kernel
@@ -174,7 +175,7 @@ def outer_tile(A, B, C, r0, c0, add):
     s4 = s0
     s5 = s0
     for p in range(B.shape[0]):
-        b = vload(B[p], c0)
+        b = vload(B[p], c0, n)
         s0 = vfma(vsplat(b, A[p, r0]), b, s0)
         s1 = vfma(vsplat(b, A[p, r0 + 1]), b, s1)
         s2 = vfma(vsplat(b, A[p, r0 + 2]), b, s2)
@@ -182,67 +183,33 @@ def outer_tile(A, B, C, r0, c0, add):
         s4 = vfma(vsplat(b, A[p, r0 + 4]), b, s4)
         s5 = vfma(vsplat(b, A[p, r0 + 5]), b, s5)
     if add:
-        s0 = vadd(s0, vload(C[r0], c0))
-        s1 = vadd(s1, vload(C[r0 + 1], c0))
-        s2 = vadd(s2, vload(C[r0 + 2], c0))
-        s3 = vadd(s3, vload(C[r0 + 3], c0))
-        s4 = vadd(s4, vload(C[r0 + 4], c0))
-        s5 = vadd(s5, vload(C[r0 + 5], c0))
-    vstore(C[r0], c0, s0)
-    vstore(C[r0 + 1], c0, s1)
-    vstore(C[r0 + 2], c0, s2)
-    vstore(C[r0 + 3], c0, s3)
-    vstore(C[r0 + 4], c0, s4)
-    vstore(C[r0 + 5], c0, s5)
+        s0 = vadd(s0, vload(C[r0], c0, n))
+        s1 = vadd(s1, vload(C[r0 + 1], c0, n))
+        s2 = vadd(s2, vload(C[r0 + 2], c0, n))
+        s3 = vadd(s3, vload(C[r0 + 3], c0, n))
+        s4 = vadd(s4, vload(C[r0 + 4], c0, n))
+        s5 = vadd(s5, vload(C[r0 + 5], c0, n))
+    vstore(C[r0], c0, s0, n)
+    vstore(C[r0 + 1], c0, s1, n)
+    vstore(C[r0 + 2], c0, s2, n)
+    vstore(C[r0 + 3], c0, s3, n)
+    vstore(C[r0 + 4], c0, s4, n)
+    vstore(C[r0 + 5], c0, s5, n)
 
 
 @jit
-def outer_row(A, B, C, r, c0, add):
-    """``outer_tile`` for one row: ``C[r, c0:c0 + L] (+)= sum_p A[p, r] B[p, c0:c0 + L]``.
+def outer_row(A, B, C, r, c0, n, add):
+    """``outer_tile`` for one row: ``C[r, c0:c0 + n] (+)= sum_p A[p, r] B[p, c0:c0 + n]``.
 
     Shapes as in ``outer_tile``; one vector load per vector multiply-add.
     """
     s = vzero(C[r])
     for p in range(B.shape[0]):
-        b = vload(B[p], c0)
+        b = vload(B[p], c0, n)
         s = vfma(vsplat(b, A[p, r]), b, s)
     if add:
-        s = vadd(s, vload(C[r], c0))
-    vstore(C[r], c0, s)
-
-
-@jit
-def outer_tail(A, B, C, r0, r1, c0, c1, add):
-    """Columns c0..c1-1 (fewer than a vector) of ``outer_rows``, rows r0..r1-1:
-    ``C[r, c] (+)= sum_p A[p, r] B[p, c]``.
-
-    A: (P, >= r1), any layout; B: (P, >= c1) C; C: (>= r1, >= c1) C.  Row by
-    row, 4 terms p at a time added into the row (LLVM vectorises over c).
-    """
-    n_p = B.shape[0]
-    for r in range(r0, r1):
-        row = C[r]
-        if not add:
-            for c in range(c0, c1):
-                row[c] = 0.0
-        p = 0
-        while p + 4 <= n_p:
-            u0 = A[p, r]
-            u1 = A[p + 1, r]
-            u2 = A[p + 2, r]
-            u3 = A[p + 3, r]
-            b0 = B[p]
-            b1 = B[p + 1]
-            b2 = B[p + 2]
-            b3 = B[p + 3]
-            for c in range(c0, c1):
-                row[c] += u0 * b0[c] + u1 * b1[c] + u2 * b2[c] + u3 * b3[c]
-            p += 4
-        for q in range(p, n_p):
-            u = A[q, r]
-            bq = B[q]
-            for c in range(c0, c1):
-                row[c] += u * bq[c]
+        s = vadd(s, vload(C[r], c0, n))
+    vstore(C[r], c0, s, n)
 
 
 @jit
@@ -254,24 +221,22 @@ def outer_rows(A, B, C, r0, r1, add):
     ``dense_backward_params`` (A = delta, B = a_prev, C = dw: rows are units j,
     p runs over samples) and ``dense_backward_input`` (A = delta^T, B = w, C =
     delta_prev: rows are samples, p runs over units).  Columns in vectors of L
-    (``outer_tile`` for 6 rows, ``outer_row`` otherwise), the last n mod L
-    columns by ``outer_tail``; the 6-row tiles of a block of rows share each
+    (the last one partial), rows in ``outer_tile``'s 6-row tiles (``outer_row``
+    for the last r1 - r0 mod 6); the tiles of a block of rows share each
     vector of B's columns while it is in cache.  Sums over p in a fixed order:
     no dependence on how rows are split between threads.  BLAS twin:
     ``kernels_blas.outer_rows``.
     """
     n = C.shape[1]
     width = LANES_BYTES // C.itemsize
-    c_end = n - n % width
-    for c0 in range(0, c_end, width):
+    for c0 in range(0, n, width):
+        count = min(width, n - c0)
         r = r0
         while r + TILE_ROWS <= r1:
-            outer_tile(A, B, C, r, c0, add)
+            outer_tile(A, B, C, r, c0, count, add)
             r += TILE_ROWS
         for rr in range(r, r1):
-            outer_row(A, B, C, rr, c0, add)
-    if c_end < n:
-        outer_tail(A, B, C, r0, r1, c_end, n, add)
+            outer_row(A, B, C, rr, c0, count, add)
 
 
 def dense_forward(w, b, a_prev, act, a):

@@ -17,11 +17,15 @@ is never loaded on another.
 
 Each function is plain Python over NumPy (the ``python`` backend and
 ``NUMBA_DISABLE_JIT`` run that) and, compiled, a few LLVM instructions
-(``type_callable``/``lower_builtin``):
+(``type_callable``/``lower_builtin``); loads and stores are masked (AVX-512's
+mask registers, AVX2's ``vmaskmov``), so a partial vector costs what a full one
+does:
 
-* ``vload(row, i)`` -- ``row[i:i + L]`` (L = ``lanes``; row 1-D C-contiguous;
-  no bounds check: callers loop within bounds);
-* ``vstore(row, i, v)`` -- ``row[i:i + L] = v``;
+* ``vload(row, i, n)`` -- ``row[i:i + n]`` in the first n lanes, zeros in the
+  others (L = ``lanes``; row 1-D C-contiguous; nothing past ``row[i + n - 1]``
+  is read, so a tile can end anywhere; no bounds check: callers stay within
+  bounds);
+* ``vstore(row, i, v, n)`` -- ``row[i:i + n] = v[:n]`` (nothing else written);
 * ``vsplat(v, x)`` -- a vector like v with every lane x;
 * ``vzero(row)`` -- a vector of zeros of row's dtype;
 * ``vfma(a, b, c)`` -- ``a * b + c`` lane by lane, fused (one rounding) when
@@ -96,14 +100,18 @@ def _is_float_row(row):
 
 # ---- plain-Python forms ------------------------------------------------------------
 
-def vload(row, i):
-    """``row[i:i + L]`` as a vector (a copy)."""
-    return row[i:i + lanes(row.dtype)].copy()
+def vload(row, i, n):
+    """``row[i:i + n]`` in the first n lanes of a vector, zeros in the others."""
+    v = np.zeros(lanes(row.dtype), dtype=row.dtype)
+    part = row[i:i + min(n, v.shape[0])]
+    v[:part.shape[0]] = part
+    return v
 
 
-def vstore(row, i, v):
-    """``row[i:i + L] = v``."""
-    row[i:i + lanes(row.dtype)] = v
+def vstore(row, i, v, n):
+    """``row[i:i + n] = v[:n]``."""
+    n = min(n, v.shape[0])
+    row[i:i + n] = v[:n]
 
 
 def vsplat(v, x):
@@ -128,34 +136,62 @@ def vadd(a, b):
 
 # ---- compiled forms ----------------------------------------------------------------
 
+def _first_lanes(builder, count, n):
+    """The mask ``<lane k < n>`` of a vector of ``count`` lanes (n an int64)."""
+    index = ir.VectorType(ir.IntType(64), count)
+    one = builder.insert_element(ir.Constant(index, ir.Undefined), n,
+                                 ir.Constant(ir.IntType(32), 0))
+    limit = builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), count),
+                                                         [0] * count))
+    return builder.icmp_signed("<", ir.Constant(index, list(range(count))), limit)
+
+
+def _masked(builder, name, vecty, bits, fnty):
+    return cgutils.get_or_insert_function(builder.module, fnty,
+                                          f"llvm.masked.{name}.v{vecty.count}f{bits}.p0")
+
+
 @type_callable(vload)
 def _vload_typer(context):
-    def typer(row, i):
-        if _is_float_row(row) and isinstance(i, types.Integer):
+    def typer(row, i, n):
+        if _is_float_row(row) and isinstance(i, types.Integer) and isinstance(n, types.Integer):
             return _vector_of(row.dtype)
     return typer
 
 
-@lower_builtin(vload, types.Array, types.Integer)
+@lower_builtin(vload, types.Array, types.Integer, types.Integer)
 def _vload_lower(context, builder, sig, args):
     vecty = context.get_value_type(sig.return_type)
+    bits = sig.args[0].dtype.bitwidth
     ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], vecty)
-    return builder.load(ptr, align=sig.args[0].dtype.bitwidth // 8)
+    mask = _first_lanes(builder, vecty.count,
+                        context.cast(builder, args[2], sig.args[2], types.int64))
+    load = _masked(builder, "load", vecty, bits,
+                   ir.FunctionType(vecty, [vecty.as_pointer(), ir.IntType(32), mask.type, vecty]))
+    return builder.call(load, [ptr, ir.Constant(ir.IntType(32), bits // 8), mask,
+                               ir.Constant(vecty, None)])
 
 
 @type_callable(vstore)
 def _vstore_typer(context):
-    def typer(row, i, v):
+    def typer(row, i, v, n):
         if (_is_float_row(row) and isinstance(i, types.Integer) and isinstance(v, Vector)
-                and v.dtype == row.dtype):
+                and v.dtype == row.dtype and isinstance(n, types.Integer)):
             return types.none
     return typer
 
 
-@lower_builtin(vstore, types.Array, types.Integer, Vector)
+@lower_builtin(vstore, types.Array, types.Integer, Vector, types.Integer)
 def _vstore_lower(context, builder, sig, args):
-    ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], args[2].type)
-    builder.store(args[2], ptr, align=sig.args[0].dtype.bitwidth // 8)
+    vecty = args[2].type
+    bits = sig.args[0].dtype.bitwidth
+    ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], vecty)
+    mask = _first_lanes(builder, vecty.count,
+                        context.cast(builder, args[3], sig.args[3], types.int64))
+    store = _masked(builder, "store", vecty, bits,
+                    ir.FunctionType(ir.VoidType(),
+                                    [vecty, vecty.as_pointer(), ir.IntType(32), mask.type]))
+    builder.call(store, [args[2], ptr, ir.Constant(ir.IntType(32), bits // 8), mask])
     return context.get_dummy_value()
 
 
