@@ -574,10 +574,15 @@ def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
     rmsprop: ``v_k <- b2 v_k + (1-b2) g_k^2``, ``theta_k -= lr g_k / (sqrt(v_k) + eps)``
     adagrad: ``v_k <- v_k + g_k^2``, ``theta_k -= lr g_k / (sqrt(v_k) + eps)``
 
-    theta, grad, m1, m2: (n_params,) C.  Parallel over k.
+    theta, grad, m1, m2: (n_params,) C.  Parallel over k.  The hyper-parameters
+    are first rounded to theta's dtype, so a float32 step is float32 arithmetic
+    throughout (as its NumPy twin's is), with no conversions in the loop.
     BLAS twin: ``kernels_blas.optimizer_step``.
     """
     p = theta.shape[0]
+    real = theta.dtype.type
+    lr, eps, c1, c2 = real(lr), real(eps), real(1.0 - beta1), real(1.0 - beta2)
+    beta1, beta2 = real(beta1), real(beta2)
     if code == OPT_SGD and nesterov:  # branch outside the loop: it vectorises
         for k in prange(p):
             g = grad[k]
@@ -592,15 +597,15 @@ def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
     elif code == OPT_ADAM:
         for k in prange(p):
             g = grad[k]
-            mk = beta1 * m1[k] + (1.0 - beta1) * g
-            vk = beta2 * m2[k] + (1.0 - beta2) * (g * g)
+            mk = beta1 * m1[k] + c1 * g
+            vk = beta2 * m2[k] + c2 * (g * g)
             m1[k] = mk
             m2[k] = vk
             theta[k] += -lr * mk / (np.sqrt(vk) + eps)
     elif code == OPT_RMSPROP:
         for k in prange(p):
             g = grad[k]
-            vk = beta2 * m2[k] + (1.0 - beta2) * (g * g)
+            vk = beta2 * m2[k] + c2 * (g * g)
             m2[k] = vk
             theta[k] -= lr * g / (np.sqrt(vk) + eps)
     elif code == OPT_ADAGRAD:
