@@ -44,8 +44,9 @@ gather_rows_serial, gather_rows_parallel = twins(gather_rows)
 
 
 @jit
-def add_row_dots(w, x, n0, n1, a):
-    """Add a block of dot products to rows n0..n1-1: ``a_nj <- a_nj + sum_i w_ji x_ni``.
+def add_row_dots(w, x, n0, n1, j0, j1, a):
+    """Add a block of dot products: ``a_nj <- a_nj + sum_i w_ji x_ni`` for samples
+    n0..n1-1 and units j0..j1-1.
 
     w: (n_out, n_in) C; x: (m, n_in) C; a: (m, n_out) C; n1 - n0 <= 4.  The
     shared inner loop of ``dense_forward`` and ``dense_forward_acc``.
@@ -57,16 +58,15 @@ def add_row_dots(w, x, n0, n1, a):
     iteration and ran at 60% of this one's rate on 784-512 layers).  Fewer rows:
     one sample at a time, 4 units at a time.  Leftover units take the plain dot.
     """
-    n_out = w.shape[0]
     n_in = w.shape[1]
-    j_rest = 0
+    j_rest = j0
     if n1 - n0 == 4:
         x0 = x[n0]
         x1 = x[n0 + 1]
         x2 = x[n0 + 2]
         x3 = x[n0 + 3]
-        j = 0
-        while j + 3 <= n_out:
+        j = j0
+        while j + 3 <= j1:
             w0 = w[j]
             w1 = w[j + 1]
             w2 = w[j + 2]
@@ -120,8 +120,8 @@ def add_row_dots(w, x, n0, n1, a):
         for n in range(n0, n1):
             xn = x[n]
             row = a[n]
-            j = 0
-            while j + 4 <= n_out:
+            j = j0
+            while j + 4 <= j1:
                 w0 = w[j]
                 w1 = w[j + 1]
                 w2 = w[j + 2]
@@ -145,7 +145,7 @@ def add_row_dots(w, x, n0, n1, a):
     for n in range(n0, n1):
         xn = x[n]
         row = a[n]
-        for j in range(j_rest, n_out):
+        for j in range(j_rest, j1):
             wj = w[j]
             s = row[j]
             for i in range(n_in):
@@ -239,29 +239,59 @@ def outer_rows(A, B, C, r0, r1, add):
             outer_row(A, B, C, rr, c0, count, add)
 
 
+@jit
+def dot_units(w):
+    """Units per block of ``add_block_dots``: a multiple of 3 (the tile's width)
+    whose weights take about 256 KiB, a quarter of an L2 cache:
+    ``units = max(3, 3 floor(2^18 / (3 n_in s)))`` for s bytes per element.
+
+    w: (n_out, n_in) C.
+    """
+    per_unit = w.shape[1] * w.itemsize
+    return max(3, (262144 // max(per_unit, 1)) // 3 * 3)
+
+
+@jit
+def add_block_dots(w, x, g0, g1, units, a):
+    """``a_nj <- a_nj + sum_i w_ji x_ni`` for samples g0..g1-1 (at most 16) and every unit.
+
+    w: (n_out, n_in) C; x: (m, n_in) C; a: (m, n_out) C.  Units in blocks of
+    ``units``; each block's rows of w serve the samples 4 at a time
+    (``add_row_dots``) while they are in cache.
+    """
+    n_out = w.shape[0]
+    for j0 in range(0, n_out, units):
+        j1 = min(j0 + units, n_out)
+        for n0 in range(g0, g1, 4):
+            add_row_dots(w, x, n0, min(n0 + 4, g1), j0, j1, a)
+
+
 def dense_forward(w, b, a_prev, act, a):
     """Forward through one dense layer: ``z_nj = sum_i w_ji a_ni + b_j``, ``a_nj = g(z_nj)``.
 
     w: (n_out, n_in) C; b: (n_out,); a_prev: (m, n_in) C; act: activation code;
     a: (m, n_out) C, overwritten with g(z).
 
-    Per block of 4 samples: the rows of a start at b, ``add_row_dots`` adds the
-    sums (a 4 x 3 register tile), then g is applied row by row.  Parallel over
-    blocks of 4 samples: each block writes only its rows of a.  The split
-    depends on m alone, never on the thread count.  BLAS twin:
-    ``kernels_blas.dense_forward``.
+    Per block of 16 samples: the rows of a start at b, ``add_row_dots`` adds
+    the sums (a 4 x 3 register tile), then g is applied row by row.  The units
+    are taken in blocks whose weights fit the L2 cache (``dot_units``), each
+    block for all 16 samples before the next: every weight is read from
+    further away once per 16 samples, not once per 4.  Parallel over blocks of
+    16 samples: each block writes only its rows of a.  The split depends on m
+    alone, never on the thread count.  BLAS twin: ``kernels_blas.dense_forward``.
     """
     m = a.shape[0]
     n_out = w.shape[0]
-    for nb in prange((m + 3) // 4):
-        n0 = 4 * nb
-        n1 = min(n0 + 4, m)
-        for n in range(n0, n1):
+    units = dot_units(w)
+    for nb in prange((m + 15) // 16):
+        g0 = 16 * nb
+        g1 = min(g0 + 16, m)
+        for n in range(g0, g1):
             row = a[n]
             for j in range(n_out):
                 row[j] = b[j]
-        add_row_dots(w, a_prev, n0, n1, a)
-        for n in range(n0, n1):
+        add_block_dots(w, a_prev, g0, g1, units, a)
+        for n in range(g0, g1):
             activate_row(a[n], act)
 
 
@@ -305,16 +335,17 @@ def dense_forward_acc(w, a_src, act, a):
     layer's outputs; act: activation code; a: (m, n_out) C, holds z on entry,
     g(z + a_src w^T) on exit.
 
-    The sums are ``dense_forward``'s (``add_row_dots``, started from z instead
-    of b); parallel over blocks of 4 samples, split by m alone.  BLAS twin:
-    ``kernels_blas.dense_forward_acc``.
+    The sums are ``dense_forward``'s (``add_block_dots``, started from z
+    instead of b); parallel over blocks of 16 samples, split by m alone.
+    BLAS twin: ``kernels_blas.dense_forward_acc``.
     """
     m = a.shape[0]
-    for nb in prange((m + 3) // 4):
-        n0 = 4 * nb
-        n1 = min(n0 + 4, m)
-        add_row_dots(w, a_src, n0, n1, a)
-        for n in range(n0, n1):
+    units = dot_units(w)
+    for nb in prange((m + 15) // 16):
+        g0 = 16 * nb
+        g1 = min(g0 + 16, m)
+        add_block_dots(w, a_src, g0, g1, units, a)
+        for n in range(g0, g1):
             activate_row(a[n], act)
 
 
