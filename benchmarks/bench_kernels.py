@@ -157,6 +157,28 @@ class DenseBackwardParams(_Gflops, _Kernel):
         return 2.0 * m * n_in * n_out
 
 
+class OuterRows(_Gflops, _Kernel):
+    """``C = A^T B`` over all rows (the register tiles of both backward passes, alone).
+
+    Size ``P x rows x cols``: W4's weight gradients of the second layer (256
+    samples, 512 x 512) and a block of 12 samples of its error (p = 512 units,
+    784 inputs, the last vector of columns partial).  The rate of this helper is
+    the ceiling of ``dense_backward_params`` / ``dense_backward_input``.
+    """
+
+    kernel = "outer_rows"
+    params = [HELPER_BACKENDS, ["256x512x512", "512x12x784"], DTYPES, [1]]
+
+    def arguments(self, dims, dtype, rng):
+        n_p, rows, cols = dims
+        return (random_array(rng, (n_p, rows), dtype), random_array(rng, (n_p, cols), dtype),
+                np.empty((rows, cols), dtype=dtype), 0, rows, False)
+
+    def flops(self, dims):
+        n_p, rows, cols = dims
+        return 2.0 * n_p * rows * cols
+
+
 class DenseForwardActivations(_Kernel):
     """What an activation costs per element: ``dense_forward`` from 1 input into 1024 units.
 
