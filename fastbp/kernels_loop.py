@@ -434,9 +434,13 @@ def finish_row(wj, alpha, scale, dwj):
     """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns ``sum_i wj_i^2``.
 
     wj: (n_in,) row j of a layer's weights; dwj: (n_in,) the same row of its
-    gradient, overwritten.
+    gradient, overwritten.  In the row's dtype throughout (alpha and scale are
+    rounded to it first): no conversions in the loop.
     """
-    q = 0.0
+    real = wj.dtype.type
+    alpha = real(alpha)
+    scale = real(scale)
+    q = real(0.0)
     for i in range(wj.shape[0]):
         q += wj[i] * wj[i]
         dwj[i] = (dwj[i] + alpha * wj[i]) * scale
@@ -482,11 +486,13 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     for jb in prange((n_out + rows - 1) // rows):
         j0 = rows * jb
         j1 = min(j0 + rows, n_out)
-        for j in range(j0, j1):
-            sb = db[j] if accumulate else 0.0
-            for n in range(m):
-                sb += delta[n, j]
-            db[j] = sb
+        if not accumulate:
+            for j in range(j0, j1):
+                db[j] = 0.0
+        for n in range(m):  # row by row: a column walk (stride n_out) thrashes one cache set
+            dn = delta[n]
+            for j in range(j0, j1):
+                db[j] += dn[j]
         outer_rows(delta, a_prev, dw, j0, j1, accumulate)
         if not accumulate:
             for j in range(j0, j1):
