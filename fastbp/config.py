@@ -28,6 +28,13 @@ FASTMATH = frozenset({"reassoc", "contract", "nsz"})
 # Cody-Waite splits, scaling by 2^k in two steps): no ``reassoc``.  LLVM keeps
 # these flags per instruction when it inlines such a function into a kernel.
 FASTMATH_ORDERED = frozenset({"contract", "nsz"})
+# For element-wise updates whose every rounding is specified (the optimizer step in
+# float32): no contraction into FMAs, no reassociation.  With ``contract``, whether
+# ``beta v - lr g`` becomes one FMA or two roundings depended on what LLVM inlined the
+# loop into, which differs between a process that compiled the engine with its kernels
+# and one that linked cached kernels: float32 weights then differed by an ulp between
+# processes.  Without it the loop gives NumPy's bits, in any process.
+FASTMATH_EXACT = frozenset({"nsz"})
 CACHE = True
 
 # Work (multiply-adds per kernel call, or elements for the optimizer step) below

@@ -23,7 +23,7 @@ from numba.core.registry import CPUDispatcher
 
 from . import codes, config, simd
 from .cachefile import lock_cache
-from .config import CACHE, FASTMATH, FASTMATH_ORDERED
+from .config import CACHE, FASTMATH, FASTMATH_EXACT, FASTMATH_ORDERED
 
 __all__ = ["jit", "jit_ordered", "twins", "specialised_copy", "pure_python", "start_threads"]
 
@@ -160,15 +160,17 @@ def _renamed(func, suffix, namespace=None):
     return new
 
 
-def twins(func):
+def twins(func, exact=False):
     """Compile a ``prange`` kernel twice: (serial, parallel).
 
     Both come from the same source.  The parallel one gets its own qualname so
     that Numba's on-disk cache keeps the two apart (the cache index does not
-    key on the ``parallel`` flag).
+    key on the ``parallel`` flag).  ``exact``: with ``config.FASTMATH_EXACT``
+    (every rounding as written) instead of ``FASTMATH``.
     """
-    serial = jit(func)
-    parallel = jit(_renamed(func, "_parallel"), parallel=True)
+    options = {"fastmath": set(FASTMATH_EXACT)} if exact else {}
+    serial = jit(func, **options)
+    parallel = jit(_renamed(func, "_parallel"), parallel=True, **options)
     return serial, parallel
 
 

@@ -434,13 +434,9 @@ def finish_row(wj, alpha, scale, dwj):
     """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns ``sum_i wj_i^2``.
 
     wj: (n_in,) row j of a layer's weights; dwj: (n_in,) the same row of its
-    gradient, overwritten.  In the row's dtype throughout (alpha and scale are
-    rounded to it first): no conversions in the loop.
+    gradient, overwritten.
     """
-    real = wj.dtype.type
-    alpha = real(alpha)
-    scale = real(scale)
-    q = real(0.0)
+    q = 0.0
     for i in range(wj.shape[0]):
         q += wj[i] * wj[i]
         dwj[i] = (dwj[i] + alpha * wj[i]) * scale
@@ -613,7 +609,9 @@ def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
 
     theta, grad, m1, m2: (n_params,) C.  Parallel over k.  The hyper-parameters
     are first rounded to theta's dtype, so a float32 step is float32 arithmetic
-    throughout (as its NumPy twin's is), with no conversions in the loop.
+    throughout (as its NumPy twin's is), with no conversions in the loop; compiled
+    without FMA contraction or reassociation (``config.FASTMATH_EXACT``), so every
+    process computes the same bits.
     BLAS twin: ``kernels_blas.optimizer_step``.
     """
     p = theta.shape[0]
@@ -653,7 +651,7 @@ def optimizer_step(code, theta, grad, m1, m2, lr, beta1, beta2, eps, nesterov):
             theta[k] -= lr * g / (np.sqrt(vk) + eps)
 
 
-optimizer_step_serial, optimizer_step_parallel = twins(optimizer_step)
+optimizer_step_serial, optimizer_step_parallel = twins(optimizer_step, exact=True)
 
 
 def rprop_step(theta, grad, step, prev, step_min, step_max):

@@ -18,9 +18,10 @@ def test_fastmath_is_chosen_in_config_only():
 
 
 def test_fastmath_flags_never_let_numba_delete_nan_checks():
-    from fastbp.config import FASTMATH, FASTMATH_ORDERED
+    from fastbp.config import FASTMATH, FASTMATH_EXACT, FASTMATH_ORDERED
     assert not FASTMATH & {"nnan", "ninf", "fast"}
     assert not FASTMATH_ORDERED & {"nnan", "ninf", "fast", "reassoc", "afn"}
+    assert not FASTMATH_EXACT & {"nnan", "ninf", "fast", "reassoc", "afn", "contract"}
 
 
 # ---- every loop kernel documents itself ----------------------------
