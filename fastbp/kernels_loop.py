@@ -49,7 +49,7 @@ def add_row_dots(w, x, n0, n1, j0, j1, a):
     n0..n1-1 and units j0..j1-1.
 
     w: (n_out, n_in) C; x: (m, n_in) C; a: (m, n_out) C; n1 - n0 <= 4.  The
-    shared inner loop of ``dense_forward`` and ``dense_forward_acc``.
+    inner loop of ``add_block_dots`` (``dense_forward``, ``dense_forward_acc``).
 
     Register-blocked: with 4 rows, a tile of 4 samples x 3 units keeps 12 sums
     while i runs over the contiguous rows; LLVM vectorises over i, so the tile

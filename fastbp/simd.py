@@ -146,7 +146,18 @@ def _first_lanes(builder, count, n):
     return builder.icmp_signed("<", ir.Constant(index, list(range(count))), limit)
 
 
-def _masked(builder, name, vecty, bits, fnty):
+def _masked_access(context, builder, sig, args, vecty):
+    """What ``vload``/``vstore`` share: (pointer to the row's element i as a vector
+    pointer, mask of its first n lanes, alignment) from ``(row, i, ..., n)``."""
+    ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], vecty)
+    mask = _first_lanes(builder, vecty.count,
+                        context.cast(builder, args[-1], sig.args[-1], types.int64))
+    return ptr, mask, ir.Constant(ir.IntType(32), sig.args[0].dtype.bitwidth // 8)
+
+
+def _masked(builder, name, vecty, fnty):
+    """LLVM's ``llvm.masked.<name>`` intrinsic for vectors of type ``vecty``."""
+    bits = 32 if isinstance(vecty.element, ir.FloatType) else 64
     return cgutils.get_or_insert_function(builder.module, fnty,
                                           f"llvm.masked.{name}.v{vecty.count}f{bits}.p0")
 
@@ -162,14 +173,10 @@ def _vload_typer(context):
 @lower_builtin(vload, types.Array, types.Integer, types.Integer)
 def _vload_lower(context, builder, sig, args):
     vecty = context.get_value_type(sig.return_type)
-    bits = sig.args[0].dtype.bitwidth
-    ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], vecty)
-    mask = _first_lanes(builder, vecty.count,
-                        context.cast(builder, args[2], sig.args[2], types.int64))
-    load = _masked(builder, "load", vecty, bits,
-                   ir.FunctionType(vecty, [vecty.as_pointer(), ir.IntType(32), mask.type, vecty]))
-    return builder.call(load, [ptr, ir.Constant(ir.IntType(32), bits // 8), mask,
-                               ir.Constant(vecty, None)])
+    ptr, mask, align = _masked_access(context, builder, sig, args, vecty)
+    load = _masked(builder, "load", vecty,
+                   ir.FunctionType(vecty, [vecty.as_pointer(), align.type, mask.type, vecty]))
+    return builder.call(load, [ptr, align, mask, ir.Constant(vecty, None)])
 
 
 @type_callable(vstore)
@@ -184,14 +191,11 @@ def _vstore_typer(context):
 @lower_builtin(vstore, types.Array, types.Integer, Vector, types.Integer)
 def _vstore_lower(context, builder, sig, args):
     vecty = args[2].type
-    bits = sig.args[0].dtype.bitwidth
-    ptr = _row_pointer(context, builder, sig.args[0], args[0], args[1], vecty)
-    mask = _first_lanes(builder, vecty.count,
-                        context.cast(builder, args[3], sig.args[3], types.int64))
-    store = _masked(builder, "store", vecty, bits,
-                    ir.FunctionType(ir.VoidType(),
-                                    [vecty, vecty.as_pointer(), ir.IntType(32), mask.type]))
-    builder.call(store, [args[2], ptr, ir.Constant(ir.IntType(32), bits // 8), mask])
+    ptr, mask, align = _masked_access(context, builder, sig, args, vecty)
+    store = _masked(builder, "store", vecty,
+                    ir.FunctionType(ir.VoidType(), [vecty, vecty.as_pointer(), align.type,
+                                                    mask.type]))
+    builder.call(store, [args[2], ptr, align, mask])
     return context.get_dummy_value()
 
 

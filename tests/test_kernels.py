@@ -135,6 +135,27 @@ def test_dense_forward(rng, form, dtype, act, shape):
         assert_close(a, expect, 1e-12, "dense_forward vs formula")
 
 
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", ["dense_forward", "dense_forward_acc"])
+def test_dense_forward_in_several_unit_blocks(rng, form, dtype, kernel):
+    """Inputs wide enough that the units come in several L2-sized blocks
+    (``dot_units``), the last one short, and 16-sample blocks with a remainder."""
+    m, n_in, n_out = 21, 1500, 50
+    assert plain(kl.dot_units)(np.empty((1, n_in), dtype)) < n_out
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    a_prev = rng.standard_normal((m, n_in)).astype(dtype)
+    code = ACTIVATION_CODES["tanh"]
+    a = rng.standard_normal((m, n_out)).astype(dtype)  # z on entry for the _acc form
+    ref = a.copy()
+    args = (w, b, a_prev, code) if kernel == "dense_forward" else (w, a_prev, code)
+    twin(kernel, form)(*args, a)
+    getattr(kb, kernel)(*args, ref)
+    terms = np.abs(a_prev.astype(np.float64)) @ np.abs(w.T.astype(np.float64)) + 3.0
+    assert_close(a, ref, tol_for(dtype), kernel, terms)
+
+
 # ---- outer_rows: the register tiles of both backward passes -------------------------
 
 # (P terms, rows, columns) and a block of rows r0..r1: whole, a middle block of several
