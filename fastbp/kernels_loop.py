@@ -19,7 +19,7 @@ from .codes import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, O
 from .jit import jit, twins
 from .activations import activate_row, derivative_row
 from .losses import loss_delta_row
-from .simd import LANES_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
+from .simd import LANES_BYTES, vadd, vfma, vload, vmul, vsplat, vstore, vsum, vzero
 
 # Rows of the register tile of ``outer_tile`` (its columns are one SIMD vector).
 TILE_ROWS = 6
@@ -434,13 +434,40 @@ def finish_row(wj, alpha, scale, dwj):
     """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns ``sum_i wj_i^2``.
 
     wj: (n_in,) row j of a layer's weights; dwj: (n_in,) the same row of its
-    gradient, overwritten.
+    gradient, overwritten.  In vectors of L = ``simd.lanes`` (the last one
+    partial, through masks): a row shorter than LLVM's unrolled vector loop
+    (20 inputs, say) no longer runs scalar.  The squares are summed lane by lane
+    and then across the lanes in a fixed order (``vsum``).
     """
-    q = 0.0
-    for i in range(wj.shape[0]):
-        q += wj[i] * wj[i]
-        dwj[i] = (dwj[i] + alpha * wj[i]) * scale
-    return q
+    n = wj.shape[0]
+    width = LANES_BYTES // wj.itemsize
+    q = vzero(wj)
+    a = vsplat(q, alpha)
+    s = vsplat(q, scale)
+    for i in range(0, n, width):
+        count = min(width, n - i)
+        v = vload(wj, i, count)
+        q = vfma(v, v, q)
+        vstore(dwj, i, vmul(vfma(a, v, vload(dwj, i, count)), s), count)
+    return vsum(q)
+
+
+@jit
+def column_sums(A, c0, c1, add, out):
+    """``out[c] (+)= sum_r A[r, c]`` for the columns c = c0..c1-1, summed over r in order.
+
+    A: (m, n) C; out: (>= c1,).  ``add`` false overwrites.  The sums of a vector
+    of columns stay in a register while r runs down the rows (row by row: a
+    column walk at a stride of n elements would thrash one cache set).  The
+    bias gradients of ``dense_backward_params``.
+    """
+    width = LANES_BYTES // A.itemsize
+    for c in range(c0, c1, width):
+        count = min(width, c1 - c)
+        s = vload(out, c, count) if add else vzero(out)
+        for r in range(A.shape[0]):
+            s = vadd(s, vload(A[r], c, count))
+        vstore(out, c, s, count)
 
 
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
@@ -455,9 +482,11 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     L2 term of the loss); with it true, the raw sums are *added* to dw and db
     (alpha, scale and wsq are left to ``finalize_params``).
 
-    For each block of 6 output units, ``outer_rows`` sums ``delta_nj a_n`` over
-    the samples in a register tile of 6 units x one vector of i (A = delta, B =
-    a_prev), written once (or added once, when accumulating) per tile.  Parallel
+    For each block of 6 output units (24 from 96 units on), ``column_sums`` sums
+    the block's columns of delta into db, and ``outer_rows`` sums ``delta_nj a_n``
+    over the samples in a register tile of 6 units x one vector of i (A = delta,
+    B = a_prev), written once (or added once, when accumulating) per tile;
+    ``finish_row`` then scales each row and adds the L2 term.  Parallel
     over blocks of 6 units: each block owns its rows of dw and db and sums over
     n in a fixed order, so there is no race and the result does not depend on
     the thread count.  BLAS twin: ``kernels_blas.dense_backward_params``.
@@ -482,13 +511,7 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     for jb in prange((n_out + rows - 1) // rows):
         j0 = rows * jb
         j1 = min(j0 + rows, n_out)
-        if not accumulate:
-            for j in range(j0, j1):
-                db[j] = 0.0
-        for n in range(m):  # row by row: a column walk (stride n_out) thrashes one cache set
-            dn = delta[n]
-            for j in range(j0, j1):
-                db[j] += dn[j]
+        column_sums(delta, j0, j1, accumulate, db)
         outer_rows(delta, a_prev, dw, j0, j1, accumulate)
         if not accumulate:
             for j in range(j0, j1):

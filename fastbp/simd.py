@@ -30,7 +30,10 @@ does:
 * ``vzero(row)`` -- a vector of zeros of row's dtype;
 * ``vfma(a, b, c)`` -- ``a * b + c`` lane by lane, fused (one rounding) when
   compiled;
-* ``vadd(a, b)`` -- ``a + b`` lane by lane.
+* ``vadd(a, b)`` -- ``a + b`` lane by lane;
+* ``vmul(a, b)`` -- ``a * b`` lane by lane;
+* ``vsum(v)`` -- the sum of the lanes, as a scalar, added in a fixed tree order
+  (the two halves lane by lane, then the halves of that, ...) in every form.
 """
 import os
 
@@ -132,6 +135,19 @@ def vfma(a, b, c):
 def vadd(a, b):
     """``a + b`` lane by lane."""
     return a + b
+
+
+def vmul(a, b):
+    """``a * b`` lane by lane."""
+    return a * b
+
+
+def vsum(v):
+    """The sum of v's lanes: the halves added lane by lane until one lane is left."""
+    while v.shape[0] > 1:
+        half = v.shape[0] // 2
+        v = v[:half] + v[half:]
+    return v[0]
 
 
 # ---- compiled forms ----------------------------------------------------------------
@@ -259,3 +275,38 @@ def _vadd_typer(context):
 @lower_builtin(vadd, Vector, Vector)
 def _vadd_lower(context, builder, sig, args):
     return builder.fadd(args[0], args[1])
+
+
+@type_callable(vmul)
+def _vmul_typer(context):
+    def typer(a, b):
+        if isinstance(a, Vector) and a == b:
+            return a
+    return typer
+
+
+@lower_builtin(vmul, Vector, Vector)
+def _vmul_lower(context, builder, sig, args):
+    return builder.fmul(args[0], args[1])
+
+
+@type_callable(vsum)
+def _vsum_typer(context):
+    def typer(v):
+        if isinstance(v, Vector):
+            return v.dtype
+    return typer
+
+
+@lower_builtin(vsum, Vector)
+def _vsum_lower(context, builder, sig, args):
+    v = args[0]
+    count = v.type.count
+    while count > 1:  # the halves, as the Python form adds them
+        half = count // 2
+        lanes_of = lambda start: ir.Constant(ir.VectorType(ir.IntType(32), half),
+                                             list(range(start, start + half)))
+        v = builder.fadd(builder.shuffle_vector(v, v, lanes_of(0)),
+                         builder.shuffle_vector(v, v, lanes_of(half)))
+        count = half
+    return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))

@@ -190,6 +190,70 @@ def test_outer_rows(rng, form, dtype, layout, add, case):
     check_outer_rows(run, rng, dtype, layout, add, case)
 
 
+# ---- finish_row and column_sums: the vector helpers of the weight gradients -----------
+
+# lengths below, at and around one SIMD vector (16-64 elements) and several with a tail
+ROW_LENGTHS = [1, 3, 8, 20, 31, 32, 33, 64, 65, 100, 129]
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", ROW_LENGTHS)
+def test_finish_row(rng, form, dtype, n):
+    """``dw <- (dw + alpha w) scale`` and the returned ``sum w^2``, nothing past the row."""
+    run = kl.finish_row if form == "compiled" else plain(kl.finish_row)
+    w = rng.standard_normal(n + 3).astype(dtype)
+    dw = rng.standard_normal(n + 3).astype(dtype)
+    ref = dw.copy()
+    ref[:n] = (dw[:n].astype(np.float64) + 0.3 * w[:n]) * 0.125
+    q = run(w[:n], 0.3, 0.125, dw[:n])
+    assert_close(dw[:n], ref[:n], tol_for(dtype), "finish_row", np.abs(ref[:n]) + 1.0)
+    assert np.array_equal(dw[n:], ref[n:])
+    sq = float(np.sum(w[:n].astype(np.float64) ** 2))
+    assert abs(float(q) - sq) <= tol_for(dtype) * sq
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("add", [False, True])
+@pytest.mark.parametrize("shape, c0, c1", [((1, 1), 0, 1), ((5, 7), 2, 7), ((33, 70), 3, 69),
+                                           ((9, 129), 0, 129), ((4, 24), 6, 12)])
+def test_column_sums(rng, form, dtype, add, shape, c0, c1):
+    """``out[c0:c1] (+)= A[:, c0:c1].sum(0)``, the rest of out untouched."""
+    run = kl.column_sums if form == "compiled" else plain(kl.column_sums)
+    A = rng.standard_normal(shape).astype(dtype)
+    out = rng.standard_normal(shape[1]).astype(dtype)
+    ref = out.copy()
+    ref[c0:c1] = A[:, c0:c1].astype(np.float64).sum(axis=0) + (ref[c0:c1] if add else 0.0)
+    run(A, c0, c1, np.bool_(add), out)
+    assert_close(out[c0:c1], ref[c0:c1], tol_for(dtype), "column_sums",
+                 np.abs(A).sum(axis=0)[c0:c1] + np.abs(ref[c0:c1]))
+    assert np.array_equal(out[:c0], ref[:c0]) and np.array_equal(out[c1:], ref[c1:])
+
+
+def test_vsum_adds_in_the_same_order_compiled_and_in_python():
+    """``simd.vsum``'s fixed tree order: the compiled sum has the Python form's bits."""
+    from numba import njit
+    from fastbp import simd
+
+    @njit
+    def total(row):
+        return simd.vsum(simd.vload(row, 0, row.shape[0]))
+
+    rng = np.random.default_rng(7)
+    for dtype in DTYPES:
+        n = simd.lanes(dtype)
+        for _ in range(200):  # magnitudes 1e-8..1e8, so another order would round otherwise
+            row = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8, n)).astype(dtype)
+            tree = row.copy()
+            while tree.shape[0] > 1:
+                tree = tree[:tree.shape[0] // 2] + tree[tree.shape[0] // 2:]
+            want = simd.vsum(simd.vload(row, 0, n))
+            assert want.dtype == dtype and want == tree[0]
+            if hasattr(kl.outer_rows, "py_func"):  # boxed as a Python float: compare values
+                assert dtype(total(row)) == want
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(kl.outer_rows, "py_func"), reason="needs the JIT")
 @pytest.mark.parametrize("vector_bytes", [64, 16])
