@@ -182,6 +182,15 @@ def copy_rows(src, out, start):
     out[start:start + src.shape[0]] = src
 
 
+def column_stats(X, out):
+    """Rows of out: X's column means, standard deviations, minima and maxima (float64)."""
+    X = np.asarray(X, dtype=np.float64)
+    out[0] = X.mean(axis=0)
+    out[1] = X.std(axis=0)
+    out[2] = X.min(axis=0)
+    out[3] = X.max(axis=0)
+
+
 def rows_within(X, low, high):
     """``all(low <= X <= high)`` per column (False for NaN)."""
     return bool(((X >= low) & (X <= high)).all())

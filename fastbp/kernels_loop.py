@@ -751,6 +751,65 @@ def rows_within(X, low, high):
 
 
 @jit
+def column_stats(X, out):
+    """Per column j of X (n rows): ``out[0, j] = mu_j = (1/n) sum_r X_rj``,
+    ``out[1, j] = sigma_j = sqrt((1/n) sum_r (X_rj - mu_j)^2)``,
+    ``out[2, j] = min_r X_rj``, ``out[3, j] = max_r X_rj``.
+
+    X: (n, d) C, n >= 1, finite; out: (4, d) float64.  One pass over X in memory
+    order, in blocks of rows of about 256 KiB: each block is summed twice while it
+    is in cache (its mean, then its squared deviations from that mean, so no sum of
+    squares cancels), and merged into the running mean and sum of squared
+    deviations in block order (Chan et al.'s pairwise update).  Sums in float64,
+    vectorised over j.  Serial (it reads X at memory speed).  BLAS twin:
+    ``kernels_blas.column_stats``.
+    """
+    n, d = X.shape
+    rows = max(1, 262144 // max(1, d * X.itemsize))
+    mean = out[0]
+    m2 = out[1]
+    lo = out[2]
+    hi = out[3]
+    part = np.empty((2, d))
+    s = part[0]
+    q = part[1]
+    for j in range(d):
+        mean[j] = 0.0
+        m2[j] = 0.0
+        lo[j] = X[0, j]
+        hi[j] = X[0, j]
+    seen = 0
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        for j in range(d):
+            s[j] = 0.0
+            q[j] = 0.0
+        for r in range(r0, r1):
+            row = X[r]
+            for j in range(d):
+                v = row[j]
+                s[j] += v
+                lo[j] = min(lo[j], v)
+                hi[j] = max(hi[j], v)
+        size = r1 - r0
+        for j in range(d):
+            s[j] = s[j] / size
+        for r in range(r0, r1):
+            row = X[r]
+            for j in range(d):
+                e = row[j] - s[j]
+                q[j] += e * e
+        total = seen + size
+        for j in range(d):
+            delta = s[j] - mean[j]
+            mean[j] += delta * (size / total)
+            m2[j] += q[j] + delta * delta * (seen * (size / total))
+        seen = total
+    for j in range(d):
+        m2[j] = np.sqrt(m2[j] / n)
+
+
+@jit
 def scale_vector(v, factor):
     """In place ``v_k <- v_k * factor`` (gradient clipping).  BLAS twin: same name.
 

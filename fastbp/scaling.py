@@ -19,9 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from .kernel_cache import guarded
-from .kernels_loop import rows_within
+from .kernels_loop import column_stats, rows_within
 
 _rows_within = guarded(rows_within)  # a damaged cache entry recompiles, as the engine's do
+_column_stats = guarded(column_stats)
 
 __all__ = ["InputStats", "Standardizer", "InputRangeWarning", "RANGE_LIMIT"]
 
@@ -29,7 +30,7 @@ __all__ = ["InputStats", "Standardizer", "InputRangeWarning", "RANGE_LIMIT"]
 # below the training minimum or above the training maximum of its column (a column's
 # standard deviation, or the typical column's where that is larger: InputStats.typical_std)
 RANGE_LIMIT = 10.0
-CHUNK_BYTES = 1 << 20  # InputStats.of reads dense X in blocks of about this many bytes
+CHUNK_BYTES = 1 << 20  # InputStats.of reads other dense X in blocks of about this many bytes
 
 
 class InputRangeWarning(UserWarning):
@@ -54,6 +55,11 @@ class InputStats:
             X = sp.csr_matrix(X)
             mean, var = mean_variance_axis(X.astype(np.float64), axis=0)
             lo, hi = min_max_axis(X, axis=0)
+        elif (type(X) is np.ndarray and X.ndim == 2 and X.dtype in (np.float64, np.float32)
+              and X.flags.c_contiguous and X.shape[0] > 0):  # what fit passes: one compiled pass
+            out = np.empty((4, X.shape[1]))
+            _column_stats(X, out)
+            return cls(X.shape[0], *out)
         else:
             X = np.asarray(X)
             # blocks of rows (merged as in ``merged``): fit never copies X, and neither

@@ -632,6 +632,35 @@ def test_log_loss_finite_for_saturated_outputs(dtype, act, form):
     np.testing.assert_array_equal(delta, a - Y)
 
 
+# ---- column_stats ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 3), (50, 2000), (300, 784)])
+def test_column_stats(rng, form, dtype, shape):
+    """Against NumPy's mean/std/min/max in float64; the last two shapes span several
+    blocks of rows (a short last one), so the merge of blocks is exercised."""
+    X = (rng.standard_normal(shape) * rng.uniform(0.1, 10.0, shape[1])
+         + rng.uniform(-5.0, 5.0, shape[1])).astype(dtype)
+    got, want = nan_like((4, shape[1]), np.float64), nan_like((4, shape[1]), np.float64)
+    single("column_stats", form)(X, got)
+    kb.column_stats(X, want)
+    np.testing.assert_allclose(got[:2], want[:2], rtol=1e-12, atol=1e-13)
+    np.testing.assert_array_equal(got[2:], want[2:])
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+def test_column_stats_keeps_a_small_spread_on_a_large_offset(rng, form):
+    """Deviations from block means, never sums of squares: a spread of 1e-3 on values
+    near 1e8 keeps its digits (a one-pass sum of squares would lose them all)."""
+    X = 1e8 + rng.standard_normal((5000, 3)) * 1e-3
+    got, want = np.empty((4, 3)), np.empty((4, 3))
+    single("column_stats", form)(X, got)
+    kb.column_stats(X, want)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-15)
+
+
 # ---- rows_within ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("form", SINGLE_FORMS)
