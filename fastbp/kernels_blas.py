@@ -182,6 +182,11 @@ def copy_rows(src, out, start):
     out[start:start + src.shape[0]] = src
 
 
+def transpose_into(w, wt):
+    """``wt[...] = w.T``."""
+    wt[...] = w.T
+
+
 def column_stats(X, out):
     """Rows of out: X's column means, standard deviations, minima and maxima (float64)."""
     X = np.asarray(X, dtype=np.float64)

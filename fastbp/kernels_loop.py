@@ -23,6 +23,16 @@ from .simd import LANES_BYTES, vadd, vfma, vload, vmul, vsplat, vstore, vsum, vz
 
 # Rows of the register tile of ``outer_tile`` (its columns are one SIMD vector).
 TILE_ROWS = 6
+# dense_forward takes the outer-product form (``outer_rows`` over a transposed copy of
+# w) for input rows of at most this many bytes (32 float64, 64 float32 inputs), from
+# this many samples and units on: on short rows the dot form's tiles spend a horizontal
+# sum per output and run partly scalar; few units fill a vector poorly.  One core,
+# batch 32, outer / dot time: float64 20->64 0.58, 32->64 0.82, 48->64 1.03, 64->64
+# 1.41, 20->16 0.86, 20->10 1.23, 20->1 3.5; float32 20->64 0.34, 64->64 0.71, 20->16
+# 0.88, 784->30 at batch 10 4.7.
+OUTER_FORWARD_MAX_BYTES = 256
+OUTER_FORWARD_MIN_ROWS = 8
+OUTER_FORWARD_MIN_UNITS = 16
 
 
 def gather_rows(X, order, start, out):
@@ -276,12 +286,23 @@ def dense_forward(w, b, a_prev, act, a):
     the sums (a 4 x 3 register tile), then g is applied row by row.  The units
     are taken in blocks whose weights fit the L2 cache (``dot_units``), each
     block for all 16 samples before the next: every weight is read from
-    further away once per 16 samples, not once per 4.  Parallel over blocks of
-    16 samples: each block writes only its rows of a.  The split depends on m
-    alone, never on the thread count.  BLAS twin: ``kernels_blas.dense_forward``.
+    further away once per 16 samples, not once per 4.  Short input rows (at
+    most ``OUTER_FORWARD_MAX_BYTES``, from ``OUTER_FORWARD_MIN_ROWS`` samples
+    and ``OUTER_FORWARD_MIN_UNITS`` units on) take the outer-product form instead: w is transposed once per call
+    (``transpose_into``) and ``outer_rows`` adds ``sum_i a_ni wt_i`` to the
+    rows (A = a_prev^T, B = w^T).  Parallel over blocks of 16 samples: each
+    block writes only its rows of a.  The form and the split depend on the
+    shapes alone, never on the thread count.  BLAS twin:
+    ``kernels_blas.dense_forward``.
     """
     m = a.shape[0]
-    n_out = w.shape[0]
+    n_out, n_in = w.shape
+    outer = (n_in * w.itemsize <= OUTER_FORWARD_MAX_BYTES and m >= OUTER_FORWARD_MIN_ROWS
+             and n_out >= OUTER_FORWARD_MIN_UNITS)
+    wt = np.empty((n_in if outer else 0, n_out), dtype=w.dtype)
+    if outer:
+        transpose_into(w, wt)
+    at = a_prev.T
     units = dot_units(w)
     for nb in prange((m + 15) // 16):
         g0 = 16 * nb
@@ -290,12 +311,29 @@ def dense_forward(w, b, a_prev, act, a):
             row = a[n]
             for j in range(n_out):
                 row[j] = b[j]
-        add_block_dots(w, a_prev, g0, g1, units, a)
+        if outer:
+            outer_rows(at, wt, a, g0, g1, True)
+        else:
+            add_block_dots(w, a_prev, g0, g1, units, a)
         for n in range(g0, g1):
             activate_row(a[n], act)
 
 
 dense_forward_serial, dense_forward_parallel = twins(dense_forward)
+
+
+@jit
+def transpose_into(w, wt):
+    """``wt_ij = w_ji``.  w: (n_out, n_in) C; wt: (n_in, n_out) C.
+
+    Rows of w read in order, wt written a column at a time: for the small weight
+    blocks it serves (``dense_forward``'s outer-product form) both stay in L1.
+    BLAS twin: ``kernels_blas.transpose_into``.
+    """
+    for j in range(w.shape[0]):
+        wj = w[j]
+        for i in range(w.shape[1]):
+            wt[i, j] = wj[i]
 
 
 def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):

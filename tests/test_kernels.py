@@ -137,6 +137,40 @@ def test_dense_forward(rng, form, dtype, act, shape):
 
 @pytest.mark.parametrize("form", TWIN_FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+@pytest.mark.parametrize("shape", [(8, 32, 70), (8, 33, 70), (7, 20, 70), (16, 64, 40),
+                                   (40, 1, 16), (40, 1, 15), (23, 20, 64)])
+def test_dense_forward_at_the_edges_of_its_two_forms(rng, form, dtype, act, shape):
+    """Both sides of the switch to the outer-product form (input rows of at most
+    ``OUTER_FORWARD_MAX_BYTES``, at least ``OUTER_FORWARD_MIN_ROWS`` samples and
+    ``OUTER_FORWARD_MIN_UNITS`` units): 32 inputs are the last float64 row in it, 64
+    the last float32 one, 7 samples and 15 units too few."""
+    m, n_in, n_out = shape
+    outer = (n_in * np.dtype(dtype).itemsize <= kl.OUTER_FORWARD_MAX_BYTES
+             and m >= kl.OUTER_FORWARD_MIN_ROWS and n_out >= kl.OUTER_FORWARD_MIN_UNITS)
+    assert outer == ((n_in <= (32 if dtype == np.float64 else 64)) and m >= 8 and n_out >= 16)
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    a_prev = rng.standard_normal((m, n_in)).astype(dtype)
+    a, ref = nan_like((m, n_out), dtype), nan_like((m, n_out), dtype)
+    twin("dense_forward", form)(w, b, a_prev, ACTIVATION_CODES[act], a)
+    kb.dense_forward(w, b, a_prev, ACTIVATION_CODES[act], ref)
+    terms = np.abs(a_prev.astype(np.float64)) @ np.abs(w.T.astype(np.float64)) + np.abs(b)
+    assert_close(a, ref, tol_for(dtype), f"dense_forward {shape}", terms)
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transpose_into(rng, form, dtype):
+    for shape in [(1, 1), (64, 20), (7, 33)]:
+        w = rng.standard_normal(shape).astype(dtype)
+        wt = nan_like(shape[::-1], dtype)
+        single("transpose_into", form)(w, wt)
+        np.testing.assert_array_equal(wt, w.T)
+
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kernel", ["dense_forward", "dense_forward_acc"])
 def test_dense_forward_in_several_unit_blocks(rng, form, dtype, kernel):
     """Inputs wide enough that the units come in several L2-sized blocks
