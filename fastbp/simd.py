@@ -264,30 +264,23 @@ def _vfma_lower(context, builder, sig, args):
     return builder.call(fma, args)
 
 
-@type_callable(vadd)
-def _vadd_typer(context):
-    def typer(a, b):
-        if isinstance(a, Vector) and a == b:
-            return a
-    return typer
+def _lane_wise(func, instruction):
+    """Compile ``func(a, b)`` on two vectors of one type as one LLVM ``instruction``
+    (an IRBuilder method: ``fadd``, ``fmul``) on them."""
+    @type_callable(func)
+    def _typer(context):
+        def typer(a, b):
+            if isinstance(a, Vector) and a == b:
+                return a
+        return typer
+
+    @lower_builtin(func, Vector, Vector)
+    def _lower(context, builder, sig, args):
+        return getattr(builder, instruction)(args[0], args[1])
 
 
-@lower_builtin(vadd, Vector, Vector)
-def _vadd_lower(context, builder, sig, args):
-    return builder.fadd(args[0], args[1])
-
-
-@type_callable(vmul)
-def _vmul_typer(context):
-    def typer(a, b):
-        if isinstance(a, Vector) and a == b:
-            return a
-    return typer
-
-
-@lower_builtin(vmul, Vector, Vector)
-def _vmul_lower(context, builder, sig, args):
-    return builder.fmul(args[0], args[1])
+_lane_wise(vadd, "fadd")
+_lane_wise(vmul, "fmul")
 
 
 @type_callable(vsum)
