@@ -111,7 +111,8 @@ class DenseForward(_Gflops, _Kernel):
     """``a = g(a_prev w^T + b)``, relu."""
 
     kernel = "dense_forward"
-    params = [TWIN_BACKENDS, DENSE_SIZES, DTYPES, THREADS]
+    # and W3's first layer at batch 32: short input rows, the outer-product form
+    params = [TWIN_BACKENDS, DENSE_SIZES + ["32x20x64"], DTYPES, THREADS]
 
     def arguments(self, dims, dtype, rng):
         m, n_in, n_out = dims
@@ -447,6 +448,17 @@ class ScaleVector(_Kernel):
     def arguments(self, dims, dtype, rng):
         (p,) = dims
         return random_array(rng, (p,), dtype), 1.0
+
+
+class ColumnStats(_Kernel):
+    """A fit's input statistics (mean, std, min, max per column) of W2's training X."""
+
+    kernel = "column_stats"
+    params = [HELPER_BACKENDS, ["10000x784"], DTYPES, [1]]
+
+    def arguments(self, dims, dtype, rng):
+        n, d = dims
+        return random_array(rng, (n, d), dtype), np.empty((4, d))
 
 
 class CopyRows(_Kernel):

@@ -288,9 +288,9 @@ def dense_forward(w, b, a_prev, act, a):
     block for all 16 samples before the next: every weight is read from
     further away once per 16 samples, not once per 4.  Short input rows (at
     most ``OUTER_FORWARD_MAX_BYTES``, from ``OUTER_FORWARD_MIN_ROWS`` samples
-    and ``OUTER_FORWARD_MIN_UNITS`` units on) take the outer-product form instead: w is transposed once per call
-    (``transpose_into``) and ``outer_rows`` adds ``sum_i a_ni wt_i`` to the
-    rows (A = a_prev^T, B = w^T).  Parallel over blocks of 16 samples: each
+    and ``OUTER_FORWARD_MIN_UNITS`` units on) take the outer-product form
+    instead: w is transposed once per call (``transpose_into``) and
+    ``outer_rows`` adds ``sum_i a_ni wt_i`` to the rows (A = a_prev^T, B = w^T).  Parallel over blocks of 16 samples: each
     block writes only its rows of a.  The form and the split depend on the
     shapes alone, never on the thread count.  BLAS twin:
     ``kernels_blas.dense_forward``.
