@@ -40,7 +40,9 @@ def write(root):
         X, y, t = data(dtype, sparse=False)
         models = {
             "clf": fastbp.MLPClassifier((5,), solver="adam", max_iter=5, random_state=0),
-            "reg": fastbp.MLPRegressor(hidden_layer_sizes=(5,), activation="tanh", max_iter=5, random_state=0),
+            # 16 hidden units from 4 inputs on 60 rows: the forward pass's outer-product form
+            "reg": fastbp.MLPRegressor(hidden_layer_sizes=(16,), activation="tanh", max_iter=5,
+                                       random_state=0),
         }
         for name, model in models.items():
             model.fit(X, y if name == "clf" else t)
