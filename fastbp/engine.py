@@ -62,6 +62,7 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            gather_rows_parallel, gather_rows_serial, layer_sq_norms,
                            optimizer_step_parallel, optimizer_step_serial, output_delta,
                            rprop_step_parallel, rprop_step_serial, scale_vector)
+from .views import matrix_view
 
 # Compile-time switch (a global: Numba freezes it and prunes the branches it
 # guards).  The module's functions are compiled with it on: any topology.
@@ -91,14 +92,14 @@ def _layer_params(buf, layers, l):
     n_out = layers[l, L_NOUT]
     wo = layers[l, L_WOFF]
     bo = layers[l, L_BOFF]
-    return buf[wo:wo + n_out * n_in].reshape((n_out, n_in)), buf[bo:bo + n_out]
+    return matrix_view(buf, wo, n_out, n_in), buf[bo:bo + n_out]
 
 
 @jit(inline="always")
 def _skip_table(ip):
     """The shortcut-block table (n_skip, S_COLS) stored in ``ip[IP_SIZE:]``."""
     n_skip = (ip.shape[0] - IP_SIZE) // S_COLS
-    return ip[IP_SIZE:IP_SIZE + n_skip * S_COLS].reshape((n_skip, S_COLS))
+    return matrix_view(ip, IP_SIZE, n_skip, S_COLS)
 
 
 @jit(inline="always")
@@ -107,13 +108,13 @@ def _skip_weights(buf, skips, k):
     n_in = skips[k, S_NIN]
     n_out = skips[k, S_NOUT]
     wo = skips[k, S_WOFF]
-    return buf[wo:wo + n_out * n_in].reshape((n_out, n_in))
+    return matrix_view(buf, wo, n_out, n_in)
 
 
 @jit(inline="always")
 def _rows(work, off, m, n_units):
     """The (m, n_units) block of the workspace at ``off`` (activations or deltas)."""
-    return work[off:off + m * n_units].reshape((m, n_units))
+    return matrix_view(work, off, m, n_units)
 
 
 @jit(inline="always")

@@ -288,6 +288,41 @@ def test_vsum_adds_in_the_same_order_compiled_and_in_python():
                 assert dtype(total(row)) == want
 
 
+def test_matrix_view_is_the_reshaped_slice_compiled_and_in_python():
+    """``views.matrix_view``: the (r, c) view of flat[off:off + r c] sharing flat's
+    memory, in both forms; out of bounds raises ValueError in both."""
+    from numba import njit
+    from fastbp.views import matrix_view
+
+    @njit
+    def view(flat, off, r, c):
+        return matrix_view(flat, off, r, c)
+
+    @njit
+    def write_through(flat, off, r, c):
+        v = matrix_view(flat, off, r, c)
+        v[r - 1, c - 1] = -1.0
+        return v.strides
+
+    forms = [matrix_view] + ([view] if hasattr(view, "py_func") else [])
+    for dtype in DTYPES + [np.int64]:
+        flat = np.arange(30).astype(dtype)
+        for f in forms:
+            for off, r, c in [(0, 5, 6), (3, 4, 5), (7, 0, 4), (30, 0, 0), (29, 1, 1), (2, 7, 4)]:
+                got = f(flat, off, r, c)
+                want = flat[off:off + r * c].reshape((r, c))
+                assert got.shape == (r, c) and got.dtype == dtype
+                assert got.flags.c_contiguous and np.array_equal(got, want)
+                if r * c:
+                    assert np.shares_memory(got, flat)
+            for off, r, c in [(-1, 1, 1), (0, -1, 2), (0, 2, -1), (1, 5, 6), (25, 2, 3)]:
+                with pytest.raises(ValueError, match="outside the buffer"):
+                    f(flat, off, r, c)
+    flat = np.zeros(12)
+    assert write_through(flat, 2, 2, 5) == (5 * 8, 8)
+    assert flat[11] == -1.0 and flat.sum() == -1.0  # wrote through to flat's memory
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(kl.outer_rows, "py_func"), reason="needs the JIT")
 @pytest.mark.parametrize("vector_bytes", [64, 16])
@@ -515,6 +550,7 @@ def test_finalize_params(rng, form, dtype, shape):
     assert_close(db, rdb, tol, "db")
     assert_close(wsq, rwsq, tol, "wsq")
     assert wsq[-1] == -7.0
+
 
 
 # ---- output_delta ----------------------------------------------------------------
