@@ -320,6 +320,18 @@ class GatherRows(_Kernel):
         return X, order, 0, np.empty((m, d), dtype=dtype)
 
 
+class PrefetchRows(_Kernel):
+    """The cache hints for W2's next shuffled batch: 10 rows of 784 out of 10,000."""
+
+    kernel = "prefetch_rows"
+    params = [HELPER_BACKENDS, ["10x784"], DTYPES, [1]]
+
+    def arguments(self, dims, dtype, rng):
+        m, d = dims
+        X = random_array(rng, (1000 * m, d), dtype, "uniform")
+        return X, rng.permutation(1000 * m).astype(np.int64), 0, m
+
+
 class OptimizerStep(_Kernel):
     """sgd with Nesterov momentum over the flat parameters (W1's and W4's counts)."""
 

@@ -38,7 +38,7 @@ for _name in ("gather_rows", "dense_forward", "dense_backward_input",
     _BLAS_NAMES[_name + "_serial"] = getattr(kernels_blas, _name)
     _BLAS_NAMES[_name + "_parallel"] = getattr(kernels_blas, _name)
 for _name in ("finalize_params", "output_delta", "layer_sq_norms", "scale_vector",
-              "copy_rows", "block_sq_norms"):
+              "copy_rows", "block_sq_norms", "prefetch_rows"):
     _BLAS_NAMES[_name] = getattr(kernels_blas, _name)
 
 

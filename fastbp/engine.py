@@ -61,6 +61,7 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            dropout_forward_parallel, dropout_forward_serial, finalize_params,
                            gather_rows_parallel, gather_rows_serial, layer_sq_norms,
                            optimizer_step_parallel, optimizer_step_serial, output_delta,
+                           prefetch_rows,
                            rprop_step_parallel, rprop_step_serial, scale_vector)
 from .views import matrix_view
 
@@ -78,6 +79,12 @@ SHORTCUTS = True
 # Under NUMBA_DISABLE_JIT nothing is compiled, so nothing can be specialised: it is on
 # and the rates decide at run time (``_dropping``: no layer is dropped at rate 0).
 DROPOUT = bool(numba.config.DISABLE_JIT)
+# A setting, not a switch: ``train_epoch`` prefetches the next shuffled mini-batch's
+# input and target rows (``prefetch_rows``) while it computes the current one when
+# they take at most this many bytes: its gather then reads L2, not DRAM (W2's batch
+# of ten 784-pixel rows: 63 KB from a 63 MB X).  Larger batches would evict the
+# current batch's working set from a 1 MB L2 and already stream at full bandwidth.
+PREFETCH_MAX_BYTES = 1 << 18
 # The last switch: sparse input.  On in the module's functions, which take dense or
 # CSR input (decided per call by ``Xs``); ``backends`` compiles copies with it off
 # for dense input, which never type nor compile the CSR kernels (a dense first
@@ -434,7 +441,7 @@ def train_epoch(data, order, state, context):
     batch loss times the batch size, the samples seen and per-layer gradient
     norms summed over batches.
     """
-    X, Xs, _, sw = data
+    X, Xs, Y, sw = data
     theta, grad, m1, m2 = state
     layers, work, hp, ip, stats = context
     skips = _skip_table(ip)
@@ -454,10 +461,15 @@ def train_epoch(data, order, state, context):
     stats[ST_SAMPLES] = 0.0
     stats[ST_DIVERGED] = 0.0
     stats[ST_BATCHES] = 0.0
+    row_bytes = X.shape[1] * X.itemsize + Y.shape[1] * Y.itemsize
+    ahead = order.shape[0] > 0 and Xs[2].shape[0] == 0 and bs * row_bytes <= PREFETCH_MAX_BYTES
     start = np.int64(0)  # typed int64 from the start: no Literal[int](0) variant of callees
     while start < n:
         m = min(bs, n - start)
         batch = (order, start, m)
+        if ahead and start + m < n:  # the next batch's rows, while this one computes
+            prefetch_rows(X, order, start + m, min(bs, n - start - m))
+            prefetch_rows(Y, order, start + m, min(bs, n - start - m))
         swsum = _weight_sum(sw, batch)
         if swsum > 0.0:
             data_sum, wsq = _batch_gradient(data, batch, theta, grad, context,

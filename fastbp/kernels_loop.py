@@ -19,7 +19,7 @@ from .codes import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, O
 from .jit import jit, twins
 from .activations import activate_row, derivative_row
 from .losses import loss_delta_row
-from .simd import LANES_BYTES, vadd, vfma, vload, vmul, vsplat, vstore, vsum, vzero
+from .simd import LANES_BYTES, prefetch, vadd, vfma, vload, vmul, vsplat, vstore, vsum, vzero
 
 # Rows of the register tile of ``outer_tile`` (its columns are one SIMD vector).
 TILE_ROWS = 6
@@ -51,6 +51,25 @@ def gather_rows(X, order, start, out):
 
 
 gather_rows_serial, gather_rows_parallel = twins(gather_rows)
+
+
+@jit
+def prefetch_rows(A, order, start, m):
+    """Ask for rows of A to be brought into L2: every cache line of ``A[r, :]`` with
+    ``r = order[start + n]``, n < m (``simd.prefetch``, one hint per line); writes nothing.
+
+    A: (n_total, n_columns) C; order: (n_total,) int64.  The engine issues it for
+    the next shuffled mini-batch before computing the current one, so the rows
+    that batch gathers arrive from DRAM while this one computes.  BLAS twin:
+    ``kernels_blas.prefetch_rows`` (nothing to do).
+    """
+    step = max(64 // A.itemsize, 1)
+    last = A.shape[1] - 1
+    for n in range(start, start + m):
+        row = A[order[n]]
+        for i in range(0, last, step):
+            prefetch(row, i)
+        prefetch(row, last)
 
 
 @jit

@@ -34,6 +34,11 @@ does:
 * ``vmul(a, b)`` -- ``a * b`` lane by lane;
 * ``vsum(v)`` -- the sum of the lanes, as a scalar, added in a fixed tree order
   (the two halves lane by lane, then the halves of that, ...) in every form.
+
+And one memory hint, ``prefetch(row, i)``: ask for the cache line holding
+``row[i]`` to be brought into the L2 cache (LLVM's ``llvm.prefetch``, read,
+locality 2: the x86 ``prefetcht1``).  It never faults and changes no result;
+its Python form does nothing.
 """
 import os
 
@@ -303,3 +308,28 @@ def _vsum_lower(context, builder, sig, args):
                          builder.shuffle_vector(v, v, lanes_of(half)))
         count = half
     return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+
+def prefetch(row, i):
+    """Hint: bring the cache line of ``row[i]`` into L2 (compiled); nothing in Python."""
+
+
+@type_callable(prefetch)
+def _prefetch_typer(context):
+    def typer(row, i):
+        if (isinstance(row, types.Array) and row.ndim == 1 and row.layout == "C"
+                and isinstance(i, types.Integer)):
+            return types.none
+    return typer
+
+
+@lower_builtin(prefetch, types.Array, types.Integer)
+def _prefetch_lower(context, builder, sig, args):
+    data = context.make_array(sig.args[0])(context, builder, args[0]).data
+    ptr = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+        "llvm.prefetch.p0")
+    builder.call(fn, [ptr, i32(0), i32(2), i32(1)])  # read, locality 2 (L2), data
+    return context.get_dummy_value()

@@ -109,6 +109,20 @@ def test_gather_rows(rng, form, dtype, m, d, start):
     np.testing.assert_array_equal(out, X[order[start:start + m]])
 
 
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m,d,start", [(1, 1, 0), (3, 7, 2), (10, 784, 5)])
+def test_prefetch_rows_changes_nothing(rng, form, dtype, m, d, start):
+    """A cache hint only: every row of the batch (a row's last line too), nothing written."""
+    X = rng.standard_normal((m + start + 3, d)).astype(dtype)
+    order = rng.permutation(X.shape[0]).astype(np.int64)
+    before, order_before = X.copy(), order.copy()
+    assert single("prefetch_rows", form)(X, order, start, m) is None
+    assert kb.prefetch_rows(X, order, start, m) is None
+    assert np.array_equal(X, before) and np.array_equal(order, order_before)
+
+
 # ---- dense_forward / dense_backward_input ----------------------------------------
 
 @pytest.mark.parametrize("form", TWIN_FORMS)
