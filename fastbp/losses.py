@@ -55,13 +55,15 @@ def check_pair(loss, act):
         raise ValueError("loss='poisson' and the exp output activation go together")
 
 
-@jit
+@jit(inline="always")
 def loss_delta_row(a, y, s, loss, act, huber, eps, mean_outputs, delta):
     """Loss of one sample and its output delta.
 
     a, y, delta: rows (n_outputs,).  s: sample weight.  Writes (overwrites)
     ``delta_k = s * dC/dz_k`` and returns ``s * C_n`` (divided by n_outputs
-    when ``mean_outputs``).
+    when ``mean_outputs``).  Inlined into ``output_delta``'s row loop: a call per
+    row cost more than the work on one-output rows (W3's batch of 32: 1.27 against
+    0.59 us per call of output_delta).
     """
     k = a.shape[0]
     total = 0.0
