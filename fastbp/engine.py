@@ -468,8 +468,9 @@ def train_epoch(data, order, state, context):
         m = min(bs, n - start)
         batch = (order, start, m)
         if ahead and start + m < n:  # the next batch's rows, while this one computes
-            prefetch_rows(X, order, start + m, min(bs, n - start - m))
-            prefetch_rows(Y, order, start + m, min(bs, n - start - m))
+            m_next = min(bs, n - start - m)
+            prefetch_rows(X, order, start + m, m_next)
+            prefetch_rows(Y, order, start + m, m_next)
         swsum = _weight_sum(sw, batch)
         if swsum > 0.0:
             data_sum, wsq = _batch_gradient(data, batch, theta, grad, context,

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .config import PARALLEL_MIN_WORK
+from .jit import start_threads
 from .kernel_cache import guarded
 from .kernels_loop import column_stats_parallel, column_stats_serial, rows_within
 
@@ -59,7 +60,10 @@ class InputStats:
         elif (type(X) is np.ndarray and X.ndim == 2 and X.dtype in (np.float64, np.float32)
               and X.flags.c_contiguous and X.shape[0] > 0):  # what fit passes: one compiled pass
             out = np.empty((4, X.shape[1]))
-            _column_stats[X.size >= PARALLEL_MIN_WORK](X, out)  # same bits either way
+            parallel = X.size >= PARALLEL_MIN_WORK  # same bits either way
+            if parallel:
+                start_threads()  # before any parallel code runs (jit.start_threads)
+            _column_stats[parallel](X, out)
             return cls(X.shape[0], *out)
         else:
             X = np.asarray(X)
