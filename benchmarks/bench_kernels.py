@@ -466,7 +466,7 @@ class ColumnStats(_Kernel):
     """A fit's input statistics (mean, std, min, max per column) of W2's training X."""
 
     kernel = "column_stats"
-    params = [TWIN_BACKENDS, ["10000x784"], DTYPES, THREADS]
+    params = [HELPER_BACKENDS, ["10000x784"], DTYPES, [1]]
 
     def arguments(self, dims, dtype, rng):
         n, d = dims

@@ -402,7 +402,7 @@ class _Cluster:
             futures.append(client.submit(
                 task, self.spec, self.threads, *args, shared, *extra,
                 *[self.parts[i] for i in indices], pure=False, workers=where,
-                allow_other_workers=True))
+                allow_other_workers=where is not None))  # distributed refuses it without workers
         results = client.gather(futures)
         total = np.zeros_like(results[0])
         for r in results:

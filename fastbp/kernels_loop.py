@@ -33,8 +33,6 @@ TILE_ROWS = 6
 OUTER_FORWARD_MAX_BYTES = 256
 OUTER_FORWARD_MIN_ROWS = 8
 OUTER_FORWARD_MIN_UNITS = 16
-# Blocks of rows ``column_stats`` sums at once (in parallel), then merges in order.
-STATS_WAVE = 16
 
 
 def gather_rows(X, order, start, out):
@@ -809,6 +807,7 @@ def rows_within(X, low, high):
     return True
 
 
+@jit
 def column_stats(X, out):
     """Per column j of X (n rows): ``out[0, j] = mu_j = (1/n) sum_r X_rj``,
     ``out[1, j] = sigma_j = sqrt((1/n) sum_r (X_rj - mu_j)^2)``,
@@ -819,71 +818,52 @@ def column_stats(X, out):
     is in cache (its mean, then its squared deviations from that mean, so no sum of
     squares cancels), and merged into the running mean and sum of squared
     deviations in block order (Chan et al.'s pairwise update).  Sums in float64,
-    vectorised over j.  Parallel over the blocks of a wave of ``STATS_WAVE``
-    blocks, each into its own row of a scratch; the wave's blocks are then merged
-    in block order, so the result does not depend on the thread count.
-    BLAS twin: ``kernels_blas.column_stats``.
+    vectorised over j.  Serial (it reads X at memory speed).  BLAS twin:
+    ``kernels_blas.column_stats``.
     """
     n, d = X.shape
     rows = max(1, 262144 // max(1, d * X.itemsize))
-    n_blocks = (n + rows - 1) // rows
     mean = out[0]
     m2 = out[1]
     lo = out[2]
     hi = out[3]
-    part = np.empty((STATS_WAVE, 4, d))  # a block's mean, squared deviations, min, max
+    part = np.empty((2, d))
+    s = part[0]
+    q = part[1]
     for j in range(d):
         mean[j] = 0.0
         m2[j] = 0.0
         lo[j] = X[0, j]
         hi[j] = X[0, j]
     seen = 0
-    for b0 in range(0, n_blocks, STATS_WAVE):
-        b1 = min(b0 + STATS_WAVE, n_blocks)
-        for k in prange(b1 - b0):
-            r0 = (b0 + k) * rows
-            r1 = min(r0 + rows, n)
-            s = part[k, 0]
-            q = part[k, 1]
-            bl = part[k, 2]
-            bh = part[k, 3]
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        for j in range(d):
+            s[j] = 0.0
+            q[j] = 0.0
+        for r in range(r0, r1):
+            row = X[r]
             for j in range(d):
-                s[j] = 0.0
-                q[j] = 0.0
-                bl[j] = X[r0, j]
-                bh[j] = X[r0, j]
-            for r in range(r0, r1):
-                row = X[r]
-                for j in range(d):
-                    v = row[j]
-                    s[j] += v
-                    bl[j] = min(bl[j], v)
-                    bh[j] = max(bh[j], v)
-            size = r1 - r0
+                v = row[j]
+                s[j] += v
+                lo[j] = min(lo[j], v)
+                hi[j] = max(hi[j], v)
+        size = r1 - r0
+        for j in range(d):
+            s[j] = s[j] / size
+        for r in range(r0, r1):
+            row = X[r]
             for j in range(d):
-                s[j] = s[j] / size
-            for r in range(r0, r1):
-                row = X[r]
-                for j in range(d):
-                    e = row[j] - s[j]
-                    q[j] += e * e
-        for k in range(b1 - b0):
-            size = min((b0 + k + 1) * rows, n) - (b0 + k) * rows
-            total = seen + size
-            s = part[k, 0]
-            q = part[k, 1]
-            for j in range(d):
-                delta = s[j] - mean[j]
-                mean[j] += delta * (size / total)
-                m2[j] += q[j] + delta * delta * (seen * (size / total))
-                lo[j] = min(lo[j], part[k, 2, j])
-                hi[j] = max(hi[j], part[k, 3, j])
-            seen = total
+                e = row[j] - s[j]
+                q[j] += e * e
+        total = seen + size
+        for j in range(d):
+            delta = s[j] - mean[j]
+            mean[j] += delta * (size / total)
+            m2[j] += q[j] + delta * delta * (seen * (size / total))
+        seen = total
     for j in range(d):
         m2[j] = np.sqrt(m2[j] / n)
-
-
-column_stats_serial, column_stats_parallel = twins(column_stats)
 
 
 @jit

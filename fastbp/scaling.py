@@ -18,13 +18,11 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 
-from .config import PARALLEL_MIN_WORK
-from .jit import start_threads
 from .kernel_cache import guarded
-from .kernels_loop import column_stats_parallel, column_stats_serial, rows_within
+from .kernels_loop import column_stats, rows_within
 
 _rows_within = guarded(rows_within)  # a damaged cache entry recompiles, as the engine's do
-_column_stats = {False: guarded(column_stats_serial), True: guarded(column_stats_parallel)}
+_column_stats = guarded(column_stats)
 
 __all__ = ["InputStats", "Standardizer", "InputRangeWarning", "RANGE_LIMIT"]
 
@@ -60,10 +58,7 @@ class InputStats:
         elif (type(X) is np.ndarray and X.ndim == 2 and X.dtype in (np.float64, np.float32)
               and X.flags.c_contiguous and X.shape[0] > 0):  # what fit passes: one compiled pass
             out = np.empty((4, X.shape[1]))
-            parallel = X.size >= PARALLEL_MIN_WORK  # same bits either way
-            if parallel:
-                start_threads()  # before any parallel code runs (jit.start_threads)
-            _column_stats[parallel](X, out)
+            _column_stats(X, out)
             return cls(X.shape[0], *out)
         else:
             X = np.asarray(X)

@@ -363,27 +363,3 @@ def test_every_compiled_entry_point_is_reached_through_get_engine():
     loops = get_engine("loops")
     for name in ENTRY_POINTS:
         assert getattr(loops, name).dispatcher is getattr(engine, name)
-
-
-def test_parallel_input_statistics_as_a_fresh_process_first_call(tmp_path):
-    # A fit's input statistics take column_stats' parallel twin on large X, called from
-    # Python before any engine function: as the first compiled call of a fresh process,
-    # with an empty cache and then with the cache that process wrote.
-    from fastbp.config import PARALLEL_MIN_WORK
-    from fastbp.scaling import InputStats
-
-    rows = PARALLEL_MIN_WORK // 4 + 5
-    code = ("import json, numpy as np\n"
-            "from fastbp.scaling import InputStats\n"
-            f"X = np.random.default_rng(7).standard_normal(({rows}, 4)) * 3.0 + 1.0\n"
-            "s = InputStats.of(X)\n"
-            "print(json.dumps([s.mean.tolist(), s.std.tolist(), s.min.tolist(),"
-            " s.max.tolist()]))\n")
-    X = np.random.default_rng(7).standard_normal((rows, 4)) * 3.0 + 1.0
-    want = InputStats.of(X)
-    want = [want.mean.tolist(), want.std.tolist(), want.min.tolist(), want.max.tolist()]
-    for _ in range(2):  # compiles, then loads what the first process cached
-        out = _run([sys.executable, "-c", code], _env(tmp_path, 2), tmp_path)
-        assert json.loads(out.strip().splitlines()[-1]) == want
-    cached = [p.name for p in (tmp_path / "numba-cache").rglob("*.nbi")]
-    assert any(n.startswith("kernels_loop.column_stats_parallel") for n in cached), cached

@@ -718,7 +718,7 @@ def test_log_loss_finite_for_saturated_outputs(dtype, act, form):
 
 # ---- column_stats ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("form", SINGLE_FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 3), (50, 2000), (300, 784)])
 def test_column_stats(rng, form, dtype, shape):
@@ -727,34 +727,19 @@ def test_column_stats(rng, form, dtype, shape):
     X = (rng.standard_normal(shape) * rng.uniform(0.1, 10.0, shape[1])
          + rng.uniform(-5.0, 5.0, shape[1])).astype(dtype)
     got, want = nan_like((4, shape[1]), np.float64), nan_like((4, shape[1]), np.float64)
-    twin("column_stats", form)(X, got)
+    single("column_stats", form)(X, got)
     kb.column_stats(X, want)
     np.testing.assert_allclose(got[:2], want[:2], rtol=1e-12, atol=1e-13)
     np.testing.assert_array_equal(got[2:], want[2:])
 
 
-@pytest.mark.skipif(not hasattr(kl.column_stats_serial, "py_func"), reason="needs the JIT")
-def test_column_stats_twins_agree_bit_for_bit_over_waves(rng):
-    """More blocks than one parallel wave (kl.STATS_WAVE), a short last wave and a
-    short last block: the parallel twin merges in block order, as the serial one."""
-    rows = 262144 // (2 * 8)  # a block's rows of this X
-    X = rng.standard_normal(((kl.STATS_WAVE + 3) * rows + 17, 2)) * 3.0 + 1e3
-    serial, parallel = np.empty((4, 2)), np.empty((4, 2))
-    kl.column_stats_serial(X, serial)
-    kl.column_stats_parallel(X, parallel)
-    assert np.array_equal(serial, parallel)
-    np.testing.assert_allclose(serial[0], X.mean(axis=0), rtol=1e-13)
-    np.testing.assert_allclose(serial[1], X.std(axis=0), rtol=1e-11)
-    assert np.array_equal(serial[2], X.min(axis=0)) and np.array_equal(serial[3], X.max(axis=0))
-
-
-@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("form", SINGLE_FORMS)
 def test_column_stats_keeps_a_small_spread_on_a_large_offset(rng, form):
     """Deviations from block means, never sums of squares: a spread of 1e-3 on values
     near 1e8 keeps its digits (a one-pass sum of squares would lose them all)."""
     X = 1e8 + rng.standard_normal((5000, 3)) * 1e-3
     got, want = np.empty((4, 3)), np.empty((4, 3))
-    twin("column_stats", form)(X, got)
+    single("column_stats", form)(X, got)
     kb.column_stats(X, want)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-15)
