@@ -45,3 +45,11 @@ CACHE = True
 # Depends on shapes only, never on the thread count, so results are bitwise
 # identical for any number of threads.
 PARALLEL_MIN_WORK = 1 << 20
+# Element-wise passes (the optimizer step, gathering a mini-batch's rows) do no
+# multiply-add chains: each element is a few loads and stores, and on wide nets the
+# arrays come from L3 or DRAM (the optimizer's theta, grad and velocity: 16 MB at
+# 784-512-512 in float64), so an element costs ~1 ns, about 16 multiply-adds.  They
+# take their parallel twin from ``PARALLEL_MIN_WORK >> ELEMENTWISE_PAR_SHIFT``
+# elements on (65,536).  Serial, W4's optimizer step was 16% of the main thread's
+# time while the other core waited at a barrier.
+ELEMENTWISE_PAR_SHIFT = 4

@@ -48,6 +48,7 @@ from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_
                     OPT_ADAM, OPT_NONE, OPT_SGD, S_COLS, S_DB, S_DST, S_NIN, S_NOUT, S_SRC,
                     S_WOFF, ST_BATCHES, ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG,
                     ST_SAMPLES, ST_SWSUM)
+from .config import ELEMENTWISE_PAR_SHIFT
 from .jit import jit
 from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parallel,
                            csr_backward_params_serial, csr_forward_acc_parallel,
@@ -132,7 +133,7 @@ def _input_block(X, batch, work, par_min):
     if order.shape[0] == 0:
         return X[start:start + m]
     xb = _rows(work, 0, m, d)
-    if m * d >= par_min and m > 1:
+    if m * d >= par_min >> ELEMENTWISE_PAR_SHIFT and m > 1:
         gather_rows_parallel(X, order, start, xb)
     else:
         gather_rows_serial(X, order, start, xb)
@@ -497,7 +498,7 @@ def train_epoch(data, order, state, context):
                 t = ip[IP_STEP]
                 lr = lr * np.sqrt(1.0 - hp[HP_BETA2] ** t) / (1.0 - hp[HP_BETA1] ** t)
             if opt != OPT_NONE:
-                if p >= par_min:
+                if p >= par_min >> ELEMENTWISE_PAR_SHIFT:
                     optimizer_step_parallel(opt, theta, grad, m1, m2, lr, beta1,
                                             hp[HP_BETA2], hp[HP_EPS], ip[IP_NESTEROV] != 0)
                 else:
@@ -594,7 +595,7 @@ def rprop_epoch(data, state, context):
     if not (np.isfinite(stats[ST_DATA] + stats[ST_REG]) and np.isfinite(total)):
         stats[ST_DIVERGED] = 1.0
         return
-    if theta.shape[0] >= ip[IP_PAR_MIN]:
+    if theta.shape[0] >= ip[IP_PAR_MIN] >> ELEMENTWISE_PAR_SHIFT:
         rprop_step_parallel(theta, grad, step, prev, hp[HP_STEP_MIN], hp[HP_STEP_MAX])
     else:
         rprop_step_serial(theta, grad, step, prev, hp[HP_STEP_MIN], hp[HP_STEP_MAX])

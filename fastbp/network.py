@@ -18,6 +18,7 @@ from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_
                     IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_WSQ_OFF, L_AOFF,
                     L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
                     ST_GNORM, ST_REG)
+from .config import ELEMENTWISE_PAR_SHIFT
 from .losses import check_pair
 from .params import Layout
 
@@ -165,18 +166,20 @@ class Network:
         Parallel when some kernel call can reach the threshold ``ip[IP_PAR_MIN]``:
         the engine picks a kernel's parallel twin when a call's work
         (multiply-adds ``cap * n_in * n_out`` of a weight block, chain or
-        shortcut; ``cap * n_features`` gathered inputs; the optimizer's
-        ``n_params``) reaches it, so below it everywhere the serial variant runs
+        shortcut) reaches it, or an element-wise pass's (``cap * n_features``
+        gathered inputs; the optimizer's ``n_params``) reaches its
+        ``>> config.ELEMENTWISE_PAR_SHIFT``, so below it everywhere the serial variant runs
         the same kernels.  With shortcuts only when the network has shortcut
         blocks.  Results are bitwise those of the full engine; the variant just
         never compiles the kernels these calls cannot reach.
         """
         sizes = self.layout.sizes
-        work = max([cap * sizes[0], self.layout.n_params]
-                   + [cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
+        work = max([cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
                    + [cap * sizes[s] * sizes[t] for s, t in self.layout.skip_keys])
-        return self.engine.variant(work >= ip[IP_PAR_MIN], not self.layout.chain, dropout,
-                                   X.sparse)
+        elements = max(cap * sizes[0], self.layout.n_params)
+        par = (work >= ip[IP_PAR_MIN]
+               or elements >= int(ip[IP_PAR_MIN]) >> ELEMENTWISE_PAR_SHIFT)
+        return self.engine.variant(par, not self.layout.chain, dropout, X.sparse)
 
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap):

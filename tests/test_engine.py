@@ -289,6 +289,22 @@ def test_engine_variants_link_only_what_they_can_reach():
                 assert func.py_func.__qualname__ != getattr(engine, name).py_func.__qualname__
 
 
+@pytest.mark.parametrize("sizes,expect_parallel", [([100, 50, 1], False), ([300, 250, 1], True)])
+def test_element_wise_passes_reach_the_parallel_variant_sooner(sizes, expect_parallel):
+    """The optimizer step (n_params elements) goes parallel from
+    ``PARALLEL_MIN_WORK >> ELEMENTWISE_PAR_SHIFT`` elements: at batch 1 a 300-250-1
+    net's layers are far below the multiply-add threshold, its 75,501 parameters
+    are not."""
+    from fastbp.config import ELEMENTWISE_PAR_SHIFT, PARALLEL_MIN_WORK
+    net = Network(sizes, ["relu"], "identity", "squared_error", np.float64, "loops")
+    assert all(a * b < PARALLEL_MIN_WORK for a, b in zip(sizes, sizes[1:]))
+    assert (net.layout.n_params >= PARALLEL_MIN_WORK >> ELEMENTWISE_PAR_SHIFT) is expect_parallel
+    ip = net.buffers(1)[2]
+    dense = engine_input(np.zeros((3, sizes[0])), np.float64)
+    assert net.engine_for(1, ip, dense) is net.engine.variant(expect_parallel, False,
+                                                              sparse=False)
+
+
 @pytest.mark.parametrize("batch,expect_parallel", [(8, False), (4096, True)])
 @pytest.mark.parametrize("connections", ["chain", "shortcut"])
 def test_network_takes_the_variant_its_calls_can_reach(batch, expect_parallel, connections):
