@@ -8,8 +8,12 @@ count.  The plain-Python source of each is the ``python`` backend, and
 
 Layout: activations and deltas are (n_samples, n_units)
 C-order; weights ``w[j, i]`` are (n_out, n_in) C-order, row j contiguous over
-i; biases ``b[j]``.  Kernels allocate nothing, validate nothing, return only
-scalars.  ``prange`` runs over an index whose iterations write disjoint memory.
+i; biases ``b[j]``.  Kernels validate nothing, return only scalars, and allocate
+nothing but scratch (a transposed weight block, a block counter).  ``prange``
+runs over an index whose iterations write disjoint memory.  The tiled layer
+kernels run one ``prange`` iteration per worker, and each worker takes blocks
+from a shared counter (``atomic.claim``) until none is left, so a core that
+runs faster takes more of them; a block computes the same bits whoever runs it.
 """
 import numpy as np
 from numba import prange
@@ -18,6 +22,7 @@ from .codes import (L_NIN, L_NOUT, L_WOFF, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, O
                     S_NOUT, S_WOFF)
 from .jit import jit, twins
 from .activations import activate_row, derivative_row
+from .atomic import MAX_WORKERS, claim
 from .losses import loss_delta_row
 from .simd import LANES_BYTES, prefetch, vadd, vfma, vload, vmul, vsplat, vstore, vsum, vzero
 
@@ -310,7 +315,8 @@ def dense_forward(w, b, a_prev, act, a):
     and ``OUTER_FORWARD_MIN_UNITS`` units on) take the outer-product form
     instead: w is transposed once per call (``transpose_into``) and
     ``outer_rows`` adds ``sum_i a_ni wt_i`` to the rows (A = a_prev^T, B = w^T).  Parallel over blocks of 16 samples: each
-    block writes only its rows of a.  The form and the split depend on the
+    block writes only its rows of a; the blocks are claimed by the workers
+    one at a time (``atomic.claim``).  The form and the blocks depend on the
     shapes alone, never on the thread count.  BLAS twin:
     ``kernels_blas.dense_forward``.
     """
@@ -323,19 +329,25 @@ def dense_forward(w, b, a_prev, act, a):
         transpose_into(w, wt)
     at = a_prev.T
     units = dot_units(w)
-    for nb in prange((m + 15) // 16):
-        g0 = 16 * nb
-        g1 = min(g0 + 16, m)
-        for n in range(g0, g1):
-            row = a[n]
-            for j in range(n_out):
-                row[j] = b[j]
-        if outer:
-            outer_rows(at, wt, a, g0, g1, True)
-        else:
-            add_block_dots(w, a_prev, g0, g1, units, a)
-        for n in range(g0, g1):
-            activate_row(a[n], act)
+    n_blocks = (m + 15) // 16
+    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+    claimed[0] = 0
+    for _ in prange(min(n_blocks, MAX_WORKERS)):
+        nb = claim(claimed)
+        while nb < n_blocks:
+            g0 = 16 * nb
+            g1 = min(g0 + 16, m)
+            for n in range(g0, g1):
+                row = a[n]
+                for j in range(n_out):
+                    row[j] = b[j]
+            if outer:
+                outer_rows(at, wt, a, g0, g1, True)
+            else:
+                add_block_dots(w, a_prev, g0, g1, units, a)
+            for n in range(g0, g1):
+                activate_row(a[n], act)
+            nb = claim(claimed)
 
 
 dense_forward_serial, dense_forward_parallel = twins(dense_forward)
@@ -362,19 +374,26 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
     the layer below (g' is written through them); act_prev: its activation code;
     delta_prev: (m, n_in) C, overwritten.
 
-    For each block of 6 samples, ``outer_rows`` sums the rows w[j, :] scaled by
+    For each block of 12 samples, ``outer_rows`` sums the rows w[j, :] scaled by
     delta[n, j] in a register tile of 6 samples x one vector of i (A = delta^T,
-    B = w), then g' is applied row by row.  Parallel over blocks of 6 samples
-    (disjoint rows of delta_prev).  BLAS twin: ``kernels_blas.dense_backward_input``.
+    B = w), then g' is applied row by row.  Parallel over blocks of 12 samples
+    (disjoint rows of delta_prev), claimed one at a time (``atomic.claim``).
+    BLAS twin: ``kernels_blas.dense_backward_input``.
     """
     m = delta.shape[0]
     dT = delta.T
-    for nb in prange((m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)):
-        n0 = 2 * TILE_ROWS * nb
-        n1 = min(n0 + 2 * TILE_ROWS, m)
-        outer_rows(dT, w, delta_prev, n0, n1, False)
-        for n in range(n0, n1):
-            derivative_row(a_prev[n], delta_prev[n], act_prev)
+    n_blocks = (m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
+    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+    claimed[0] = 0
+    for _ in prange(min(n_blocks, MAX_WORKERS)):
+        nb = claim(claimed)
+        while nb < n_blocks:
+            n0 = 2 * TILE_ROWS * nb
+            n1 = min(n0 + 2 * TILE_ROWS, m)
+            outer_rows(dT, w, delta_prev, n0, n1, False)
+            for n in range(n0, n1):
+                derivative_row(a_prev[n], delta_prev[n], act_prev)
+            nb = claim(claimed)
 
 
 dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backward_input)
@@ -393,17 +412,24 @@ def dense_forward_acc(w, a_src, act, a):
     g(z + a_src w^T) on exit.
 
     The sums are ``dense_forward``'s (``add_block_dots``, started from z
-    instead of b); parallel over blocks of 16 samples, split by m alone.
+    instead of b); parallel over blocks of 16 samples (split by m alone),
+    claimed one at a time (``atomic.claim``).
     BLAS twin: ``kernels_blas.dense_forward_acc``.
     """
     m = a.shape[0]
     units = dot_units(w)
-    for nb in prange((m + 15) // 16):
-        g0 = 16 * nb
-        g1 = min(g0 + 16, m)
-        add_block_dots(w, a_src, g0, g1, units, a)
-        for n in range(g0, g1):
-            activate_row(a[n], act)
+    n_blocks = (m + 15) // 16
+    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+    claimed[0] = 0
+    for _ in prange(min(n_blocks, MAX_WORKERS)):
+        nb = claim(claimed)
+        while nb < n_blocks:
+            g0 = 16 * nb
+            g1 = min(g0 + 16, m)
+            add_block_dots(w, a_src, g0, g1, units, a)
+            for n in range(g0, g1):
+                activate_row(a[n], act)
+            nb = claim(claimed)
 
 
 dense_forward_acc_serial, dense_forward_acc_parallel = twins(dense_forward_acc)
@@ -423,17 +449,23 @@ def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
     (m, n_in) C, s's error, overwritten or added to.
 
     The sums are ``dense_backward_input``'s (``outer_rows`` with A = delta^T, B =
-    w), added to the rows when ``add``; parallel over blocks of 6 samples
-    (disjoint rows of delta_src).  BLAS twin: ``kernels_blas.dense_backward_input_acc``.
+    w), added to the rows when ``add``; parallel over blocks of 12 samples
+    (disjoint rows of delta_src), claimed one at a time (``atomic.claim``).  BLAS twin: ``kernels_blas.dense_backward_input_acc``.
     """
     m = delta.shape[0]
     dT = delta.T
-    for nb in prange((m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)):
-        n0 = 2 * TILE_ROWS * nb
-        n1 = min(n0 + 2 * TILE_ROWS, m)
-        outer_rows(dT, w, delta_src, n0, n1, add)
-        for n in range(n0, n1):
-            derivative_row(a_src[n], delta_src[n], act)
+    n_blocks = (m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
+    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+    claimed[0] = 0
+    for _ in prange(min(n_blocks, MAX_WORKERS)):
+        nb = claim(claimed)
+        while nb < n_blocks:
+            n0 = 2 * TILE_ROWS * nb
+            n1 = min(n0 + 2 * TILE_ROWS, m)
+            outer_rows(dT, w, delta_src, n0, n1, add)
+            for n in range(n0, n1):
+                derivative_row(a_src[n], delta_src[n], act)
+            nb = claim(claimed)
 
 
 dense_backward_input_acc_serial, dense_backward_input_acc_parallel = twins(
@@ -544,8 +576,8 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     over the samples in a register tile of 6 units x one vector of i (A = delta,
     B = a_prev), written once (or added once, when accumulating) per tile;
     ``finish_row`` then scales each row and adds the L2 term.  Parallel
-    over blocks of 6 units: each block owns its rows of dw and db and sums over
-    n in a fixed order, so there is no race and the result does not depend on
+    over the blocks of units, claimed one at a time (``atomic.claim``): each
+    block owns its rows of dw and db and sums over n in a fixed order, so there is no race and the result does not depend on
     the thread count.  BLAS twin: ``kernels_blas.dense_backward_params``.
     """
     n_out = w.shape[0]
@@ -565,15 +597,21 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
             wsq[j] = q
         return
     rows = 4 * TILE_ROWS if n_out >= 16 * TILE_ROWS else TILE_ROWS  # >= 4 blocks
-    for jb in prange((n_out + rows - 1) // rows):
-        j0 = rows * jb
-        j1 = min(j0 + rows, n_out)
-        column_sums(delta, j0, j1, accumulate, db)
-        outer_rows(delta, a_prev, dw, j0, j1, accumulate)
-        if not accumulate:
-            for j in range(j0, j1):
-                db[j] = db[j] * scale
-                wsq[j] = finish_row(w[j], alpha, scale, dw[j])
+    n_blocks = (n_out + rows - 1) // rows
+    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+    claimed[0] = 0
+    for _ in prange(min(n_blocks, MAX_WORKERS)):
+        jb = claim(claimed)
+        while jb < n_blocks:
+            j0 = rows * jb
+            j1 = min(j0 + rows, n_out)
+            column_sums(delta, j0, j1, accumulate, db)
+            outer_rows(delta, a_prev, dw, j0, j1, accumulate)
+            if not accumulate:
+                for j in range(j0, j1):
+                    db[j] = db[j] * scale
+                    wsq[j] = finish_row(w[j], alpha, scale, dw[j])
+            jb = claim(claimed)
 
 
 dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)

@@ -302,6 +302,38 @@ def test_vsum_adds_in_the_same_order_compiled_and_in_python():
                 assert dtype(total(row)) == want
 
 
+def test_claim_hands_out_every_block_once_compiled_parallel_and_in_python():
+    """``atomic.claim``: counter[0] += 1 returning the old value.  Compiled in a
+    parallel loop of 64 workers on every thread, each of 20,000 blocks is claimed
+    exactly once (a lost update would hand one out twice) and the counter ends at
+    blocks + workers (each worker's last, empty claim).  Which thread takes which
+    block is up to the threads: on a busy machine one may take them all."""
+    import numba
+    from numba import njit, prange
+    from fastbp.atomic import MAX_WORKERS, claim
+
+    def take_all(counter, taken):
+        n_blocks = taken.shape[0]
+        for _ in prange(min(n_blocks, MAX_WORKERS)):
+            b = claim(counter)
+            while b < n_blocks:
+                taken[b] += 1
+                b = claim(counter)
+
+    counter = np.zeros(1, np.int64)
+    assert [claim(counter) for _ in range(3)] == [0, 1, 2] and counter[0] == 3
+    forms = [take_all]
+    if not numba.config.DISABLE_JIT:
+        forms += [njit(take_all), njit(parallel=True)(take_all)]
+    for f in forms:
+        for n_blocks in (1, 5, 20000):
+            counter = np.zeros(1, np.int64)
+            taken = np.zeros(n_blocks, np.int64)
+            f(counter, taken)
+            assert (taken == 1).all()
+            assert counter[0] == n_blocks + min(n_blocks, MAX_WORKERS)
+
+
 def test_matrix_view_is_the_reshaped_slice_compiled_and_in_python():
     """``views.matrix_view``: the (r, c) view of flat[off:off + r c] sharing flat's
     memory, in both forms; out of bounds raises ValueError in both."""
