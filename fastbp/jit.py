@@ -14,6 +14,8 @@ and ``config``, whose constants are compiled in, and the SIMD width of
 Every compiled function's cache files are written and read under a lock
 (``cachefile``), so processes compiling at once cannot mix them up.
 """
+import builtins
+import dis
 import hashlib
 import sys
 import types
@@ -160,17 +162,32 @@ def _renamed(func, suffix, namespace=None):
     return new
 
 
+def _global_loads(func):
+    """The global names ``func``'s code reads."""
+    return {ins.argval for ins in dis.get_instructions(func.__code__)
+            if ins.opname == "LOAD_GLOBAL"}
+
+
 def twins(func, exact=False):
     """Compile a ``prange`` kernel twice: (serial, parallel).
 
     Both come from the same source.  The parallel one gets its own qualname so
     that Numba's on-disk cache keeps the two apart (the cache index does not
-    key on the ``parallel`` flag).  ``exact``: with ``config.FASTMATH_EXACT``
-    (every rounding as written) instead of ``FASTMATH``.
+    key on the ``parallel`` flag), and the global ``PARALLEL_TWIN`` set to True
+    (a compile-time constant: its module's value, False, is the serial twin's).
+    That copy's globals are a snapshot taken here, so every global the kernel
+    reads must be defined before the ``twins`` call (NameError otherwise).
+    ``exact``: with ``config.FASTMATH_EXACT`` (every rounding as written)
+    instead of ``FASTMATH``.
     """
+    late = sorted(name for name in _global_loads(func)
+                  if name not in func.__globals__ and not hasattr(builtins, name))
+    if late:  # the parallel copy's globals are a snapshot: it would never see them
+        raise NameError(f"twins({func.__name__}): define {', '.join(late)} before the twins")
     options = {"fastmath": set(FASTMATH_EXACT)} if exact else {}
     serial = jit(func, **options)
-    parallel = jit(_renamed(func, "_parallel"), parallel=True, **options)
+    parallel = jit(_renamed(func, "_parallel", {"PARALLEL_TWIN": True}), parallel=True,
+                   **options)
     return serial, parallel
 
 

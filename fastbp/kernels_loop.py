@@ -38,6 +38,11 @@ TILE_ROWS = 6
 OUTER_FORWARD_MAX_BYTES = 256
 OUTER_FORWARD_MIN_ROWS = 8
 OUTER_FORWARD_MIN_UNITS = 16
+# True in the ``_parallel`` twin of every kernel (``jit.twins`` sets it in that copy's
+# globals), False here and so in the serial twin and the plain-Python form: the
+# serial twin runs its blocks in order, without the block counter of ``atomic.claim``
+# (an allocation and two atomic adds per call: 7% of a batch-1 step).
+PARALLEL_TWIN = False
 
 
 def gather_rows(X, order, start, out):
@@ -300,6 +305,42 @@ def add_block_dots(w, x, g0, g1, units, a):
             add_row_dots(w, x, n0, min(n0 + 4, g1), j0, j1, a)
 
 
+@jit
+def transpose_into(w, wt):
+    """``wt_ij = w_ji``.  w: (n_out, n_in) C; wt: (n_in, n_out) C.
+
+    Rows of w read in order, wt written a column at a time: for the small weight
+    blocks it serves (``dense_forward``'s outer-product form) both stay in L1.
+    BLAS twin: ``kernels_blas.transpose_into``.
+    """
+    for j in range(w.shape[0]):
+        wj = w[j]
+        for i in range(w.shape[1]):
+            wt[i, j] = wj[i]
+
+
+@jit(inline="always")
+def _forward_block(w, b, a_prev, wt, outer, units, act, a, nb):
+    """Block nb of ``dense_forward``: ``a_nj = g(sum_i w_ji a_prev_ni + b_j)`` for
+    samples n = 16 nb .. 16 nb + 15.
+
+    Shapes as in ``dense_forward``; wt: (n_in, n_out) C, w transposed when
+    ``outer`` (the outer-product form), else unused; units: ``dot_units(w)``.
+    """
+    g0 = 16 * nb
+    g1 = min(g0 + 16, a.shape[0])
+    for n in range(g0, g1):
+        row = a[n]
+        for j in range(a.shape[1]):
+            row[j] = b[j]
+    if outer:
+        outer_rows(a_prev.T, wt, a, g0, g1, True)
+    else:
+        add_block_dots(w, a_prev, g0, g1, units, a)
+    for n in range(g0, g1):
+        activate_row(a[n], act)
+
+
 def dense_forward(w, b, a_prev, act, a):
     """Forward through one dense layer: ``z_nj = sum_i w_ji a_ni + b_j``, ``a_nj = g(z_nj)``.
 
@@ -327,44 +368,38 @@ def dense_forward(w, b, a_prev, act, a):
     wt = np.empty((n_in if outer else 0, n_out), dtype=w.dtype)
     if outer:
         transpose_into(w, wt)
-    at = a_prev.T
     units = dot_units(w)
     n_blocks = (m + 15) // 16
-    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
-    claimed[0] = 0
-    for _ in prange(min(n_blocks, MAX_WORKERS)):
-        nb = claim(claimed)
-        while nb < n_blocks:
-            g0 = 16 * nb
-            g1 = min(g0 + 16, m)
-            for n in range(g0, g1):
-                row = a[n]
-                for j in range(n_out):
-                    row[j] = b[j]
-            if outer:
-                outer_rows(at, wt, a, g0, g1, True)
-            else:
-                add_block_dots(w, a_prev, g0, g1, units, a)
-            for n in range(g0, g1):
-                activate_row(a[n], act)
+    if PARALLEL_TWIN and n_blocks > 1:
+        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+        claimed[0] = 0
+        for _ in prange(min(n_blocks, MAX_WORKERS)):
             nb = claim(claimed)
+            while nb < n_blocks:
+                _forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
+                nb = claim(claimed)
+    else:
+        for nb in range(n_blocks):
+            _forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
 
 
 dense_forward_serial, dense_forward_parallel = twins(dense_forward)
 
 
-@jit
-def transpose_into(w, wt):
-    """``wt_ij = w_ji``.  w: (n_out, n_in) C; wt: (n_in, n_out) C.
+@jit(inline="always")
+def _backward_input_block(w, delta, a_src, act, add, delta_src, nb):
+    """Block nb of ``dense_backward_input`` and ``dense_backward_input_acc``:
+    ``e_ni (+)= sum_j w_ji delta_nj``, then ``delta_src_ni = g'(z_ni) e_ni``, for
+    samples n = 12 nb .. 12 nb + 11.
 
-    Rows of w read in order, wt written a column at a time: for the small weight
-    blocks it serves (``dense_forward``'s outer-product form) both stay in L1.
-    BLAS twin: ``kernels_blas.transpose_into``.
+    w: (n_out, n_in) C; delta: (m, n_out) C; a_src: (m, n_in) C (g' is written
+    through it); delta_src: (m, n_in) C, overwritten or added to (``add``).
     """
-    for j in range(w.shape[0]):
-        wj = w[j]
-        for i in range(w.shape[1]):
-            wt[i, j] = wj[i]
+    n0 = 2 * TILE_ROWS * nb
+    n1 = min(n0 + 2 * TILE_ROWS, delta.shape[0])
+    outer_rows(delta.T, w, delta_src, n0, n1, add)
+    for n in range(n0, n1):
+        derivative_row(a_src[n], delta_src[n], act)
 
 
 def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
@@ -380,23 +415,36 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
     (disjoint rows of delta_prev), claimed one at a time (``atomic.claim``).
     BLAS twin: ``kernels_blas.dense_backward_input``.
     """
-    m = delta.shape[0]
-    dT = delta.T
-    n_blocks = (m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
-    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
-    claimed[0] = 0
-    for _ in prange(min(n_blocks, MAX_WORKERS)):
-        nb = claim(claimed)
-        while nb < n_blocks:
-            n0 = 2 * TILE_ROWS * nb
-            n1 = min(n0 + 2 * TILE_ROWS, m)
-            outer_rows(dT, w, delta_prev, n0, n1, False)
-            for n in range(n0, n1):
-                derivative_row(a_prev[n], delta_prev[n], act_prev)
+    n_blocks = (delta.shape[0] + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
+    if PARALLEL_TWIN and n_blocks > 1:
+        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+        claimed[0] = 0
+        for _ in prange(min(n_blocks, MAX_WORKERS)):
             nb = claim(claimed)
+            while nb < n_blocks:
+                _backward_input_block(w, delta, a_prev, act_prev, False, delta_prev, nb)
+                nb = claim(claimed)
+    else:
+        for nb in range(n_blocks):
+            _backward_input_block(w, delta, a_prev, act_prev, False, delta_prev, nb)
 
 
 dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backward_input)
+
+
+@jit(inline="always")
+def _forward_acc_block(w, a_src, units, act, a, nb):
+    """Block nb of ``dense_forward_acc``: ``a_nj = g(z_nj + sum_i w_ji a_src_ni)`` for
+    samples n = 16 nb .. 16 nb + 15.
+
+    w: (n_out, n_in) C; a_src: (m, n_in) C; a: (m, n_out) C, holds z on entry;
+    units: ``dot_units(w)``.
+    """
+    g0 = 16 * nb
+    g1 = min(g0 + 16, a.shape[0])
+    add_block_dots(w, a_src, g0, g1, units, a)
+    for n in range(g0, g1):
+        activate_row(a[n], act)
 
 
 def dense_forward_acc(w, a_src, act, a):
@@ -416,20 +464,19 @@ def dense_forward_acc(w, a_src, act, a):
     claimed one at a time (``atomic.claim``).
     BLAS twin: ``kernels_blas.dense_forward_acc``.
     """
-    m = a.shape[0]
     units = dot_units(w)
-    n_blocks = (m + 15) // 16
-    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
-    claimed[0] = 0
-    for _ in prange(min(n_blocks, MAX_WORKERS)):
-        nb = claim(claimed)
-        while nb < n_blocks:
-            g0 = 16 * nb
-            g1 = min(g0 + 16, m)
-            add_block_dots(w, a_src, g0, g1, units, a)
-            for n in range(g0, g1):
-                activate_row(a[n], act)
+    n_blocks = (a.shape[0] + 15) // 16
+    if PARALLEL_TWIN and n_blocks > 1:
+        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+        claimed[0] = 0
+        for _ in prange(min(n_blocks, MAX_WORKERS)):
             nb = claim(claimed)
+            while nb < n_blocks:
+                _forward_acc_block(w, a_src, units, act, a, nb)
+                nb = claim(claimed)
+    else:
+        for nb in range(n_blocks):
+            _forward_acc_block(w, a_src, units, act, a, nb)
 
 
 dense_forward_acc_serial, dense_forward_acc_parallel = twins(dense_forward_acc)
@@ -452,20 +499,18 @@ def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
     w), added to the rows when ``add``; parallel over blocks of 12 samples
     (disjoint rows of delta_src), claimed one at a time (``atomic.claim``).  BLAS twin: ``kernels_blas.dense_backward_input_acc``.
     """
-    m = delta.shape[0]
-    dT = delta.T
-    n_blocks = (m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
-    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
-    claimed[0] = 0
-    for _ in prange(min(n_blocks, MAX_WORKERS)):
-        nb = claim(claimed)
-        while nb < n_blocks:
-            n0 = 2 * TILE_ROWS * nb
-            n1 = min(n0 + 2 * TILE_ROWS, m)
-            outer_rows(dT, w, delta_src, n0, n1, add)
-            for n in range(n0, n1):
-                derivative_row(a_src[n], delta_src[n], act)
+    n_blocks = (delta.shape[0] + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
+    if PARALLEL_TWIN and n_blocks > 1:
+        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+        claimed[0] = 0
+        for _ in prange(min(n_blocks, MAX_WORKERS)):
             nb = claim(claimed)
+            while nb < n_blocks:
+                _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
+                nb = claim(claimed)
+    else:
+        for nb in range(n_blocks):
+            _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
 
 
 dense_backward_input_acc_serial, dense_backward_input_acc_parallel = twins(
@@ -559,6 +604,24 @@ def column_sums(A, c0, c1, add, out):
         vstore(out, c, s, count)
 
 
+@jit(inline="always")
+def _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb):
+    """Block jb of ``dense_backward_params``: ``dw_ji (+)= sum_n delta_nj a_prev_ni``
+    (finished with alpha and scale unless ``accumulate``) and ``db_j``, for units
+    j = rows jb .. rows jb + rows - 1.
+
+    Shapes as in ``dense_backward_params``.
+    """
+    j0 = rows * jb
+    j1 = min(j0 + rows, w.shape[0])
+    column_sums(delta, j0, j1, accumulate, db)
+    outer_rows(delta, a_prev, dw, j0, j1, accumulate)
+    if not accumulate:
+        for j in range(j0, j1):
+            db[j] = db[j] * scale
+            wsq[j] = finish_row(w[j], alpha, scale, dw[j])
+
+
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
     """Weight and bias gradients of one layer.
 
@@ -598,20 +661,17 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
         return
     rows = 4 * TILE_ROWS if n_out >= 16 * TILE_ROWS else TILE_ROWS  # >= 4 blocks
     n_blocks = (n_out + rows - 1) // rows
-    claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
-    claimed[0] = 0
-    for _ in prange(min(n_blocks, MAX_WORKERS)):
-        jb = claim(claimed)
-        while jb < n_blocks:
-            j0 = rows * jb
-            j1 = min(j0 + rows, n_out)
-            column_sums(delta, j0, j1, accumulate, db)
-            outer_rows(delta, a_prev, dw, j0, j1, accumulate)
-            if not accumulate:
-                for j in range(j0, j1):
-                    db[j] = db[j] * scale
-                    wsq[j] = finish_row(w[j], alpha, scale, dw[j])
+    if PARALLEL_TWIN and n_blocks > 1:
+        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+        claimed[0] = 0
+        for _ in prange(min(n_blocks, MAX_WORKERS)):
             jb = claim(claimed)
+            while jb < n_blocks:
+                _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb)
+                jb = claim(claimed)
+    else:
+        for jb in range(n_blocks):
+            _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb)
 
 
 dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)

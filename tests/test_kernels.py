@@ -795,3 +795,26 @@ def test_rows_within(rng, form, dtype):
     edge[3] = 5.0  # the limits themselves are inside
     assert kernel(edge, low, high) and kb.rows_within(edge, low, high)
     assert kernel(X[:0], low, high) and kb.rows_within(X[:0], low, high)
+
+
+def test_twins_mark_the_parallel_copy_and_refuse_late_globals():
+    """``jit.twins``: PARALLEL_TWIN is True in the parallel twin's globals only (the
+    serial twin and the Python form run their blocks in order, without a block
+    counter); a kernel reading a global defined after its ``twins`` call is
+    refused at import, since the parallel copy's globals are a snapshot."""
+    import numba
+    from fastbp.jit import twins
+    for name in ("dense_forward", "dense_backward_input", "dense_backward_params",
+                 "dense_forward_acc", "dense_backward_input_acc"):
+        serial, parallel = getattr(kl, name + "_serial"), getattr(kl, name + "_parallel")
+        if numba.config.DISABLE_JIT:
+            continue
+        assert parallel.py_func.__globals__["PARALLEL_TWIN"] is True, name
+        assert serial.py_func.__globals__["PARALLEL_TWIN"] is False, name
+        assert parallel.py_func.__globals__["transpose_into"] is kl.transpose_into
+    assert kl.PARALLEL_TWIN is False
+
+    namespace = {"prange": range}
+    exec("def late(x):\n    for i in prange(x.shape[0]):\n        x[i] = later(i)\n", namespace)
+    with pytest.raises(NameError, match="define later before the twins"):
+        twins(namespace["late"])
