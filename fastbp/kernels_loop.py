@@ -402,6 +402,29 @@ def _backward_input_block(w, delta, a_src, act, add, delta_src, nb):
         derivative_row(a_src[n], delta_src[n], act)
 
 
+@jit(inline="always")
+def _backward_input_blocks(w, delta, a_src, act, add, delta_src, parallel):
+    """Every block of ``dense_backward_input`` / ``dense_backward_input_acc``:
+    ``delta_src_ni = g'(z_ni) ((delta_src_ni if add) + sum_j w_ji delta_nj)``.
+
+    Shapes as in ``dense_backward_input_acc``.  Inlined into both kernels, with
+    ``parallel`` = their PARALLEL_TWIN: the blocks claimed one at a time by the
+    workers of a ``prange`` (``atomic.claim``), else run in order.
+    """
+    n_blocks = (delta.shape[0] + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
+    if parallel and n_blocks > 1:
+        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
+        claimed[0] = 0
+        for _ in prange(min(n_blocks, MAX_WORKERS)):
+            nb = claim(claimed)
+            while nb < n_blocks:
+                _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
+                nb = claim(claimed)
+    else:
+        for nb in range(n_blocks):
+            _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
+
+
 def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
     """Propagate the error one layer down: ``delta_prev_ni = g'(z_ni) sum_j w_ji delta_nj``.
 
@@ -415,18 +438,7 @@ def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
     (disjoint rows of delta_prev), claimed one at a time (``atomic.claim``).
     BLAS twin: ``kernels_blas.dense_backward_input``.
     """
-    n_blocks = (delta.shape[0] + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
-    if PARALLEL_TWIN and n_blocks > 1:
-        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
-        claimed[0] = 0
-        for _ in prange(min(n_blocks, MAX_WORKERS)):
-            nb = claim(claimed)
-            while nb < n_blocks:
-                _backward_input_block(w, delta, a_prev, act_prev, False, delta_prev, nb)
-                nb = claim(claimed)
-    else:
-        for nb in range(n_blocks):
-            _backward_input_block(w, delta, a_prev, act_prev, False, delta_prev, nb)
+    _backward_input_blocks(w, delta, a_prev, act_prev, False, delta_prev, PARALLEL_TWIN)
 
 
 dense_backward_input_serial, dense_backward_input_parallel = twins(dense_backward_input)
@@ -497,20 +509,10 @@ def dense_backward_input_acc(w, delta, a_src, act, add, delta_src):
 
     The sums are ``dense_backward_input``'s (``outer_rows`` with A = delta^T, B =
     w), added to the rows when ``add``; parallel over blocks of 12 samples
-    (disjoint rows of delta_src), claimed one at a time (``atomic.claim``).  BLAS twin: ``kernels_blas.dense_backward_input_acc``.
+    (disjoint rows of delta_src), claimed one at a time (``atomic.claim``).
+    BLAS twin: ``kernels_blas.dense_backward_input_acc``.
     """
-    n_blocks = (delta.shape[0] + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
-    if PARALLEL_TWIN and n_blocks > 1:
-        claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
-        claimed[0] = 0
-        for _ in prange(min(n_blocks, MAX_WORKERS)):
-            nb = claim(claimed)
-            while nb < n_blocks:
-                _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
-                nb = claim(claimed)
-    else:
-        for nb in range(n_blocks):
-            _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
+    _backward_input_blocks(w, delta, a_src, act, add, delta_src, PARALLEL_TWIN)
 
 
 dense_backward_input_acc_serial, dense_backward_input_acc_parallel = twins(
