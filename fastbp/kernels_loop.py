@@ -43,6 +43,13 @@ OUTER_FORWARD_MIN_UNITS = 16
 # serial twin runs its blocks in order, without the block counter of ``atomic.claim``
 # (an allocation and two atomic adds per call: 7% of a batch-1 step).
 PARALLEL_TWIN = False
+# ``add_row_dots`` takes 4 x 6 tiles with AVX-512 (32 vector registers) on float64 rows
+# longer than WIDE_DOT_MIN_BYTES.  One core, batch 256, time of 4 x 6 tiles / 4 x 3:
+# float64 784->512 0.77-0.83, 768->512 0.80, 1024->512 0.75, 2048->256 0.79,
+# 784->30 0.84, 400->300 0.91, 256->256 0.94, 600->400 0.99, but 512->512 1.31 and
+# 512->256 1.41 (4,096-byte rows) and 200->100 1.09; float32 1.5-1.9 at 512-784 inputs.
+WIDE_DOT_TILE = LANES_BYTES >= 256
+WIDE_DOT_MIN_BYTES = 4096
 
 
 def gather_rows(X, order, start, out):
@@ -94,7 +101,10 @@ def add_row_dots(w, x, n0, n1, j0, j1, a):
     while i runs over the contiguous rows; LLVM vectorises over i, so the tile
     takes 12 vector accumulators + 3 weight vectors + 1 input vector, AVX2's 16
     registers (a 4 x 4 tile spilled 5 accumulators to the stack every
-    iteration and ran at 60% of this one's rate on 784-512 layers).  Fewer rows:
+    iteration and ran at 60% of this one's rate on 784-512 layers).  With
+    AVX-512's 32 registers (``WIDE_DOT_TILE``), float64 rows longer than
+    ``WIDE_DOT_MIN_BYTES`` first take tiles of 4 x 6 (24 sums: 10 loads per 24
+    multiply-adds instead of 7 per 12); the units left over take 4 x 3.  Fewer rows:
     one sample at a time, 4 units at a time.  Leftover units take the plain dot.
     """
     n_in = w.shape[1]
@@ -105,6 +115,98 @@ def add_row_dots(w, x, n0, n1, j0, j1, a):
         x2 = x[n0 + 2]
         x3 = x[n0 + 3]
         j = j0
+        if WIDE_DOT_TILE and w.itemsize == 8 and n_in * 8 > WIDE_DOT_MIN_BYTES:
+            while j + 6 <= j1:  # 4 x 6: 24 sums, 6 weight and 1 input vectors
+                w0 = w[j]
+                w1 = w[j + 1]
+                w2 = w[j + 2]
+                w3 = w[j + 3]
+                w4 = w[j + 4]
+                w5 = w[j + 5]
+                s00 = a[n0, j]
+                s01 = a[n0, j + 1]
+                s02 = a[n0, j + 2]
+                s03 = a[n0, j + 3]
+                s04 = a[n0, j + 4]
+                s05 = a[n0, j + 5]
+                s10 = a[n0 + 1, j]
+                s11 = a[n0 + 1, j + 1]
+                s12 = a[n0 + 1, j + 2]
+                s13 = a[n0 + 1, j + 3]
+                s14 = a[n0 + 1, j + 4]
+                s15 = a[n0 + 1, j + 5]
+                s20 = a[n0 + 2, j]
+                s21 = a[n0 + 2, j + 1]
+                s22 = a[n0 + 2, j + 2]
+                s23 = a[n0 + 2, j + 3]
+                s24 = a[n0 + 2, j + 4]
+                s25 = a[n0 + 2, j + 5]
+                s30 = a[n0 + 3, j]
+                s31 = a[n0 + 3, j + 1]
+                s32 = a[n0 + 3, j + 2]
+                s33 = a[n0 + 3, j + 3]
+                s34 = a[n0 + 3, j + 4]
+                s35 = a[n0 + 3, j + 5]
+                for i in range(n_in):
+                    u0 = w0[i]
+                    u1 = w1[i]
+                    u2 = w2[i]
+                    u3 = w3[i]
+                    u4 = w4[i]
+                    u5 = w5[i]
+                    v = x0[i]
+                    s00 += u0 * v
+                    s01 += u1 * v
+                    s02 += u2 * v
+                    s03 += u3 * v
+                    s04 += u4 * v
+                    s05 += u5 * v
+                    v = x1[i]
+                    s10 += u0 * v
+                    s11 += u1 * v
+                    s12 += u2 * v
+                    s13 += u3 * v
+                    s14 += u4 * v
+                    s15 += u5 * v
+                    v = x2[i]
+                    s20 += u0 * v
+                    s21 += u1 * v
+                    s22 += u2 * v
+                    s23 += u3 * v
+                    s24 += u4 * v
+                    s25 += u5 * v
+                    v = x3[i]
+                    s30 += u0 * v
+                    s31 += u1 * v
+                    s32 += u2 * v
+                    s33 += u3 * v
+                    s34 += u4 * v
+                    s35 += u5 * v
+                a[n0, j] = s00
+                a[n0, j + 1] = s01
+                a[n0, j + 2] = s02
+                a[n0, j + 3] = s03
+                a[n0, j + 4] = s04
+                a[n0, j + 5] = s05
+                a[n0 + 1, j] = s10
+                a[n0 + 1, j + 1] = s11
+                a[n0 + 1, j + 2] = s12
+                a[n0 + 1, j + 3] = s13
+                a[n0 + 1, j + 4] = s14
+                a[n0 + 1, j + 5] = s15
+                a[n0 + 2, j] = s20
+                a[n0 + 2, j + 1] = s21
+                a[n0 + 2, j + 2] = s22
+                a[n0 + 2, j + 3] = s23
+                a[n0 + 2, j + 4] = s24
+                a[n0 + 2, j + 5] = s25
+                a[n0 + 3, j] = s30
+                a[n0 + 3, j + 1] = s31
+                a[n0 + 3, j + 2] = s32
+                a[n0 + 3, j + 3] = s33
+                a[n0 + 3, j + 4] = s34
+                a[n0 + 3, j + 5] = s35
+                j += 6
         while j + 3 <= j1:
             w0 = w[j]
             w1 = w[j + 1]

@@ -188,9 +188,12 @@ def test_transpose_into(rng, form, dtype):
 @pytest.mark.parametrize("kernel", ["dense_forward", "dense_forward_acc"])
 def test_dense_forward_in_several_unit_blocks(rng, form, dtype, kernel):
     """Inputs wide enough that the units come in several L2-sized blocks
-    (``dot_units``), the last one short, and 16-sample blocks with a remainder."""
+    (``dot_units``), the last one short, and 16-sample blocks with a remainder;
+    in float64 with AVX-512 the blocks of 21 units take three 4 x 6 tiles and
+    one 4 x 3 (``WIDE_DOT_TILE``)."""
     m, n_in, n_out = 21, 1500, 50
     assert plain(kl.dot_units)(np.empty((1, n_in), dtype)) < n_out
+    assert n_in * 8 > kl.WIDE_DOT_MIN_BYTES
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
     a_prev = rng.standard_normal((m, n_in)).astype(dtype)
