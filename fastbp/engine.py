@@ -64,7 +64,7 @@ from .kernels_loop import (block_sq_norms, copy_rows, csr_backward_params_parall
                            optimizer_step_parallel, optimizer_step_serial, output_delta,
                            prefetch_rows,
                            rprop_step_parallel, rprop_step_serial, scale_vector)
-from .views import matrix_view
+from .views import borrowed, matrix_view
 
 # Compile-time switch (a global: Numba freezes it and prunes the branches it
 # guards).  The module's functions are compiled with it on: any topology.
@@ -429,6 +429,22 @@ def _weight_sum(sw, batch):
     return total
 
 
+@jit(inline="always")
+def _borrow_data(data):
+    """``data`` with every array ``borrowed`` (see ``_borrow_context``)."""
+    X, Xs, Y, sw = data
+    return (borrowed(X), (borrowed(Xs[0]), borrowed(Xs[1]), borrowed(Xs[2])), borrowed(Y),
+            borrowed(sw))
+
+
+@jit(inline="always")
+def _borrow_context(context):
+    """``context`` with every array ``borrowed``: the views an entry point takes of
+    the arrays Python passed in (which Python holds for the call) then cost no
+    reference counting (``views.borrowed``)."""
+    layers, work, hp, ip, stats = context
+    return borrowed(layers), borrowed(work), borrowed(hp), borrowed(ip), borrowed(stats)
+
 @jit
 def train_epoch(data, order, state, context):
     """One epoch of mini-batch training, without returning to Python.
@@ -442,8 +458,12 @@ def train_epoch(data, order, state, context):
     batch loss times the batch size, the samples seen and per-layer gradient
     norms summed over batches.
     """
+    data = _borrow_data(data)
+    context = _borrow_context(context)
+    order = borrowed(order)
     X, Xs, Y, sw = data
     theta, grad, m1, m2 = state
+    theta, grad, m1, m2 = borrowed(theta), borrowed(grad), borrowed(m1), borrowed(m2)
     layers, work, hp, ip, stats = context
     skips = _skip_table(ip)
     n = _n_rows(X, Xs)
@@ -521,6 +541,9 @@ def loss_grad(data, theta, grad, context):
     ``stats[ST_REG]`` = 0.5 alpha sum W^2 / sum_n s_n, ``stats[ST_SWSUM]``.
     Returns nothing; the objective is ST_DATA + ST_REG.
     """
+    data = _borrow_data(data)
+    context = _borrow_context(context)
+    theta, grad = borrowed(theta), borrowed(grad)
     X, Xs, _, sw = data
     layers, work, hp, ip, stats = context
     n = _n_rows(X, Xs)
@@ -577,6 +600,8 @@ def rprop_epoch(data, state, context):
     step and prev untouched.  Step bounds: ``hp[HP_STEP_MIN]``, ``hp[HP_STEP_MAX]``.
     """
     theta, grad, step, prev = state
+    theta, grad, step, prev = borrowed(theta), borrowed(grad), borrowed(step), borrowed(prev)
+    context = _borrow_context(context)
     layers, work, hp, ip, stats = context
     loss_grad(data, theta, grad, context)
     skips = _skip_table(ip)
@@ -607,6 +632,9 @@ def predict(X, Xs, theta, context, out):
 
     out: (n, n_outputs) C, overwritten.
     """
+    context = _borrow_context(context)
+    X, theta, out = borrowed(X), borrowed(theta), borrowed(out)
+    Xs = (borrowed(Xs[0]), borrowed(Xs[1]), borrowed(Xs[2]))
     layers, work, hp, ip, _ = context
     skips = _skip_table(ip)
     n = _n_rows(X, Xs)

@@ -372,6 +372,46 @@ def test_matrix_view_is_the_reshaped_slice_compiled_and_in_python():
     assert flat[11] == -1.0 and flat.sum() == -1.0  # wrote through to flat's memory
 
 
+
+def test_borrowed_arrays_read_and_write_like_the_array_in_every_form():
+    """``views.borrowed``: the array itself in Python; compiled, the same memory without
+    a reference count.  Views of it, in serial and parallel loops and through
+    ``matrix_view``, read and write the caller's array."""
+    from numba import njit, prange
+    from fastbp.views import borrowed, matrix_view
+
+    flat = np.arange(24.0)
+    assert borrowed(flat) is flat
+
+    @njit
+    def row_sums(flat, r, c, out):
+        m = matrix_view(borrowed(flat), 0, r, c)
+        for j in range(r):
+            row = m[j]
+            s = 0.0
+            for i in range(c):
+                s += row[i]
+            out[j] = s
+            row[0] = -row[0]
+
+    @njit(parallel=True)
+    def scale_rows(flat, r, c):
+        m = matrix_view(borrowed(flat), 0, r, c)
+        for j in prange(r):
+            m[j][:] *= 2.0
+
+    if not hasattr(row_sums, "py_func"):
+        pytest.skip("needs the JIT")
+    out = np.empty(4)
+    for _ in range(3):
+        x = np.arange(24.0)
+        row_sums(x, 4, 6, out)
+        assert np.array_equal(out, np.arange(24.0).reshape(4, 6).sum(1))
+        assert np.array_equal(x[::6], -np.arange(0.0, 24.0, 6.0))  # wrote through
+        scale_rows(x, 4, 6)
+        assert x[1] == 2.0 and x[6] == -12.0
+    assert sys.getrefcount(x) == sys.getrefcount(out)  # no reference held back
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(kl.outer_rows, "py_func"), reason="needs the JIT")
 @pytest.mark.parametrize("vector_bytes", [64, 16])
