@@ -721,18 +721,22 @@ def run(args, threads):
           f"{ratio(t_fastbp, t_sklearn)}")
 
     # -- predict_proba ---------------------------------------------------------------
-    heading("predict_proba on 1,000 rows, 784-30-10 logistic net", md)
+    heading("predict_proba on 1,000 rows and on one row, 784-30-10 logistic net", md)
     Xp, yp = w2.data(w2.quick_samples if args.quick else w2.n_samples)
     Xp, yp = Xp[:1000], yp[:1000]
     ours = w2.fastbp_estimator("loops", max_iter=1, n_jobs=threads).fit(Xp, yp)
     theirs = w2.sklearn_estimator(max_iter=1).fit(Xp, yp)
     reps = 3 if args.quick else 5
-    t_ours = statistics.median(common.median_seconds(lambda: ours.predict_proba(Xp), 1, 0.05)
-                               for _ in range(reps))
-    t_theirs = statistics.median(
-        common.median_seconds(lambda: theirs.predict_proba(Xp), 1, 0.05) for _ in range(reps))
-    print(f"fastbp {t_ours * 1e3:.3g} ms, scikit-learn {t_theirs * 1e3:.3g} ms per call; "
-          f"sklearn/fastbp = {ratio(t_theirs, t_ours)}")
+
+    def per_call(est, rows):
+        return statistics.median(common.median_seconds(lambda: est.predict_proba(rows), 1, 0.05)
+                                 for _ in range(reps))
+
+    for rows in (Xp, Xp[:1]):
+        t_ours, t_theirs = per_call(ours, rows), per_call(theirs, rows)
+        print(f"{len(rows):,} row{'s' if len(rows) > 1 else ''}: fastbp {t_ours * 1e6:.3g} us, "
+              f"scikit-learn {t_theirs * 1e6:.3g} us per call; "
+              f"sklearn/fastbp = {ratio(t_theirs, t_ours)}")
     print()
     print(f"total {time.perf_counter() - t_start:.0f} s")
 

@@ -33,13 +33,13 @@ from .backends import BACKENDS
 from .codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, HP_HUBER
 from .io import ModelFileError, jsonable
 from .losses import loss_delta
-from .network import Dropout, Network, as_rows, engine_array, engine_input
+from .network import Dropout, Network, as_rows, engine_array, engine_input, with_threads
 from .optimizers import FULL_BATCH_SOLVERS, LEARNING_RATES, STOCHASTIC_SOLVERS, Optimizer
 from .params import chain_sources, connections_dict, normalize_connections, sources_of_weights
 from .scaling import InputStats, Standardizer
 from .trainer import (DivergenceWarning, EpochLoop, EpochResult, FullBatchEpoch, LocalEpoch,
                       as_list, complete_history, curve_lengths, cut_curves, empty_history,
-                      record, verbose_progress, with_threads)
+                      record, verbose_progress)
 
 __all__ = ["MLPClassifier", "MLPRegressor", "DivergenceWarning", "FitRun", "load"]
 
@@ -504,7 +504,7 @@ class _BaseMLP(BaseEstimator):
             X = scaler.transform(X if X.dtype == dtype else X.astype(dtype))
         X = engine_input(X, dtype)
         net, theta = self._predictor_net(X[0].shape[1], dtype)
-        return with_threads(self.n_jobs, net.predict, theta, X)
+        return net.predict(theta, X, n_jobs=self.n_jobs)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -8,6 +8,7 @@ and never see these vectors.  Input reaches the engine through
 :func:`engine_input` (dense C-contiguous rows, or CSR with sorted int64
 indices), made in :func:`as_rows` only.
 """
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -23,7 +24,7 @@ from .losses import check_pair
 from .params import Layout
 
 __all__ = ["Network", "EngineInput", "engine_input", "as_rows", "engine_array",
-           "PREDICT_CHUNK", "Dropout"]
+           "PREDICT_CHUNK", "Dropout", "with_threads"]
 
 PREDICT_CHUNK = 1024
 
@@ -118,6 +119,22 @@ def _active(dropout):
     return dropout is not None and dropout.active
 
 
+def with_threads(n_jobs, func, *args, **kwargs):
+    """Run ``func`` with the kernels limited to ``n_jobs`` threads (None = all)."""
+    if n_jobs is None:
+        return func(*args, **kwargs)
+    n = int(n_jobs)
+    if n < 0:
+        n = max(1, numba.config.NUMBA_NUM_THREADS + 1 + n)
+    n = min(max(n, 1), numba.config.NUMBA_NUM_THREADS)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        numba.set_num_threads(previous)
+
+
 class Network:
     """A network's architecture bound to a backend and dtype.
 
@@ -149,6 +166,7 @@ class Network:
                      backend, float(huber_delta), self.mean_outputs,
                      None if self.layout.chain else self.layout.sources)
         self._work = {}
+        self._plans = {}
 
     @property
     def engine(self):
@@ -173,17 +191,37 @@ class Network:
         blocks.  Results are bitwise those of the full engine; the variant just
         never compiles the kernels these calls cannot reach.
         """
+        return self._variant(cap, ip, X.sparse, dropout)
+
+    def _variant(self, cap, ip, sparse, dropout=False):
+        """``engine_for`` for dense or CSR (``sparse``) input."""
         sizes = self.layout.sizes
         work = max([cap * a * b for a, b in zip(sizes[:-1], sizes[1:])]
                    + [cap * sizes[s] * sizes[t] for s, t in self.layout.skip_keys])
         elements = max(cap * sizes[0], self.layout.n_params)
         par = (work >= ip[IP_PAR_MIN]
                or elements >= int(ip[IP_PAR_MIN]) >> ELEMENTWISE_PAR_SHIFT)
-        return self.engine.variant(par, not self.layout.chain, dropout, X.sparse)
+        return self.engine.variant(par, not self.layout.chain, dropout, sparse)
 
     # -- the engine's controls --------------------------------------------------
     def _new_buffers(self, cap):
-        """(work, table, ip) for blocks of up to ``cap`` rows.
+        """(work, table, ip) for blocks of up to ``cap`` rows (``_controls``, and a
+        workspace of its size)."""
+        table, ip, size = self._controls(cap)
+        return self._new_work(size, ip), table, ip
+
+    def _new_work(self, size, ip):
+        """A workspace of ``size`` numbers for the controls ``ip``: every block is
+        written before it is read, but the shortcut kernels' bias scratch (only added
+        to, never read), which is zeroed."""
+        work = np.empty(size, dtype=self.dtype)
+        if ip.shape[0] > IP_SIZE:
+            db = ip[IP_SIZE + S_DB]
+            work[db:db + max(self.layout.sizes[1:])] = 0.0
+        return work
+
+    def _controls(self, cap):
+        """(table, ip, workspace size) for blocks of up to ``cap`` rows.
 
         ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
         activations and deltas (cap, n_out); a scratch of max(n_units,
@@ -213,10 +251,7 @@ class Network:
             skips[:, S_DB] = off
             off += max(layout.sizes[1:])
             ip[IP_SIZE:] = skips.ravel()
-        work = np.empty(off, dtype=self.dtype)  # every block is written before it is read
-        if skips.shape[0]:  # the bias scratch is only added to, never read
-            work[skips[0, S_DB]:skips[0, S_DB] + max(layout.sizes[1:])] = 0.0
-        return work, table, ip
+        return table, ip, off
 
     def buffers(self, cap):
         """(work, table, ip) for batches of ``cap`` rows, made once per cap."""
@@ -312,19 +347,42 @@ class Network:
                                                         context)
         return context[4]
 
-    def predict(self, theta, X, chunk=PREDICT_CHUNK):
-        """Output activations (n, n_outputs) for X.
+    def _predict_plan(self, cap, sparse):
+        """(table, ip, workspace size, stats, engine variant) for predicting blocks of
+        up to ``cap`` rows of dense or CSR (``sparse``) input.
+
+        Made once per (cap, sparse) and shared by every call: ``engine.predict``
+        only reads the table and ip, and never touches stats.  A one-row predict
+        then costs the engine call and one workspace allocation.  A few plans are
+        kept (bounded memory).
+        """
+        key = (cap, sparse)
+        plan = self._plans.get(key)
+        if plan is None:
+            table, ip, size = self._controls(cap)
+            plan = (table, ip, size, self.stats(), self._variant(cap, ip, sparse))
+            if len(self._plans) >= 8:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def predict(self, theta, X, chunk=PREDICT_CHUNK, n_jobs=None):
+        """Output activations (n, n_outputs) for X, with the kernels limited to
+        ``n_jobs`` threads (``with_threads``) when the call can reach a parallel one.
 
         Each call takes a workspace of its own (one allocation per call, none
         per chunk): a fitted model keeps its Network, and may predict from
-        several threads at once; nothing stays allocated between calls.
+        several threads at once; nothing but the read-only controls
+        (``_predict_plan``) stays allocated between calls.
         """
         X = engine_input(X, self.dtype)
         n = X.n_rows
         out = np.empty((n, self.layout.sizes[-1]), dtype=self.dtype)
         if n:
-            cap = min(chunk, n)
-            work, table, ip = self._new_buffers(cap)
-            context = (table, work, self.hp, ip, self.stats())
-            self.engine_for(cap, ip, X).predict(X[0], X[1], theta, context, out)
+            table, ip, size, stats, engine = self._predict_plan(min(chunk, n), X.sparse)
+            context = (table, self._new_work(size, ip), self.hp, ip, stats)
+            if engine.name == "loops" and n_jobs is not None:
+                with_threads(n_jobs, engine.predict, X[0], X[1], theta, context, out)
+            else:  # a serial variant runs no threads to limit
+                engine.predict(X[0], X[1], theta, context, out)
         return out

@@ -11,7 +11,6 @@ import sys
 import time
 import warnings
 
-import numba
 import numpy as np
 
 from .codes import ST_DATA, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_REG, ST_SAMPLES
@@ -19,7 +18,7 @@ from .network import engine_input
 from .progress import EpochProgress
 
 __all__ = ["EpochLoop", "LocalEpoch", "FullBatchEpoch", "EpochResult", "DivergenceError", "DivergenceWarning",
-           "run_epoch", "sample_order", "with_threads"]
+           "run_epoch", "sample_order"]
 
 
 class DivergenceError(ValueError, FloatingPointError):
@@ -169,22 +168,6 @@ def run_epoch(net, theta, grad, opt, X, Y, sw, order, batch_size, alpha, clip,
     n_batches = max(1, int(np.ceil(X.n_rows / batch_size)))
     loss = stats[ST_LOSS] / max(stats[ST_SAMPLES], 1)
     return loss, stats[ST_GNORM:] / n_batches
-
-
-def with_threads(n_jobs, func, *args, **kwargs):
-    """Run ``func`` with the kernels limited to ``n_jobs`` threads (None = all)."""
-    if n_jobs is None:
-        return func(*args, **kwargs)
-    n = int(n_jobs)
-    if n < 0:
-        n = max(1, numba.config.NUMBA_NUM_THREADS + 1 + n)
-    n = min(max(n, 1), numba.config.NUMBA_NUM_THREADS)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        return func(*args, **kwargs)
-    finally:
-        numba.set_num_threads(previous)
 
 
 class StoppingState:

@@ -191,6 +191,41 @@ def test_loss_grad_and_predict_in_chunks(rng, backend):
                      TOL, f"predict, chunk {chunk}")
 
 
+def test_predict_plans_are_read_only_shared_by_threads_and_bounded(rng):
+    """``Network.predict`` keeps its controls per block size (``_predict_plan``) and
+    shares them between calls: Python threads predicting at once with one network
+    get the results of calls made one at a time, the controls are never written,
+    and a stream of block sizes keeps a bounded number of plans."""
+    import threading
+
+    problem = make_problem(rng, n=300, sizes=(7, 9, 4), hidden=("tanh",))
+    net = Network(problem["sizes"], problem["hidden"], "identity", "squared_error",
+                  np.float64, "loops")
+    theta, X = problem["theta0"], problem["X"]
+    counts = (1, 2, 5, 17, 64, 300)
+    expected = {n: net.predict(theta, X[:n]) for n in counts}
+    plans = {k: (v[0].copy(), v[1].copy(), v[3].copy()) for k, v in net._plans.items()}
+    failures = []
+
+    def run(seed):
+        order = np.random.default_rng(seed).permutation(np.repeat(counts, 20))
+        for n in order:
+            if not np.array_equal(net.predict(theta, X[:n], n_jobs=1), expected[n]):
+                failures.append(n)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert failures == []
+    for key, (table, ip, stats) in plans.items():
+        plan = net._plans[key]
+        assert np.array_equal(plan[0], table) and np.array_equal(plan[1], ip)
+        assert np.array_equal(plan[3], stats)
+    for n in range(1, 30):
+        net.predict(theta, X[:n])
+    assert 1 <= len(net._plans) <= 8
+    assert np.array_equal(net.predict(theta, X[:5]), expected[5])
+
 @pytest.mark.parametrize("backend", ["loops", "blas", "python"])
 def test_clip_norm_bounds_the_step(rng, backend):
     """Plain SGD, one full batch: the step is lr * clip when the gradient norm exceeds clip."""
