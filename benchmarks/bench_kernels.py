@@ -151,7 +151,7 @@ class DenseBackwardParams(_Gflops, _Kernel):
         m, n_in, n_out = dims
         w, a_prev, delta = _dense(dims, dtype, rng)
         return (w, delta, a_prev, 1e-4, 1.0 / m, False, np.empty((n_out, n_in), dtype=dtype),
-                np.empty(n_out, dtype=dtype), np.empty(n_out, dtype=dtype))
+                np.empty(n_out, dtype=dtype), np.empty(2 * n_out, dtype=dtype))
 
     def flops(self, dims):
         m, n_in, n_out = dims
@@ -292,7 +292,7 @@ class CsrBackwardParams(_Kernel):
         delta = random_array(rng, (m, n_out), dtype) * dtype.type(0.01)
         return (w, delta, Xs, order, 0, 1e-4, 1.0 / m, False,
                 np.empty((n_out, n_in), dtype=dtype), np.empty(n_out, dtype=dtype),
-                np.empty(n_out, dtype=dtype))
+                np.empty(2 * n_out, dtype=dtype))
 
 
 class CsrForwardAcc(_Kernel):
@@ -406,7 +406,7 @@ class FinalizeParams(_Kernel):
         dw = random_array(rng, (n_out, n_in), dtype)
         # scale 1 keeps dw bounded over the repeated calls: dw grows by alpha w per call.
         return (w, 1e-4, 1.0, dw, random_array(rng, (n_out,), dtype),
-                np.empty(n_out, dtype=dtype))
+                np.empty(2 * n_out, dtype=dtype))
 
 
 class OutputDelta(_Kernel):

@@ -126,6 +126,22 @@ def _rows(work, off, m, n_units):
 
 
 @jit(inline="always")
+def _norms(work, layers, ip):
+    """The squared gradient norm of each weight block (layers, then shortcut blocks) in
+    the workspace at ``ip[IP_WSQ_OFF]``."""
+    off = ip[IP_WSQ_OFF]
+    return work[off:off + layers.shape[0] + (ip.shape[0] - IP_SIZE) // S_COLS]
+
+
+@jit(inline="always")
+def _row_sums(work, layers, ip, n_out):
+    """The params kernels' per-row sums (``wsq``) of a block of n_out units: 2 n_out
+    numbers after ``_norms``."""
+    off = ip[IP_WSQ_OFF] + layers.shape[0] + (ip.shape[0] - IP_SIZE) // S_COLS
+    return work[off:off + 2 * n_out]
+
+
+@jit(inline="always")
 def _input_block(X, batch, work, par_min):
     """The batch's input rows: a view of X, or rows gathered into work[0:]."""
     order, start, m = batch
@@ -234,8 +250,9 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     """Forward, output delta and backward for one batch.
 
     Writes the finished gradient into ``grad`` (``accumulate`` false; scale =
-    1 / sum of the batch's weights) or adds raw sums to it (``accumulate``
-    true).  Returns (sum_n s_n C_n, sum of squared weights); the second is 0
+    1 / sum of the batch's weights), and each layer's squared gradient norm into
+    ``_norms`` (summed from the kernels' per-row sums), or adds raw sums to it
+    (``accumulate`` true).  Returns (sum_n s_n C_n, sum of squared weights); the second is 0
     when accumulating.  Callers pass ``np.bool_`` flags, not literals: Numba
     then compiles one variant (a runtime branch), not one per literal value.
     """
@@ -253,7 +270,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     delta = _rows(work, layers[last, L_DOFF], m, layers[last, L_NOUT])
     data_sum = output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[last, L_ACT],
                             hp[HP_HUBER], hp[HP_PROB_EPS], ip[IP_MEAN_OUT] != 0, delta)
-    wsq_off = ip[IP_WSQ_OFF]
+    norms = _norms(work, layers, ip)
     alpha = hp[HP_ALPHA]
     wsq_total = 0.0
     for l in range(last, -1, -1):
@@ -266,7 +283,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
         else:
             a_prev = a0
-        wsq = work[wsq_off:wsq_off + n_out]
+        wsq = _row_sums(work, layers, ip, n_out)
         big = m * n_in * n_out >= par_min
         if SPARSE and l == 0 and sparse:
             if big and n_out > 1:
@@ -282,8 +299,11 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
             dense_backward_params_serial(w, delta, a_prev, alpha, scale, accumulate,
                                          dw, db, wsq)
         if not accumulate:
+            gsq = 0.0
             for j in range(n_out):
                 wsq_total += wsq[j]
+                gsq += wsq[n_out + j]
+            norms[l] = gsq
         if SHORTCUTS:
             if skips.shape[0] > 0:
                 wsq_total += _skip_backward_params(data, batch, theta, grad, layers, skips,
@@ -475,7 +495,7 @@ def train_epoch(data, order, state, context):
     beta1 = hp[HP_MOMENTUM] if opt == OPT_SGD else hp[HP_BETA1]  # optimizer_step's beta1
     p = theta.shape[0]
     gsq = stats[ST_GNORM:ST_GNORM + n_blocks]
-    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_blocks]
+    norms = _norms(work, layers, ip)
     for l in range(n_blocks):
         gsq[l] = 0.0
     stats[ST_LOSS] = 0.0
@@ -497,8 +517,7 @@ def train_epoch(data, order, state, context):
             data_sum, wsq = _batch_gradient(data, batch, theta, grad, context,
                                             np.bool_(False), 1.0 / swsum)
             batch_loss = (data_sum + 0.5 * hp[HP_ALPHA] * wsq) / swsum
-            layer_sq_norms(grad, layers, norms)
-            if SHORTCUTS:
+            if SHORTCUTS:  # the layers' norms came with their gradients
                 if skips.shape[0] > 0:
                     block_sq_norms(grad, skips, norms[n_layers:])
             total = 0.0
@@ -562,14 +581,13 @@ def loss_grad(data, theta, grad, context):
         data_sum += d
         start += m
     alpha = hp[HP_ALPHA]
-    wsq_off = ip[IP_WSQ_OFF]
     wsq_total = 0.0
     scale = 1.0 / swsum if swsum > 0.0 else 0.0
     for l in range(layers.shape[0]):
         n_out = layers[l, L_NOUT]
         w, _ = _layer_params(theta, layers, l)
         dw, db = _layer_params(grad, layers, l)
-        wsq = work[wsq_off:wsq_off + n_out]
+        wsq = _row_sums(work, layers, ip, n_out)
         finalize_params(w, alpha, scale, dw, db, wsq)
         for j in range(n_out):
             wsq_total += wsq[j]
@@ -578,7 +596,7 @@ def loss_grad(data, theta, grad, context):
         for k in range(skips.shape[0]):
             n_out = skips[k, S_NOUT]
             db = work[skips[k, S_DB]:skips[k, S_DB] + n_out]  # scratch: the chain's biases
-            wsq = work[wsq_off:wsq_off + n_out]
+            wsq = _row_sums(work, layers, ip, n_out)
             finalize_params(_skip_weights(theta, skips, k), alpha, scale,
                             _skip_weights(grad, skips, k), db, wsq)
             for j in range(n_out):
@@ -607,7 +625,7 @@ def rprop_epoch(data, state, context):
     skips = _skip_table(ip)
     n_layers = layers.shape[0]
     n_blocks = n_layers + skips.shape[0]  # gradient norms: layers, then shortcut blocks
-    norms = work[ip[IP_WSQ_OFF]:ip[IP_WSQ_OFF] + n_blocks]
+    norms = _norms(work, layers, ip)
     layer_sq_norms(grad, layers, norms)
     if SHORTCUTS:
         if skips.shape[0] > 0:

@@ -61,7 +61,8 @@ def outer_rows(A, B, C, r0, r1, add):
 
 
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
-    """``dW = (Delta^T A_prev + alpha W) scale``, ``db = 1^T Delta scale`` (or raw sums added)."""
+    """``dW = (Delta^T A_prev + alpha W) scale``, ``db = 1^T Delta scale`` and ``wsq``
+    (``_row_sums``), or raw sums added."""
     if accumulate:
         dw += delta.T @ a_prev
         db += delta.sum(axis=0)
@@ -71,7 +72,7 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     dw *= scale
     np.sum(delta, axis=0, out=db)
     db *= scale
-    wsq[:w.shape[0]] = np.einsum("ji,ji->j", w, w)
+    _row_sums(w, dw, db, wsq)
 
 
 def _csr_rows(Xs, order, start, m, n_in):
@@ -106,15 +107,23 @@ def csr_backward_params(w, delta, Xs, order, start, alpha, scale, accumulate, dw
     dw *= scale
     np.sum(delta, axis=0, out=db)
     db *= scale
-    wsq[:w.shape[0]] = np.einsum("ji,ji->j", w, w)
+    _row_sums(w, dw, db, wsq)
 
 
 def finalize_params(w, alpha, scale, dw, db, wsq):
-    """``dW = (dW + alpha W) scale``, ``db = db scale``, ``wsq = row sums of W^2``."""
+    """``dW = (dW + alpha W) scale``, ``db = db scale``, ``wsq`` = row sums of W^2, then
+    of dW^2 plus db^2."""
     dw += alpha * w
     dw *= scale
     db *= scale
-    wsq[:w.shape[0]] = np.einsum("ji,ji->j", w, w)
+    _row_sums(w, dw, db, wsq)
+
+
+def _row_sums(w, dw, db, wsq):
+    """``wsq[:n_out]`` = row sums of W^2; ``wsq[n_out:2 n_out]`` = row sums of dW^2 + db^2."""
+    n_out = w.shape[0]
+    wsq[:n_out] = np.einsum("ji,ji->j", w, w)
+    wsq[n_out:2 * n_out] = np.einsum("ji,ji->j", dw, dw) + db * db
 
 
 def output_delta(a, Y, sw, order, start, loss, act, huber, eps, mean_outputs, delta):

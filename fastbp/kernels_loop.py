@@ -669,7 +669,8 @@ def block_sq_norms(grad, skips, out):
 
 @jit
 def finish_row(wj, alpha, scale, dwj):
-    """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns ``sum_i wj_i^2``.
+    """``dwj_i <- (dwj_i + alpha wj_i) scale`` for one row; returns
+    ``(sum_i wj_i^2, sum_i dwj_i^2)`` (the second of the finished row).
 
     wj: (n_in,) row j of a layer's weights; dwj: (n_in,) the same row of its
     gradient, overwritten.  In vectors of L = ``simd.lanes`` (the last one
@@ -680,14 +681,17 @@ def finish_row(wj, alpha, scale, dwj):
     n = wj.shape[0]
     width = LANES_BYTES // wj.itemsize
     q = vzero(wj)
+    r = vzero(wj)
     a = vsplat(q, alpha)
     s = vsplat(q, scale)
     for i in range(0, n, width):
         count = min(width, n - i)
         v = vload(wj, i, count)
         q = vfma(v, v, q)
-        vstore(dwj, i, vmul(vfma(a, v, vload(dwj, i, count)), s), count)
-    return vsum(q)
+        g = vmul(vfma(a, v, vload(dwj, i, count)), s)
+        r = vfma(g, g, r)
+        vstore(dwj, i, g, count)
+    return vsum(q), vsum(r)
 
 
 @jit
@@ -721,9 +725,11 @@ def _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows,
     column_sums(delta, j0, j1, accumulate, db)
     outer_rows(delta, a_prev, dw, j0, j1, accumulate)
     if not accumulate:
+        n_out = w.shape[0]
         for j in range(j0, j1):
             db[j] = db[j] * scale
-            wsq[j] = finish_row(w[j], alpha, scale, dw[j])
+            wsq[j], gq = finish_row(w[j], alpha, scale, dw[j])
+            wsq[n_out + j] = gq + db[j] * db[j]
 
 
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
@@ -733,10 +739,12 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     ``dC/db_j = sum_n delta_nj * scale``, with scale = 1 / sum_n s_n.
 
     w, dw: (n_out, n_in) C; delta: (m, n_out) C; a_prev: (m, n_in) C;
-    db: (n_out,); wsq: (>= n_out,).  With ``accumulate`` false, dw and db are
-    overwritten with the finished gradient and ``wsq[j] = sum_i w_ji^2`` (for the
-    L2 term of the loss); with it true, the raw sums are *added* to dw and db
-    (alpha, scale and wsq are left to ``finalize_params``).
+    db: (n_out,); wsq: (>= 2 n_out,).  With ``accumulate`` false, dw and db are
+    overwritten with the finished gradient, ``wsq[j] = sum_i w_ji^2`` (for the
+    L2 term of the loss) and ``wsq[n_out + j] = sum_i dw_ji^2 + db_j^2`` (unit j's
+    part of the squared gradient norm, summed while its row is in registers: no
+    pass over the gradient for its norm); with it true, the raw sums are *added*
+    to dw and db (alpha, scale and wsq are left to ``finalize_params``).
 
     For each block of 6 output units (24 from 96 units on), ``column_sums`` sums
     the block's columns of delta into db, and ``outer_rows`` sums ``delta_nj a_n``
@@ -757,11 +765,15 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
             wj = w[j]
             dwj = dw[j]
             q = 0.0
+            r = 0.0
             for i in range(n_in):
                 q += wj[i] * wj[i]
-                dwj[i] = (d * x[i] + alpha * wj[i]) * scale
+                g = (d * x[i] + alpha * wj[i]) * scale
+                r += g * g
+                dwj[i] = g
             db[j] = d * scale
             wsq[j] = q
+            wsq[n_out + j] = r + db[j] * db[j]
         return
     rows = 4 * TILE_ROWS if n_out >= 16 * TILE_ROWS else TILE_ROWS  # >= 4 blocks
     n_blocks = (n_out + rows - 1) // rows
@@ -841,7 +853,8 @@ def csr_backward_params(w, delta, Xs, order, start, alpha, scale, accumulate, dw
             db[j] = sb
         else:
             db[j] = sb * scale
-            wsq[j] = finish_row(w[j], alpha, scale, dwj)
+            wsq[j], gq = finish_row(w[j], alpha, scale, dwj)
+            wsq[n_out + j] = gq + db[j] * db[j]
 
 
 csr_backward_params_serial, csr_backward_params_parallel = twins(csr_backward_params)
@@ -849,14 +862,17 @@ csr_backward_params_serial, csr_backward_params_parallel = twins(csr_backward_pa
 
 @jit
 def finalize_params(w, alpha, scale, dw, db, wsq):
-    """Finish accumulated sums: ``dw <- (dw + alpha w) scale``, ``db <- db scale``, ``wsq_j = sum_i w_ji^2``.
+    """Finish accumulated sums: ``dw <- (dw + alpha w) scale``, ``db <- db scale``,
+    ``wsq_j = sum_i w_ji^2``, ``wsq_{n_out + j} = sum_i dw_ji^2 + db_j^2``.
 
     Shapes as in ``dense_backward_params``; serial (runs once per full-batch
     gradient).  BLAS twin: ``kernels_blas.finalize_params``.
     """
-    for j in range(w.shape[0]):
+    n_out = w.shape[0]
+    for j in range(n_out):
         db[j] = db[j] * scale
-        wsq[j] = finish_row(w[j], alpha, scale, dw[j])
+        wsq[j], gq = finish_row(w[j], alpha, scale, dw[j])
+        wsq[n_out + j] = gq + db[j] * db[j]
 
 
 @jit

@@ -224,8 +224,9 @@ class Network:
         """(table, ip, workspace size) for blocks of up to ``cap`` rows.
 
         ``work`` is flat with blocks: gathered inputs (cap, n_in); per layer
-        activations and deltas (cap, n_out); a scratch of max(n_units,
-        n_blocks) for per-row sums; with shortcut blocks, a scratch row of
+        activations and deltas (cap, n_out); at ``ip[IP_WSQ_OFF]`` the squared
+        gradient norm of each block (n_blocks), then a scratch of 2 max(n_units)
+        for the params kernels' per-row sums; with shortcut blocks, a scratch row of
         max(n_units) for the bias sums their kernels compute.  ``table`` is the
         layer table with the offsets into it; ``ip`` the engine's control vector,
         followed by the shortcut-block table (``codes.S_*``).
@@ -246,7 +247,7 @@ class Network:
         ip[IP_PAR_MIN] = self.engine.par_min
         ip[IP_LOSS] = self.loss_code
         ip[IP_MEAN_OUT] = int(self.mean_outputs)
-        off += max(max(layout.sizes[1:]), layout.n_blocks)
+        off += layout.n_blocks + 2 * max(layout.sizes[1:])
         if skips.shape[0]:
             skips[:, S_DB] = off
             off += max(layout.sizes[1:])

@@ -191,6 +191,27 @@ def test_loss_grad_and_predict_in_chunks(rng, backend):
                      TOL, f"predict, chunk {chunk}")
 
 
+@pytest.mark.parametrize("backend", ["loops", "blas", "python"])
+@pytest.mark.parametrize("batch", [1, 6])
+def test_gradient_norms_are_those_of_each_layers_gradient(rng, backend, batch):
+    """``train_epoch``'s per-layer gradient norms, summed from the params kernels'
+    per-row sums, are the norms of each layer's weight-and-bias gradient."""
+    from fastbp.codes import L_BOFF, L_NOUT, L_WOFF, ST_GNORM
+    problem = make_problem(rng, n=6, sizes=(6, 9, 5, 3), weighted=True)
+    net = Network(problem["sizes"], problem["hidden"], "identity", "squared_error",
+                  np.float64, backend)
+    theta = problem["theta0"].copy()
+    grad = np.empty_like(theta)
+    opt = Optimizer("sgd", theta.shape[0], np.float64, 1e-3)
+    order = np.arange(batch, dtype=np.int64)  # one batch: the norms are of its gradient
+    X, Y, sw = problem["X"][:batch], problem["Y"][:batch], problem["sw"][:batch]
+    stats = net.train_epoch(theta, grad, opt, X, Y, sw, order, batch, 0.1, 0.0)
+    t = net.layout.table
+    expect = [np.linalg.norm(grad[t[l, L_WOFF]:t[l, L_BOFF] + t[l, L_NOUT]])
+              for l in range(net.layout.n_layers)]
+    assert_close(stats[ST_GNORM:ST_GNORM + len(expect)], np.array(expect), 1e-12,
+                 "gradient norms")
+
 def test_predict_plans_are_read_only_shared_by_threads_and_bounded(rng):
     """``Network.predict`` keeps its controls per block size (``_predict_plan``) and
     shares them between calls: Python threads predicting at once with one network

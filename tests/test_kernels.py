@@ -251,15 +251,17 @@ ROW_LENGTHS = [1, 3, 8, 20, 31, 32, 33, 64, 65, 100, 129]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", ROW_LENGTHS)
 def test_finish_row(rng, form, dtype, n):
-    """``dw <- (dw + alpha w) scale`` and the returned ``sum w^2``, nothing past the row."""
+    """``dw <- (dw + alpha w) scale`` and the returned ``(sum w^2, sum dw^2)`` of the
+    finished row, nothing past the row."""
     run = kl.finish_row if form == "compiled" else plain(kl.finish_row)
     w = rng.standard_normal(n + 3).astype(dtype)
     dw = rng.standard_normal(n + 3).astype(dtype)
     ref = dw.copy()
     ref[:n] = (dw[:n].astype(np.float64) + 0.3 * w[:n]) * 0.125
-    q = run(w[:n], 0.3, 0.125, dw[:n])
+    q, r = run(w[:n], 0.3, 0.125, dw[:n])
     assert_close(dw[:n], ref[:n], tol_for(dtype), "finish_row", np.abs(ref[:n]) + 1.0)
     assert np.array_equal(dw[n:], ref[n:])
+    assert_close(r, float((ref[:n].astype(np.float64) ** 2).sum()), tol_for(dtype), "sum dw^2")
     sq = float(np.sum(w[:n].astype(np.float64) ** 2))
     assert abs(float(q) - sq) <= tol_for(dtype) * sq
 
@@ -538,7 +540,7 @@ def test_csr_backward_params(rng, form, dtype, accumulate, shuffled, shape):
         dw0, db0 = nan_like((n_out, n_in), dtype), nan_like(n_out, dtype)
     outs = {}
     for name in ("loop", "blas", "dense"):
-        dw, db, wsq = dw0.copy(), db0.copy(), np.full(n_out + 1, -7.0, dtype=dtype)
+        dw, db, wsq = dw0.copy(), db0.copy(), np.full(2 * n_out + 1, -7.0, dtype=dtype)
         if name == "loop":
             twin("csr_backward_params", form)(w, delta, Xs, order, start, alpha, scale,
                                               accumulate, dw, db, wsq)
@@ -596,8 +598,8 @@ def test_dense_backward_params(rng, form, dtype, accumulate, shape):
     else:
         dw0 = nan_like((n_out, n_in), dtype)
         db0 = nan_like(n_out, dtype)
-    dw, db, wsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
-    rdw, rdb, rwsq = dw0.copy(), db0.copy(), np.full(n_out + 2, sentinel, dtype=dtype)
+    dw, db, wsq = dw0.copy(), db0.copy(), np.full(2 * n_out + 2, sentinel, dtype=dtype)
+    rdw, rdb, rwsq = dw0.copy(), db0.copy(), np.full(2 * n_out + 2, sentinel, dtype=dtype)
     twin("dense_backward_params", form)(w, delta, a_prev, alpha, scale, accumulate,
                                         dw, db, wsq)
     kb.dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, rdw, rdb, rwsq)
@@ -606,19 +608,22 @@ def test_dense_backward_params(rng, form, dtype, accumulate, shape):
     db_terms = d64.sum(axis=0) * scale + np.abs(db0)
     assert_close(dw, rdw, tol, "dw", np.nan_to_num(dw_terms))
     assert_close(db, rdb, tol, "db", np.nan_to_num(db_terms))
-    # wsq beyond n_out is never touched; when accumulating it is not touched at all.
-    assert (wsq[n_out:] == sentinel).all() and (rwsq[n_out:] == sentinel).all()
+    # wsq beyond 2 n_out is never touched; when accumulating it is not touched at all.
+    assert (wsq[2 * n_out:] == sentinel).all() and (rwsq[2 * n_out:] == sentinel).all()
     if accumulate:
         assert (wsq == sentinel).all() and (rwsq == sentinel).all()
         raw = delta.T.astype(np.float64) @ a_prev.astype(np.float64)
         if dtype == np.float64:
             assert_close(dw, dw0 + raw, 1e-12, "dw accumulated vs formula")
     else:
-        assert_close(wsq[:n_out], rwsq[:n_out], tol, "wsq")
+        assert_close(wsq[:2 * n_out], rwsq[:2 * n_out], tol, "wsq")
         if dtype == np.float64:
             expect = (delta.T @ a_prev + alpha * w) * scale
             assert_close(dw, expect, 1e-12, "dw vs formula")
             assert_close(wsq[:n_out], (w * w).sum(axis=1), 1e-12, "wsq vs formula")
+            # unit j's share of the squared gradient norm: its row and its bias
+            assert_close(wsq[n_out:2 * n_out], (dw * dw).sum(axis=1) + db * db, 1e-12,
+                         "row sums of the squared gradient vs formula")
 
 
 @pytest.mark.parametrize("form", SINGLE_FORMS)
@@ -629,7 +634,7 @@ def test_finalize_params(rng, form, dtype, shape):
     w = rng.standard_normal((n_out, n_in)).astype(dtype)
     dw = rng.standard_normal((n_out, n_in)).astype(dtype)
     db = rng.standard_normal(n_out).astype(dtype)
-    wsq = np.full(n_out + 1, -7.0, dtype=dtype)
+    wsq = np.full(2 * n_out + 1, -7.0, dtype=dtype)
     rdw, rdb, rwsq = dw.copy(), db.copy(), wsq.copy()
     alpha, scale = 0.25, 1.0 / 3.0
     single("finalize_params", form)(w, alpha, scale, dw, db, wsq)
@@ -638,6 +643,8 @@ def test_finalize_params(rng, form, dtype, shape):
     assert_close(dw, rdw, tol, "dw")
     assert_close(db, rdb, tol, "db")
     assert_close(wsq, rwsq, tol, "wsq")
+    assert_close(wsq[n_out:2 * n_out], (dw.astype(np.float64) ** 2).sum(axis=1) + db * db.astype(
+        np.float64), tol, "row sums of the squared gradient")
     assert wsq[-1] == -7.0
 
 
