@@ -49,8 +49,7 @@ import dask
 import distributed
 
 from .estimators import FitRun, MLPClassifier, MLPRegressor
-from .network import Network, as_rows, engine_array
-from .network import with_threads
+from .network import Network, as_rows, engine_array, with_threads
 from .trainer import DivergenceError, run_epoch, sample_order
 
 __all__ = ["fit", "task_threads", "benchmark"]

@@ -130,14 +130,14 @@ def _norms(work, layers, ip):
     """The squared gradient norm of each weight block (layers, then shortcut blocks) in
     the workspace at ``ip[IP_WSQ_OFF]``."""
     off = ip[IP_WSQ_OFF]
-    return work[off:off + layers.shape[0] + (ip.shape[0] - IP_SIZE) // S_COLS]
+    return work[off:off + layers.shape[0] + _skip_table(ip).shape[0]]
 
 
 @jit(inline="always")
 def _row_sums(work, layers, ip, n_out):
     """The params kernels' per-row sums (``wsq``) of a block of n_out units: 2 n_out
     numbers after ``_norms``."""
-    off = ip[IP_WSQ_OFF] + layers.shape[0] + (ip.shape[0] - IP_SIZE) // S_COLS
+    off = ip[IP_WSQ_OFF] + _norms(work, layers, ip).shape[0]
     return work[off:off + 2 * n_out]
 
 
@@ -464,6 +464,7 @@ def _borrow_context(context):
     reference counting (``views.borrowed``)."""
     layers, work, hp, ip, stats = context
     return borrowed(layers), borrowed(work), borrowed(hp), borrowed(ip), borrowed(stats)
+
 
 @jit
 def train_epoch(data, order, state, context):

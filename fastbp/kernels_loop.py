@@ -752,8 +752,8 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     B = a_prev), written once (or added once, when accumulating) per tile;
     ``finish_row`` then scales each row and adds the L2 term.  Parallel
     over the blocks of units, claimed one at a time (``atomic.claim``): each
-    block owns its rows of dw and db and sums over n in a fixed order, so there is no race and the result does not depend on
-    the thread count.  BLAS twin: ``kernels_blas.dense_backward_params``.
+    block owns its rows of dw and db and sums over n in a fixed order, so there
+    is no race and the result does not depend on the thread count.  BLAS twin: ``kernels_blas.dense_backward_params``.
     """
     n_out = w.shape[0]
     n_in = w.shape[1]

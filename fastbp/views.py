@@ -84,7 +84,6 @@ def _borrowed_typer(context):
 
 @lower_builtin(borrowed, types.Array)
 def _borrowed_lower(context, builder, sig, args):
-    src = make_array(sig.args[0])(context, builder, args[0])
     view = make_array(sig.return_type)(context, builder, args[0])
     view.meminfo = context.get_constant_null(types.MemInfoPointer(types.voidptr))
     return view._getvalue()
