@@ -17,7 +17,7 @@ plain-Python engines with ``DROPOUT`` on are separate copies.
 import functools
 import types
 
-from . import engine, kernels_blas
+from . import engine, kernels_blas, team
 from .config import PARALLEL_MIN_WORK
 from .jit import pure_python, specialised_copy, start_threads
 from .kernel_cache import announce_compiles, guarded
@@ -85,6 +85,14 @@ def get_engine(backend):
         announce_compiles()
         return _loops_variant(backend == "loops", True, False, True)
     return _python_engine(backend, False)
+
+
+@functools.lru_cache(maxsize=None)
+def get_team_epoch():
+    """The compiled team epoch (``team.train_epoch_team``) of the ``loops`` backend."""
+    start_threads()  # as get_engine: before any cached compiled code runs
+    announce_compiles()
+    return guarded(team.train_epoch_team)
 
 
 @functools.lru_cache(maxsize=None)

@@ -422,7 +422,17 @@ def transpose_into(w, wt):
 
 
 @jit(inline="always")
-def _forward_block(w, b, a_prev, wt, outer, units, act, a, nb):
+def forward_outer(w, m):
+    """Whether ``dense_forward`` takes the outer-product form for m samples:
+    ``outer = n_in s_w <= OUTER_FORWARD_MAX_BYTES and m >= OUTER_FORWARD_MIN_ROWS and
+    n_out >= OUTER_FORWARD_MIN_UNITS`` for w: (n_out, n_in) of s_w bytes per element."""
+    n_out, n_in = w.shape
+    return (n_in * w.itemsize <= OUTER_FORWARD_MAX_BYTES and m >= OUTER_FORWARD_MIN_ROWS
+            and n_out >= OUTER_FORWARD_MIN_UNITS)
+
+
+@jit(inline="always")
+def forward_block(w, b, a_prev, wt, outer, units, act, a, nb):
     """Block nb of ``dense_forward``: ``a_nj = g(sum_i w_ji a_prev_ni + b_j)`` for
     samples n = 16 nb .. 16 nb + 15.
 
@@ -465,8 +475,7 @@ def dense_forward(w, b, a_prev, act, a):
     """
     m = a.shape[0]
     n_out, n_in = w.shape
-    outer = (n_in * w.itemsize <= OUTER_FORWARD_MAX_BYTES and m >= OUTER_FORWARD_MIN_ROWS
-             and n_out >= OUTER_FORWARD_MIN_UNITS)
+    outer = forward_outer(w, m)
     wt = np.empty((n_in if outer else 0, n_out), dtype=w.dtype)
     if outer:
         transpose_into(w, wt)
@@ -478,18 +487,18 @@ def dense_forward(w, b, a_prev, act, a):
         for _ in prange(min(n_blocks, MAX_WORKERS)):
             nb = claim(claimed)
             while nb < n_blocks:
-                _forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
+                forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
                 nb = claim(claimed)
     else:
         for nb in range(n_blocks):
-            _forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
+            forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
 
 
 dense_forward_serial, dense_forward_parallel = twins(dense_forward)
 
 
 @jit(inline="always")
-def _backward_input_block(w, delta, a_src, act, add, delta_src, nb):
+def backward_input_block(w, delta, a_src, act, add, delta_src, nb):
     """Block nb of ``dense_backward_input`` and ``dense_backward_input_acc``:
     ``e_ni (+)= sum_j w_ji delta_nj``, then ``delta_src_ni = g'(z_ni) e_ni``, for
     samples n = 12 nb .. 12 nb + 11.
@@ -520,11 +529,11 @@ def _backward_input_blocks(w, delta, a_src, act, add, delta_src, parallel):
         for _ in prange(min(n_blocks, MAX_WORKERS)):
             nb = claim(claimed)
             while nb < n_blocks:
-                _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
+                backward_input_block(w, delta, a_src, act, add, delta_src, nb)
                 nb = claim(claimed)
     else:
         for nb in range(n_blocks):
-            _backward_input_block(w, delta, a_src, act, add, delta_src, nb)
+            backward_input_block(w, delta, a_src, act, add, delta_src, nb)
 
 
 def dense_backward_input(w, delta, a_prev, act_prev, delta_prev):
@@ -713,7 +722,7 @@ def column_sums(A, c0, c1, add, out):
 
 
 @jit(inline="always")
-def _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb):
+def params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb):
     """Block jb of ``dense_backward_params``: ``dw_ji (+)= sum_n delta_nj a_prev_ni``
     (finished with alpha and scale unless ``accumulate``) and ``db_j``, for units
     j = rows jb .. rows jb + rows - 1.
@@ -730,6 +739,14 @@ def _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows,
             db[j] = db[j] * scale
             wsq[j], gq = finish_row(w[j], alpha, scale, dw[j])
             wsq[n_out + j] = gq + db[j] * db[j]
+
+
+@jit(inline="always")
+def params_rows(n_out):
+    """Units per block of ``dense_backward_params`` (rows j of w_ji, w: (n_out, n_in)):
+    ``rows = 6`` below 96 units, else 24 (then >= 4 blocks); its block jb holds
+    the units from ``j_lo = rows jb`` to ``min(j_lo + rows, n_out) - 1``."""
+    return 4 * TILE_ROWS if n_out >= 16 * TILE_ROWS else TILE_ROWS
 
 
 def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq):
@@ -775,7 +792,7 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
             wsq[j] = q
             wsq[n_out + j] = r + db[j] * db[j]
         return
-    rows = 4 * TILE_ROWS if n_out >= 16 * TILE_ROWS else TILE_ROWS  # >= 4 blocks
+    rows = params_rows(n_out)
     n_blocks = (n_out + rows - 1) // rows
     if PARALLEL_TWIN and n_blocks > 1:
         claimed = np.empty(1, np.int64)  # the next unclaimed block (np.zeros would be a parfor)
@@ -783,11 +800,11 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
         for _ in prange(min(n_blocks, MAX_WORKERS)):
             jb = claim(claimed)
             while jb < n_blocks:
-                _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb)
+                params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb)
                 jb = claim(claimed)
     else:
         for jb in range(n_blocks):
-            _params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb)
+            params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, jb)
 
 
 dense_backward_params_serial, dense_backward_params_parallel = twins(dense_backward_params)

@@ -12,14 +12,14 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .backends import BACKENDS, get_engine
+from .backends import BACKENDS, get_engine, get_team_epoch
 from .codes import (ACTIVATION_CODES, HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER,
                     HP_LR, HP_MOMENTUM, HP_PROB_EPS, HP_SIZE, HP_STEP_MAX, HP_STEP_MIN, IP_BATCH,
                     IP_CHUNK, IP_DROP_SEED, IP_DROP_STEP, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
                     IP_OPT, IP_PAR_MIN, IP_SIZE, IP_STEP, IP_WSQ_OFF, L_AOFF,
                     L_DOFF, LOSS_CODES, S_DB, SOFTMAX, ST_DATA,
                     ST_GNORM, ST_REG)
-from .config import ELEMENTWISE_PAR_SHIFT
+from .config import ELEMENTWISE_PAR_SHIFT, TEAM_MIN_ROWS, TEAM_MIN_WORK
 from .losses import check_pair
 from .params import Layout
 
@@ -193,6 +193,24 @@ class Network:
         """
         return self._variant(cap, ip, X.sparse, dropout)
 
+    def team_for(self, cap, ip, X, dropout=None):
+        """The team epoch (``team.train_epoch_team``) for mini-batches of ``cap`` rows of
+        ``X`` when it applies, else None: the ``loops`` backend, a chain network,
+        dense input, no dropout, and steps that no kernel call parallelises (the
+        serial variant, ``_variant``) of at least ``config.TEAM_MIN_ROWS`` samples
+        and ``config.TEAM_MIN_WORK`` multiply-adds forward, with 2 threads or more.
+        The results are bitwise those of ``engine.train_epoch`` (so one thread runs
+        that, without the team's claims)."""
+        if (self.backend != "loops" or not self.layout.chain or X.sparse or _active(dropout)
+                or cap < TEAM_MIN_ROWS or numba.get_num_threads() < 2):
+            return None
+        sizes = self.layout.sizes
+        if cap * sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) < TEAM_MIN_WORK:
+            return None
+        if self._variant(cap, ip, False).name != "loops-serial":
+            return None
+        return get_team_epoch()
+
     def _variant(self, cap, ip, sparse, dropout=False):
         """``engine_for`` for dense or CSR (``sparse``) input."""
         sizes = self.layout.sizes
@@ -315,8 +333,10 @@ class Network:
         X = engine_input(X, self.dtype)
         context = self.context(batch_size, alpha, clip, opt, dropout)
         data = (X[0], X[1], engine_array(Y), engine_array(sw))
-        engine = self.engine_for(batch_size, context[3], X, _active(dropout))
-        engine.train_epoch(data, order, (theta, grad, opt.m1, opt.m2), context)
+        epoch = self.team_for(batch_size, context[3], X, dropout)
+        if epoch is None:
+            epoch = self.engine_for(batch_size, context[3], X, _active(dropout)).train_epoch
+        epoch(data, order, (theta, grad, opt.m1, opt.m2), context)
         opt.t = int(context[3][IP_STEP])
         if _active(dropout):
             dropout.step = int(context[3][IP_DROP_STEP])
