@@ -8,7 +8,12 @@
 * A diverging epoch stops at the same batch, before any update from it, as the
   serial engine's does.
 * ``Network.team_for`` picks it exactly where it applies (2 threads or more).
+* A fit that takes team epochs gives the same bits here and in fresh processes
+  that load it from the cache, under 1 and 2 threads.
 """
+import os
+import textwrap
+
 import numba
 import numpy as np
 import pytest
@@ -19,6 +24,7 @@ from fastbp.codes import IP_STEP, ST_DIVERGED
 from fastbp.config import TEAM_MIN_ROWS, TEAM_MIN_WORK
 from fastbp.network import Dropout, Network, engine_array, engine_input, with_threads
 from fastbp.optimizers import Optimizer
+from helpers import run_python
 
 SOLVERS = [("sgd", False), ("sgd", True), ("adam", True), ("rmsprop", True), ("adagrad", True)]
 
@@ -181,3 +187,41 @@ def test_networks_take_team_epochs_exactly_where_they_apply():
     wide = Network([784, 512, 512, 10], ["relu", "relu"], "softmax", "log_loss", "float64",
                    "loops")
     assert wide.team_for(256, wide.context(256)[3], X) is None
+
+
+_FIT = textwrap.dedent("""
+    import sys, warnings
+    import numpy as np
+    import fastbp
+
+    def fit(n_jobs):
+        '''A net and batch that take team epochs with 2 threads; the flat parameters.'''
+        rng = np.random.default_rng(5)
+        X = rng.standard_normal((300, 64))
+        y = rng.integers(0, 10, 300)
+        model = fastbp.MLPClassifier((128, 64), activation="tanh", solver="adam",
+                                     batch_size=64, max_iter=2, tol=0.0, random_state=0,
+                                     n_jobs=n_jobs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y)
+        return np.concatenate([a.ravel() for a in model.coefs_ + model.intercepts_])
+""")
+
+
+def test_team_fits_give_the_same_bits_in_fresh_processes_under_1_and_2_threads(tmp_path):
+    """Train here (1 and 2 threads), then in fresh processes that load the team epoch
+    from the warm cache under NUMBA_NUM_THREADS 1 and 2: one set of bits."""
+    namespace = {}
+    exec(compile(_FIT, "<team fit>", "exec"), namespace)
+    net = Network([64, 128, 64, 10], ["tanh", "tanh"], "softmax", "log_loss", "float64")
+    assert _big_enough(net.layout.sizes, 64)
+    here = namespace["fit"](1)
+    if numba.config.NUMBA_NUM_THREADS >= 2:
+        assert namespace["fit"](2).tobytes() == here.tobytes()
+    for threads in (1, 2):
+        path = tmp_path / f"theta_{threads}.npy"
+        code = _FIT + f"np.save({str(path)!r}, fit(None))\n"
+        proc = run_python(code, env=dict(os.environ, NUMBA_NUM_THREADS=str(threads)))
+        assert proc.returncode == 0, proc.stderr
+        assert np.load(path).tobytes() == here.tobytes(), f"{threads} threads"
