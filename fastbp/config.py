@@ -55,12 +55,11 @@ PARALLEL_MIN_WORK = 1 << 20
 ELEMENTWISE_PAR_SHIFT = 4
 # Training steps below PARALLEL_MIN_WORK in every kernel call but of at least this
 # many multiply-adds in the forward pass (batch x sum of n_in n_out over the layers),
-# and of at least TEAM_MIN_ROWS samples (two forward blocks of 16), run as team epochs
-# (``team``: one parallel region per epoch, the step's kernels split into blocks the
-# threads take in turn).  A step then pays 8-10 hand-overs between cores and a claim
-# per block.  2 threads against 1, same bits: 64-128-64-10 at batch 64 (1.09M) 1.21-
-# 1.25x, 50-100-1 at batch 200 (1.02M) 1.17x; but W3's 20-64-64-1 at batch 32 (174k,
-# ~35 us a step) 0.73x: its threads spent most of a step waiting.  The bits are the
-# serial engine's, so with one thread that runs instead (no claims to pay).
+# and of at least TEAM_MIN_ROWS samples, run as team epochs (``team``: one parallel
+# region per epoch, each step three phases of blocks the threads take in turn).
+# 2 threads against 1, in one process, same bits: 64-128-64-10 at batch 64 (1.09M)
+# 1.39-1.45x, 50-100-1 at batch 200 (1.02M) 1.33x; but W3's 20-64-64-1 at batch 32
+# (174k, ~35 us a step) 0.87x.  The bits are the serial engine's, so with one thread
+# that runs instead (no claims to pay).
 TEAM_MIN_WORK = 1 << 19
 TEAM_MIN_ROWS = 32

@@ -432,15 +432,15 @@ def forward_outer(w, m):
 
 
 @jit(inline="always")
-def forward_block(w, b, a_prev, wt, outer, units, act, a, nb):
-    """Block nb of ``dense_forward``: ``a_nj = g(sum_i w_ji a_prev_ni + b_j)`` for
-    samples n = 16 nb .. 16 nb + 15.
+def forward_rows(w, b, a_prev, wt, outer, units, act, a, g0, g1):
+    """Samples g0..g1-1 of ``dense_forward``: ``a_nj = g(sum_i w_ji a_prev_ni + b_j)``
+    (its block nb is g0 = 16 nb, g1 = min(g0 + 16, m)).  Each a_nj comes out the same
+    for any g0 that is a multiple of 4 (the dot form's tiles start there; the outer
+    form computes every row alike).
 
     Shapes as in ``dense_forward``; wt: (n_in, n_out) C, w transposed when
     ``outer`` (the outer-product form), else unused; units: ``dot_units(w)``.
     """
-    g0 = 16 * nb
-    g1 = min(g0 + 16, a.shape[0])
     for n in range(g0, g1):
         row = a[n]
         for j in range(a.shape[1]):
@@ -487,11 +487,12 @@ def dense_forward(w, b, a_prev, act, a):
         for _ in prange(min(n_blocks, MAX_WORKERS)):
             nb = claim(claimed)
             while nb < n_blocks:
-                forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
+                forward_rows(w, b, a_prev, wt, outer, units, act, a, 16 * nb,
+                             min(16 * nb + 16, m))
                 nb = claim(claimed)
     else:
         for nb in range(n_blocks):
-            forward_block(w, b, a_prev, wt, outer, units, act, a, nb)
+            forward_rows(w, b, a_prev, wt, outer, units, act, a, 16 * nb, min(16 * nb + 16, m))
 
 
 dense_forward_serial, dense_forward_parallel = twins(dense_forward)

@@ -7,33 +7,39 @@ calls of 5-20 us.  So on steps of such calls (a 64-128-64-10 net at batch 64,
 ~50 us a step) the second core idled.
 
 ``train_epoch_team`` runs the same epoch with every worker inside one region
-for the whole epoch.  Each step is a fixed list of phases: gather the input
-rows and transpose the weights of outer-form layers; each layer's forward, the
-last one ending with the output error; each layer's backward (its params and
-the error below it), the first one ending with the step's finish (loss, norms,
-the stop on a non-finite one, clipping, Adam's rate); the optimizer step.
-Each phase has a fixed number of blocks, and the blocks of the whole epoch are
-numbered in order (tickets).  A worker takes the next ticket from a shared
-counter (``atomic.claim``), waits until the phases before it are finished
-(``atomic.finished``), runs its block and counts it arrived (``atomic.done``);
-the last block of a phase to arrive runs the phase's serial tail, if any, and
-publishes the phase finished (``atomic.publish``).  Within a phase, blocks write
-disjoint memory; phases are ordered by the wait.
+for the whole epoch.  A step is three phases, each a fixed number of blocks:
+
+1. rows: per block of 16 samples, everything that needs only those samples:
+   gather the input rows, the forward pass through every layer, the output
+   error, and the error propagated down through every layer (``delta^{l-1} = g'(z^{l-1}) * (W^l)^T delta^l`` is row by row);
+2. params: per block of units of any layer, that layer's weight and bias
+   gradients (sums over all the samples);
+3. step: per block of parameters, the optimizer's update.
+
+The blocks of the whole epoch are numbered in order (tickets).  A worker takes
+the next ticket from a shared counter (``atomic.claim``), waits until the phases
+before it are finished (``atomic.finished``), runs its block and counts it
+arrived (``atomic.done``); the last block of a phase to arrive runs the phase's
+serial tail and publishes the phase finished (``atomic.publish``).  The tails:
+after the rows, the sums of the sample weights and of the losses; after the
+params, the step's finish (the loss, the gradient norms, the stop on a
+non-finite one, clipping, Adam's rate); after the step, the transposed weights
+of the outer-form layers for the next step's forward.
 
 * No deadlock with any number of threads: a worker waits only for blocks that
   were claimed before its own, by workers that are running them.  One thread
   runs every block in order and never waits.
 * The same bits for any number of threads, and those of ``engine.train_epoch``
-  (the ``loops-serial`` engine): a block is a block of the serial kernels
-  (``forward_block``, ``params_block``, ``backward_input_block``, the
-  optimizer's element-wise step on a slice), computing what it computes
-  whoever runs it; the sums across blocks (loss, norms) are made by one tail
-  in the serial engine's order.
+  (the ``loops-serial`` engine): the blocks run the serial kernels' code
+  (``forward_rows`` and ``outer_rows``, whose rows come out alike in any tile,
+  ``params_block``, the element-wise optimizer step on a slice), each computing
+  what it computes whoever runs it; the sums across blocks (loss, norms) are
+  made by one tail, in the serial engine's order.
 * A phase costs a hand-over between cores (~0.3-0.5 us here) and every block a
-  claim; a worker also waits for the phase's last block.  Used only for steps
-  of at least ``config.TEAM_MIN_WORK`` multiply-adds, on chain networks and
-  dense input without dropout, with 2 threads or more (``network.Network.team_for``);
-  elsewhere the engine runs as before.
+  claim; a worker may also wait for the phase's last block.  Used only for
+  steps of at least ``config.TEAM_MIN_WORK`` multiply-adds, on chain networks
+  and dense input without dropout, with 2 threads or more
+  (``network.Network.team_for``); elsewhere the engine runs as before.
 
 Arguments as ``engine.train_epoch``'s (``data``, ``order``, ``state``,
 ``context``).
@@ -41,6 +47,7 @@ Arguments as ``engine.train_epoch``'s (``data``, ``order``, ``state``,
 import numpy as np
 from numba import prange
 
+from .activations import derivative_row
 from .atomic import MAX_WORKERS, claim, done, finished, publish, spin_pause, yield_cpu
 from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
                     HP_MOMENTUM, HP_PROB_EPS, IP_BATCH, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
@@ -49,34 +56,35 @@ from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_
 from .engine import (PREFETCH_MAX_BYTES, _borrow_context, _borrow_data, _layer_params, _norms,
                      _rows, _weight_sum)
 from .jit import jit
-from .kernels_loop import (TILE_ROWS, backward_input_block, dense_backward_params_serial,
-                           dot_units, forward_block, forward_outer, gather_rows_serial,
-                           optimizer_step_serial, output_delta, params_block, prefetch_rows,
-                           scale_vector, transpose_into)
+from .kernels_loop import (TILE_ROWS, dense_backward_params_serial, dot_units, forward_outer,
+                           forward_rows, gather_rows_serial, optimizer_step_serial,
+                           outer_rows, output_delta, params_block, prefetch_rows, scale_vector,
+                           transpose_into)
 from .views import borrowed, matrix_view
 
-# Phase kinds (column P_KIND of the phase table) and the serial tails a phase's last
-# block runs (P_TAIL): the output error after the last forward, the step's finish
-# after the first layer's backward.
-K_INPUT, K_FORWARD, K_BACKWARD, K_STEP = range(4)
-T_NONE, T_DELTA, T_FINISH = range(3)
-# Phase table columns: kind, layer row, first ticket of the phase within a step, end, tail.
-P_KIND, P_LAYER, P_START, P_END, P_TAIL = range(5)
+# The phases of a step, in order.
+K_ROWS, K_PARAMS, K_STEP = range(3)
 # Slots of the counters (int64, each on its own 64-byte line): tickets claimed, blocks
 # arrived (done), the last finished phase's end ticket, the stop flag.
 C_TICKET, C_ARRIVE, C_DONE, C_ABORT = 0, 8, 16, 24
 N_COUNTERS = 32
 # Slots of the step's shared numbers (float64), written by the serial tails.
 F_SKIP, F_SCALE, F_DATA, F_LR, F_CLIP = range(5)
-# Samples per forward and gather block (``forward_block``), per error block
-# (``backward_input_block``); parameters per optimizer block; multiply-adds per
-# params block (at least: a whole tile of TILE_ROWS units).  A phase's blocks are
-# claimed in turn, so its last worker waits up to a block's time: small blocks
-# balance, but each costs a claim.
-FORWARD_ROWS = 16
-INPUT_ROWS = 12
-STEP_BLOCK = 2048
-PARAMS_BLOCK_WORK = 1 << 17
+# Blocks per phase: about ROW_BLOCKS rows blocks of at least ROWS samples (a
+# multiple of 4: ``forward_rows``' tiles start there), params blocks of about
+# 1 / PARAMS_BLOCKS of the step's params work (at least PARAMS_MIN_WORK
+# multiply-adds and a whole tile of TILE_ROWS units), STEP_BLOCKS step blocks.  Few
+# blocks won on 2 cores, in-process against the serial engine (64-128-64-10 at batch
+# 64, 50-100-1 at batch 200): 4 rows, 4 params and 8 step blocks or more gave 1.2-1.3x,
+# 2 of each 1.33-1.45x.  Every block reads every weight of its layers (rows) or all
+# the samples' errors and inputs (params), and what one core writes the other must
+# fetch; balance matters less.  How the rows and units are split never changes the
+# bits, so these may be changed freely (say, for more cores).
+ROWS = 16
+ROW_BLOCKS = 2
+STEP_BLOCKS = 2
+PARAMS_BLOCKS = 2
+PARAMS_MIN_WORK = 1 << 14
 # Waits spin (``spin_pause``, ~40 ns each here) this many times, then yield the core
 # at each turn: with more threads than free cores, the worker waited for may be
 # the one that needs it.
@@ -89,57 +97,49 @@ def _cdiv(a, b):
 
 
 @jit(inline="always")
-def _team_rows(bs, n_in, n_out):
-    """Units per params block of a layer (n_out, n_in) at ``bs`` samples: a multiple of
-    the register tile's TILE_ROWS, so that every tile is one of the serial kernel's
-    (its blocks of ``params_rows`` units are multiples of it too: the same bits),
-    with at least PARAMS_BLOCK_WORK multiply-adds."""
-    per_tile = max(1, bs * n_in * TILE_ROWS)
-    return TILE_ROWS * max(1, _cdiv(PARAMS_BLOCK_WORK, per_tile))
+def _block_rows(bs):
+    """Samples per rows block at ``bs`` samples a step: about bs / ROW_BLOCKS, a
+    multiple of 4, at least ROWS (each block reads every layer's weights)."""
+    return max(ROWS, 4 * _cdiv(_cdiv(bs, ROW_BLOCKS), 4))
+
+
+@jit(inline="always")
+def _step_size(p):
+    """Parameters per step block: p / STEP_BLOCKS, a multiple of 64."""
+    return 64 * _cdiv(_cdiv(p, STEP_BLOCKS), 64)
 
 
 @jit
-def _phases(layers, p, bs, shuffled, n_outer, opt):
-    """The phase table (n_phases, 5) of one step of ``bs`` samples: kind, layer row,
-    first and end ticket (numbered from 0 within the step), tail.
+def _phases(layers, p, bs, opt):
+    """Blocks per phase of a step of ``bs`` samples: (rows, params, step) as an
+    int64 array of the phases' end tickets (numbered from 0 within the step); and
+    per layer row (n_layers, 2) its params blocks' first ticket, counted from the
+    phase's start, and units per block.  p: parameters; no step phase without an
+    optimizer.
 
-    layers: the engine's layer table; p: parameters; ``shuffled``: input rows are
-    gathered; n_outer: layers whose forward takes the transposed weights.
+    Units per params block: a multiple of the register tile's TILE_ROWS, so that
+    every tile is one of the serial kernel's (its blocks of ``params_rows`` units
+    are multiples of it too: the same bits), of about 1 / PARAMS_BLOCKS of the
+    step's params work and at least PARAMS_MIN_WORK multiply-adds.
     """
     n_layers = layers.shape[0]
-    n_phases = 2 * n_layers + 2
-    table = np.empty((n_phases, 5), np.int64)
-    k = 0
-    t = 0
-    for q in range(n_phases):
-        tail = T_NONE
-        if q == 0:
-            kind, l, nb = K_INPUT, 0, (_cdiv(bs, FORWARD_ROWS) if shuffled else 0) + n_outer
-        elif q <= n_layers:
-            kind, l, nb = K_FORWARD, q - 1, _cdiv(bs, FORWARD_ROWS)
-            if q == n_layers:
-                tail = T_DELTA
-        elif q <= 2 * n_layers:
-            l = 2 * n_layers - q  # last layer first
-            n_out = layers[l, L_NOUT]
-            nb = _cdiv(n_out, _team_rows(bs, layers[l, L_NIN], n_out))
-            if l > 0:
-                nb += _cdiv(bs, INPUT_ROWS)
-            kind = K_BACKWARD
-            if l == 0:
-                tail = T_FINISH
-        else:
-            kind, l, nb = K_STEP, 0, (_cdiv(p, STEP_BLOCK) if opt != OPT_NONE else 0)
-        if nb == 0:
-            continue
-        table[k, P_KIND] = kind
-        table[k, P_LAYER] = l
-        table[k, P_START] = t
-        t += nb
-        table[k, P_END] = t
-        table[k, P_TAIL] = tail
-        k += 1
-    return table[:k]
+    work = 0
+    for l in range(n_layers):
+        work += bs * layers[l, L_NIN] * layers[l, L_NOUT]
+    block_work = max(PARAMS_MIN_WORK, work // PARAMS_BLOCKS)
+    params = np.empty((n_layers, 2), np.int64)
+    n_params = 0
+    for l in range(n_layers):
+        per_tile = max(1, bs * layers[l, L_NIN] * TILE_ROWS)
+        rows = TILE_ROWS * max(1, _cdiv(block_work, per_tile))
+        params[l, 0] = n_params
+        params[l, 1] = rows
+        n_params += _cdiv(layers[l, L_NOUT], rows)
+    ends = np.empty(3, np.int64)
+    ends[K_ROWS] = _cdiv(bs, _block_rows(bs))
+    ends[K_PARAMS] = ends[K_ROWS] + n_params
+    ends[K_STEP] = ends[K_PARAMS] + (_cdiv(p, _step_size(p)) if opt != OPT_NONE else 0)
+    return ends, params
 
 
 @jit
@@ -163,6 +163,15 @@ def _scratch_offsets(theta, layers, bs):
     return offsets, off
 
 
+@jit
+def _transpose_all(theta, layers, offsets, scratch):
+    """The transposed weights of every outer-form layer (``dense_forward``'s wt)."""
+    for l in range(layers.shape[0]):
+        if offsets[l, 0] >= 0:
+            w, _ = _layer_params(theta, layers, l)
+            transpose_into(w, matrix_view(scratch, offsets[l, 0], w.shape[1], w.shape[0]))
+
+
 @jit(inline="always")
 def _input_rows(X, order, start, m, work, d):
     """The step's input block: a view of X, or the gathered rows in work[0:]."""
@@ -172,107 +181,75 @@ def _input_rows(X, order, start, m, work, d):
 
 
 @jit
-def _run_block(kind, l, nb, start, m, data, order, state, context, team):
-    """Block nb of phase (kind, layer row l) of the step of rows start..start+m-1."""
+def _rows_block(nb, start, m, data, order, theta, context, offsets, scratch):
+    """Rows block nb (samples r0 = ``_block_rows`` nb .. r1 - 1): gather, forward through every
+    layer (``forward_rows``), output error (``output_delta``), and the error of
+    every hidden layer, ``delta_ni <- g'(z_ni) sum_j
+    w_ji delta_nj`` (``outer_rows`` and ``derivative_row``, as
+    ``dense_backward_input``)."""
     X, Y, sw = data
-    theta, grad, m1, m2 = state
-    layers, work, hp, ip, stats = context
-    _, offsets, scratch, shared, counters = team
+    layers, work, hp, ip, _ = context
     d = X.shape[1]
-    n_layers = layers.shape[0]
-    last = n_layers - 1
-    if kind == K_INPUT:
-        n_gather = _cdiv(ip[IP_BATCH], FORWARD_ROWS) if order.shape[0] > 0 else 0
-        if nb < n_gather:
-            r0 = FORWARD_ROWS * nb
-            r1 = min(r0 + FORWARD_ROWS, m)
-            if r0 < r1:
-                xb = _rows(work, 0, m, d)
-                gather_rows_serial(X, order, start + r0, xb[r0:r1])
-            return
-        k = nb - n_gather  # the k-th layer with transposed weights
-        for q in range(n_layers):
-            if offsets[q, 0] >= 0:
-                if k == 0:
-                    w, _ = _layer_params(theta, layers, q)
-                    transpose_into(w, matrix_view(scratch, offsets[q, 0], w.shape[1],
-                                                  w.shape[0]))
-                    return
-                k -= 1
+    rows = _block_rows(ip[IP_BATCH])
+    r0 = rows * nb
+    r1 = min(r0 + rows, m)
+    if r0 >= r1:
         return
-    if kind == K_FORWARD:
-        if FORWARD_ROWS * nb >= m:
-            return
+    if order.shape[0] > 0:
+        xb = _rows(work, 0, m, d)
+        gather_rows_serial(X, order, start + r0, xb[r0:r1])
+    a_prev = _input_rows(X, order, start, m, work, d)
+    n_layers = layers.shape[0]
+    for l in range(n_layers):
         w, b = _layer_params(theta, layers, l)
-        n_in = layers[l, L_NIN]
         n_out = layers[l, L_NOUT]
-        if l == 0:
-            a_prev = _input_rows(X, order, start, m, work, d)
-        else:
-            a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
         a = _rows(work, layers[l, L_AOFF], m, n_out)
         outer = forward_outer(w, m)
-        wt = matrix_view(scratch, max(offsets[l, 0], 0), n_in if outer else 0, n_out)
-        forward_block(w, b, a_prev, wt, outer, dot_units(w), layers[l, L_ACT], a, nb)
-    elif kind == K_BACKWARD:
-        if shared[F_SKIP] != 0.0:  # the step's sample weights sum to 0: no update
-            return
-        n_in = layers[l, L_NIN]
-        n_out = layers[l, L_NOUT]
+        wt = matrix_view(scratch, max(offsets[l, 0], 0), w.shape[1] if outer else 0, n_out)
+        forward_rows(w, b, a_prev, wt, outer, dot_units(w), layers[l, L_ACT], a, r0, r1)
+        a_prev = a
+    last = n_layers - 1
+    n_out = layers[last, L_NOUT]
+    delta = _rows(work, layers[last, L_DOFF], m, n_out)
+    _output_error(a_prev[r0:r1], Y, sw, order, start + r0, context, delta[r0:r1])
+    for l in range(last, 0, -1):
         w, _ = _layer_params(theta, layers, l)
-        delta = _rows(work, layers[l, L_DOFF], m, n_out)
-        if l > 0:
-            a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
-        else:
-            a_prev = _input_rows(X, order, start, m, work, d)
-        rows = _team_rows(ip[IP_BATCH], n_in, n_out)
-        n_pb = _cdiv(n_out, rows)
-        if nb < n_pb:
-            dw, db = _layer_params(grad, layers, l)
-            wsq = scratch[offsets[l, 1]:offsets[l, 1] + 2 * n_out]
-            if m == 1:  # the serial kernel's fused stochastic path, whole, in block 0
-                if nb == 0:
-                    dense_backward_params_serial(w, delta, a_prev, hp[HP_ALPHA],
-                                                 shared[F_SCALE], np.bool_(False), dw, db, wsq)
-            else:
-                params_block(w, delta, a_prev, hp[HP_ALPHA], shared[F_SCALE], False, dw, db,
-                             wsq, rows, nb)
-            return
-        nb -= n_pb
-        if INPUT_ROWS * nb < m:
-            delta_prev = _rows(work, layers[l - 1, L_DOFF], m, n_in)
-            backward_input_block(w, delta, a_prev, layers[l - 1, L_ACT], False, delta_prev,
-                                 nb)
-    else:  # K_STEP
-        if shared[F_SKIP] != 0.0:
-            return
-        k0 = STEP_BLOCK * nb
-        k1 = min(k0 + STEP_BLOCK, theta.shape[0])
-        if shared[F_CLIP] > 0.0:
-            scale_vector(grad[k0:k1], shared[F_CLIP])
-        opt = ip[IP_OPT]
-        beta1 = hp[HP_MOMENTUM] if opt == OPT_SGD else hp[HP_BETA1]
-        optimizer_step_serial(opt, theta[k0:k1], grad[k0:k1], m1[k0:min(k1, m1.shape[0])],
-                              m2[k0:min(k1, m2.shape[0])], shared[F_LR], beta1, hp[HP_BETA2],
-                              hp[HP_EPS], ip[IP_NESTEROV] != 0)
+        n_in = layers[l, L_NIN]
+        delta = _rows(work, layers[l, L_DOFF], m, layers[l, L_NOUT])
+        a_below = _rows(work, layers[l - 1, L_AOFF], m, n_in)
+        delta_below = _rows(work, layers[l - 1, L_DOFF], m, n_in)
+        outer_rows(delta.T, w, delta_below, r0, r1, False)
+        act = layers[l - 1, L_ACT]
+        for n in range(r0, r1):
+            derivative_row(a_below[n], delta_below[n], act)
+
+
+@jit(inline="always")
+def _output_error(out, Y, sw, order, start, context, delta):
+    """``output_delta`` of the output rows ``out`` (samples from ``start`` on); returns
+    their summed loss."""
+    layers, _, hp, ip, _ = context
+    return output_delta(out, Y, sw, order, start, ip[IP_LOSS], layers[layers.shape[0] - 1, L_ACT],
+                        hp[HP_HUBER], hp[HP_PROB_EPS], ip[IP_MEAN_OUT] != 0, delta)
 
 
 @jit
-def _output_error(start, m, data, order, context, shared):
-    """The tail of the last forward phase: the step's output error (``output_delta``),
-    its loss sum and 1 / sum of weights, or the skip flag when the weights sum to
-    0; then a prefetch of the next step's rows (as ``engine.train_epoch``)."""
+def _rows_tail(start, m, data, order, context, shared):
+    """After the rows phase: the step's 1 / sum of weights and loss sum, or the skip
+    flag when the weights sum to 0; then a prefetch of the next step's rows (as
+    ``engine.train_epoch``).  The loss sum is ``output_delta``'s over the whole
+    batch, which writes the errors the rows blocks wrote again: compiled with
+    ``reassoc``, its sum over the rows is not a sum of the blocks' sums, and the
+    loss must have the serial engine's bits (1 thread runs that)."""
     X, Y, sw = data
-    layers, work, hp, ip, _ = context
-    last = layers.shape[0] - 1
+    layers, work, _, ip, _ = context
     swsum = _weight_sum(sw, (order, start, m))
     if swsum > 0.0:
+        last = layers.shape[0] - 1
         n_out = layers[last, L_NOUT]
-        out = _rows(work, layers[last, L_AOFF], m, n_out)
-        delta = _rows(work, layers[last, L_DOFF], m, n_out)
-        shared[F_DATA] = output_delta(out, Y, sw, order, start, ip[IP_LOSS],
-                                      layers[last, L_ACT], hp[HP_HUBER], hp[HP_PROB_EPS],
-                                      ip[IP_MEAN_OUT] != 0, delta)
+        shared[F_DATA] = _output_error(_rows(work, layers[last, L_AOFF], m, n_out), Y, sw,
+                                       order, start, context,
+                                       _rows(work, layers[last, L_DOFF], m, n_out))
         shared[F_SCALE] = 1.0 / swsum
         shared[F_SKIP] = 0.0
     else:
@@ -287,11 +264,44 @@ def _output_error(start, m, data, order, context, shared):
 
 
 @jit
+def _params_block(nb, start, m, data, order, state, context, team):
+    """Params block nb: the units of one layer's block (``params_block``; with one
+    sample, the serial kernel's fused path, whole, in the layer's first block)."""
+    X, _, _ = data
+    theta, grad, _, _ = state
+    layers, work, hp, ip, _ = context
+    params, offsets, scratch, shared = team[1], team[2], team[3], team[4]
+    if shared[F_SKIP] != 0.0:  # the step's sample weights sum to 0: no update
+        return
+    l = layers.shape[0] - 1
+    while params[l, 0] > nb:
+        l -= 1
+    jb = nb - params[l, 0]
+    n_in = layers[l, L_NIN]
+    n_out = layers[l, L_NOUT]
+    w, _ = _layer_params(theta, layers, l)
+    dw, db = _layer_params(grad, layers, l)
+    delta = _rows(work, layers[l, L_DOFF], m, n_out)
+    if l > 0:
+        a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
+    else:
+        a_prev = _input_rows(X, order, start, m, work, X.shape[1])
+    wsq = scratch[offsets[l, 1]:offsets[l, 1] + 2 * n_out]
+    if m == 1:
+        if jb == 0:
+            dense_backward_params_serial(w, delta, a_prev, hp[HP_ALPHA], shared[F_SCALE],
+                                         np.bool_(False), dw, db, wsq)
+        return
+    params_block(w, delta, a_prev, hp[HP_ALPHA], shared[F_SCALE], False, dw, db, wsq,
+                 params[l, 1], jb)
+
+
+@jit
 def _finish(m, layers, work, hp, ip, stats, offsets, scratch, shared, counters):
-    """The serial end of a step, as ``engine.train_epoch``'s: the loss and gradient
-    norms from the row sums (in the serial kernels' order), the stop on a non-finite
-    one (``counters[C_ABORT]``), the clip factor and Adam's rate for the step blocks,
-    the statistics."""
+    """After the params phase, as ``engine.train_epoch``'s end of a step: the loss and
+    gradient norms from the row sums (in the serial engine's order), the stop on a
+    non-finite one (``counters[C_ABORT]``), the clip factor and Adam's rate for the
+    step blocks, the statistics."""
     if shared[F_SKIP] != 0.0:
         stats[ST_SAMPLES] += m
         return
@@ -331,13 +341,35 @@ def _finish(m, layers, work, hp, ip, stats, offsets, scratch, shared, counters):
 
 
 @jit
+def _step_block(nb, state, context, shared):
+    """Step block nb: the optimizer's update of its parameters (``_step_size``; the
+    gradient clipped first)."""
+    theta, grad, m1, m2 = state
+    _, _, hp, ip, _ = context
+    if shared[F_SKIP] != 0.0:
+        return
+    size = _step_size(theta.shape[0])
+    k0 = size * nb
+    k1 = min(k0 + size, theta.shape[0])
+    if shared[F_CLIP] > 0.0:
+        scale_vector(grad[k0:k1], shared[F_CLIP])
+    opt = ip[IP_OPT]
+    beta1 = hp[HP_MOMENTUM] if opt == OPT_SGD else hp[HP_BETA1]
+    optimizer_step_serial(opt, theta[k0:k1], grad[k0:k1], m1[k0:min(k1, m1.shape[0])],
+                          m2[k0:min(k1, m2.shape[0])], shared[F_LR], beta1, hp[HP_BETA2],
+                          hp[HP_EPS], ip[IP_NESTEROV] != 0)
+
+
+@jit
 def _worker(n, data, order, state, context, team):
     """One worker: claims tickets until the epoch's last, waits for the phases
-    before each, runs its block and counts it done (see the module docstring)."""
-    phases, _, _, _, counters = team
-    bs = context[3][IP_BATCH]
+    before each, runs its block; the last of a phase runs its tail and publishes it
+    finished (see the module docstring)."""
+    ends, _, offsets, scratch, shared, counters = team
+    layers, work, hp, ip, stats = context
+    bs = ip[IP_BATCH]
     n_steps = _cdiv(n, bs)
-    per_step = phases[phases.shape[0] - 1, P_END]
+    per_step = ends[ends.shape[0] - 1]
     while True:
         t = claim(counters)  # counters[C_TICKET] is slot 0
         step = t // per_step
@@ -345,9 +377,10 @@ def _worker(n, data, order, state, context, team):
             return
         r = t - step * per_step
         q = 0
-        while phases[q, P_END] <= r:
+        while ends[q] <= r:
             q += 1
-        need = step * per_step + phases[q, P_START]
+        begin = 0 if q == 0 else ends[q - 1]
+        need = step * per_step + begin
         spins = 0
         while finished(counters, C_DONE) < need:
             if finished(counters, C_ABORT) != 0:
@@ -361,23 +394,28 @@ def _worker(n, data, order, state, context, team):
             return
         start = step * bs
         m = min(bs, n - start)
-        _run_block(phases[q, P_KIND], phases[q, P_LAYER], r - phases[q, P_START], start, m,
-                   data, order, state, context, team)
-        end = step * per_step + phases[q, P_END]
+        nb = r - begin
+        if q == K_ROWS:
+            _rows_block(nb, start, m, data, order, state[0], context, offsets, scratch)
+        elif q == K_PARAMS:
+            _params_block(nb, start, m, data, order, state, context, team)
+        else:
+            _step_block(nb, state, context, shared)
+        end = step * per_step + ends[q]
         if done(counters, C_ARRIVE) + 1 == end:  # the phase's last block: its tail
-            tail = phases[q, P_TAIL]
-            if tail == T_DELTA:
-                _output_error(start, m, data, order, context, team[3])
-            elif tail == T_FINISH:
-                layers, work, hp, ip, stats = context
-                _finish(m, layers, work, hp, ip, stats, team[1], team[2], team[3], counters)
+            if q == K_ROWS:
+                _rows_tail(start, m, data, order, context, shared)
+            elif q == K_PARAMS:
+                _finish(m, layers, work, hp, ip, stats, offsets, scratch, shared, counters)
+            else:  # the next step's forward takes the updated weights
+                _transpose_all(state[0], layers, offsets, scratch)
             publish(counters, C_DONE, end)
 
 
 @jit(parallel=True)
 def train_epoch_team(data, order, state, context):
     """``engine.train_epoch`` (same arguments, results and statistics, bit for bit) with
-    every step's kernels split into blocks that the threads take in turn, in one
+    every step's work split into blocks that the threads take in turn, in one
     parallel region for the epoch (see the module docstring).
 
     Chain networks on dense input without dropout only.
@@ -399,12 +437,9 @@ def train_epoch_team(data, order, state, context):
         return
     bs = ip[IP_BATCH]
     offsets, size = _scratch_offsets(theta, layers, bs)
-    n_outer = 0
-    for l in range(n_layers):
-        if offsets[l, 0] >= 0:
-            n_outer += 1
-    phases = _phases(layers, theta.shape[0], bs, order.shape[0] > 0, n_outer, ip[IP_OPT])
+    ends, params = _phases(layers, theta.shape[0], bs, ip[IP_OPT])
     scratch = np.empty(size, X.dtype)
+    _transpose_all(theta, layers, offsets, scratch)
     shared = np.empty(5, np.float64)
     for k in range(5):
         shared[k] = 0.0
@@ -417,4 +452,4 @@ def train_epoch_team(data, order, state, context):
     # are grouped inside.
     for _ in prange(MAX_WORKERS):
         _worker(n, (X, Y, sw), order, (theta, grad, m1, m2), (layers, work, hp, ip, stats),
-                (phases, offsets, scratch, shared, counters))
+                (ends, params, offsets, scratch, shared, counters))
