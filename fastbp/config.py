@@ -58,8 +58,9 @@ ELEMENTWISE_PAR_SHIFT = 4
 # and of at least TEAM_MIN_ROWS samples, run as team epochs (``team``: one parallel
 # region per epoch, each step three phases of blocks the threads take in turn).
 # 2 threads against 1, in one process, same bits: 64-128-64-10 at batch 64 (1.09M)
-# 1.39-1.45x, 50-100-1 at batch 200 (1.02M) 1.33x; but W3's 20-64-64-1 at batch 32
-# (174k, ~35 us a step) 0.87x.  The bits are the serial engine's, so with one thread
-# that runs instead (no claims to pay).
-TEAM_MIN_WORK = 1 << 19
+# 1.39-1.45x, at batch 32 (545k) 1.16x; 50-100-1 at batch 200 (1.02M) 1.33x;
+# 20-64-64-1 at batch 128 (696k) 1.41x, at batch 64 (348k) 1.16x, but at batch 32
+# (W3: 174k, ~35 us a step) 0.83-0.89x.  The bits are the serial engine's, so with
+# one thread that runs instead (no claims to pay).
+TEAM_MIN_WORK = 1 << 18
 TEAM_MIN_ROWS = 32

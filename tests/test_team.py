@@ -164,8 +164,7 @@ def test_networks_take_team_epochs_exactly_where_they_apply():
         assert with_threads(2, net.team_for, cap, ip, X) is get_team_epoch()
     # one thread runs the serial engine (the same bits, without the team's claims)
     assert with_threads(1, net.team_for, cap, ip, X) is None
-    # below the work or the batch size, W3's net at batch 32
-    assert not _big_enough(sizes, TEAM_MIN_ROWS // 2)
+    # below the batch size, or the work (W3's net at batch 32)
     assert net.team_for(TEAM_MIN_ROWS // 2, net.context(TEAM_MIN_ROWS // 2)[3], X) is None
     small = Network([20, 64, 64, 1], ["relu", "relu"], "identity", "squared_error",
                     "float64", "loops")
