@@ -142,6 +142,18 @@ def _row_sums(work, layers, ip, n_out):
 
 
 @jit(inline="always")
+def _backward_views(theta, grad, work, layers, l, m, a0):
+    """Layer row l's views for its backward pass over m samples: (w, dw, db, delta
+    (m, n_out), a_prev (m, n_in)); a0 is the batch's input block (layer 0's a_prev)."""
+    w, _ = _layer_params(theta, layers, l)
+    dw, db = _layer_params(grad, layers, l)
+    delta = _rows(work, layers[l, L_DOFF], m, layers[l, L_NOUT])
+    if l > 0:
+        return w, dw, db, delta, _rows(work, layers[l - 1, L_AOFF], m, layers[l, L_NIN])
+    return w, dw, db, delta, a0
+
+
+@jit(inline="always")
 def _input_block(X, batch, work, par_min):
     """The batch's input rows: a view of X, or rows gathered into work[0:]."""
     order, start, m = batch
@@ -276,13 +288,7 @@ def _batch_gradient(data, batch, theta, grad, context, accumulate, scale):
     for l in range(last, -1, -1):
         n_in = layers[l, L_NIN]
         n_out = layers[l, L_NOUT]
-        w, _ = _layer_params(theta, layers, l)
-        dw, db = _layer_params(grad, layers, l)
-        delta = _rows(work, layers[l, L_DOFF], m, n_out)
-        if l > 0:
-            a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
-        else:
-            a_prev = a0
+        w, dw, db, delta, a_prev = _backward_views(theta, grad, work, layers, l, m, a0)
         wsq = _row_sums(work, layers, ip, n_out)
         big = m * n_in * n_out >= par_min
         if SPARSE and l == 0 and sparse:

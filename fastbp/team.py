@@ -53,8 +53,8 @@ from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_
                     HP_MOMENTUM, HP_PROB_EPS, IP_BATCH, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
                     IP_OPT, IP_STEP, L_ACT, L_AOFF, L_DOFF, L_NIN, L_NOUT, OPT_ADAM, OPT_NONE,
                     OPT_SGD, ST_BATCHES, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_SAMPLES)
-from .engine import (PREFETCH_MAX_BYTES, _borrow_context, _borrow_data, _layer_params, _norms,
-                     _rows, _weight_sum)
+from .engine import (PREFETCH_MAX_BYTES, _backward_views, _borrow_context, _borrow_data,
+                     _layer_params, _norms, _rows, _weight_sum)
 from .jit import jit
 from .kernels_loop import (TILE_ROWS, dense_backward_params_serial, dot_units, forward_outer,
                            forward_rows, gather_rows_serial, optimizer_step_serial,
@@ -278,15 +278,10 @@ def _params_block(nb, start, m, data, order, state, context, team):
     while params[l, 0] > nb:
         l -= 1
     jb = nb - params[l, 0]
-    n_in = layers[l, L_NIN]
     n_out = layers[l, L_NOUT]
-    w, _ = _layer_params(theta, layers, l)
-    dw, db = _layer_params(grad, layers, l)
-    delta = _rows(work, layers[l, L_DOFF], m, n_out)
-    if l > 0:
-        a_prev = _rows(work, layers[l - 1, L_AOFF], m, n_in)
-    else:
-        a_prev = _input_rows(X, order, start, m, work, X.shape[1])
+    w, dw, db, delta, a_prev = _backward_views(theta, grad, work, layers, l, m,
+                                               _input_rows(X, order, start, m, work,
+                                                           X.shape[1]))
     wsq = scratch[offsets[l, 1]:offsets[l, 1] + 2 * n_out]
     if m == 1:
         if jb == 0:
