@@ -9,9 +9,10 @@ calls of 5-20 us.  So on steps of such calls (a 64-128-64-10 net at batch 64,
 ``train_epoch_team`` runs the same epoch with every worker inside one region
 for the whole epoch.  A step is three phases, each a fixed number of blocks:
 
-1. rows: per block of 16 samples, everything that needs only those samples:
+1. rows: per block of samples, everything that needs only those samples:
    gather the input rows, the forward pass through every layer, the output
-   error, and the error propagated down through every layer (``delta^{l-1} = g'(z^{l-1}) * (W^l)^T delta^l`` is row by row);
+   error, and the error propagated down through every layer
+   (``delta^{l-1} = g'(z^{l-1}) * (W^l)^T delta^l`` is row by row);
 2. params: per block of units of any layer, that layer's weight and bias
    gradients (sums over all the samples);
 3. step: per block of parameters, the optimizer's update.
@@ -35,10 +36,12 @@ of the outer-form layers for the next step's forward.
   ``params_block``, the element-wise optimizer step on a slice), each computing
   what it computes whoever runs it; the sums across blocks (loss, norms) are
   made by one tail, in the serial engine's order.
-* A phase costs a hand-over between cores (~0.3-0.5 us here) and every block a
-  claim; a worker may also wait for the phase's last block.  Used only for
-  steps of at least ``config.TEAM_MIN_WORK`` multiply-adds, on chain networks
-  and dense input without dropout, with 2 threads or more
+* A phase costs a hand-over between cores (~0.3-0.5 us here), every block a
+  claim, and what one core wrote the other must fetch (the weights after the
+  step, the activations and errors after the rows); a worker may also wait for
+  the phase's last block.  So phases have about two blocks each, and team
+  epochs serve only steps of at least ``config.TEAM_MIN_WORK`` multiply-adds,
+  on chain networks and dense input without dropout, with 2 threads or more
   (``network.Network.team_for``); elsewhere the engine runs as before.
 
 Arguments as ``engine.train_epoch``'s (``data``, ``order``, ``state``,
