@@ -831,15 +831,18 @@ def test_column_stats_keeps_a_small_spread_on_a_large_offset(rng, form):
 
 # ---- rows_within ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("form", TWIN_FORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_rows_within(rng, form, dtype):
-    X = rng.standard_normal((9, 6)).astype(dtype)
+@pytest.mark.parametrize("m", [9, 2 * kl.ROWS_WITHIN_BLOCK + 3])
+def test_rows_within(rng, form, dtype, m):
+    """Every row's place: the first, the last, in the middle (with more rows than a
+    block of the parallel twin: in the first, a middle and the last, partial, block)."""
+    X = rng.standard_normal((m, 6)).astype(dtype)
     low, high = np.full(6, -5.0), np.full(6, 5.0)
-    kernel = single("rows_within", form)
+    kernel = twin("rows_within", form)
     assert kernel(X, low, high) is kb.rows_within(X, low, high) is True
     for value in (np.nan, np.inf, -np.inf, 6.0, -6.0):
-        for n, j in ((0, 0), (8, 5), (4, 2)):
+        for n, j in ((0, 0), (m - 1, 5), (m // 2, 2)):
             bad = X.copy()
             bad[n, j] = value
             assert kernel(bad, low, high) is kb.rows_within(bad, low, high) is False

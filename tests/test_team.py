@@ -194,7 +194,8 @@ _FIT = textwrap.dedent("""
     import fastbp
 
     def fit(n_jobs):
-        '''A net and batch that take team epochs with 2 threads; the flat parameters.'''
+        '''A net and batch that take team epochs with 2 threads; the flat parameters
+        and predicted probabilities.'''
         rng = np.random.default_rng(5)
         X = rng.standard_normal((300, 64))
         y = rng.integers(0, 10, 300)
@@ -204,13 +205,17 @@ _FIT = textwrap.dedent("""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(X, y)
-        return np.concatenate([a.ravel() for a in model.coefs_ + model.intercepts_])
+        # 1,200 x 64 inputs: predict's input check takes its parallel twin
+        proba = model.predict_proba(np.repeat(X, 4, axis=0))
+        return np.concatenate([a.ravel() for a in model.coefs_ + model.intercepts_]
+                              + [proba.ravel()])
 """)
 
 
 def test_team_fits_give_the_same_bits_in_fresh_processes_under_1_and_2_threads(tmp_path):
-    """Train here (1 and 2 threads), then in fresh processes that load the team epoch
-    from the warm cache under NUMBA_NUM_THREADS 1 and 2: one set of bits."""
+    """Train and predict here (1 and 2 threads), then in fresh processes that load the
+    team epoch (and predict's parallel input check) from the warm cache under
+    NUMBA_NUM_THREADS 1 and 2: one set of bits."""
     namespace = {}
     exec(compile(_FIT, "<team fit>", "exec"), namespace)
     net = Network([64, 128, 64, 10], ["tanh", "tanh"], "softmax", "log_loss", "float64")
