@@ -17,7 +17,7 @@ plain-Python engines with ``DROPOUT`` on are separate copies.
 import functools
 import types
 
-from . import engine, kernels_blas, team
+from . import engine, kernels_blas
 from .config import PARALLEL_MIN_WORK
 from .jit import pure_python, specialised_copy, start_threads
 from .kernel_cache import announce_compiles, guarded
@@ -89,7 +89,11 @@ def get_engine(backend):
 
 @functools.lru_cache(maxsize=None)
 def get_team_epoch():
-    """The compiled team epoch (``team.train_epoch_team``) of the ``loops`` backend."""
+    """The compiled team epoch (``team.train_epoch_team``) of the ``loops`` backend.
+
+    ``team`` is imported here, at the first fit that takes team epochs: importing it
+    defines its compiled functions (about 4 ms), which a cold start need not pay."""
+    from . import team
     start_threads()  # as get_engine: before any cached compiled code runs
     announce_compiles()
     return guarded(team.train_epoch_team)
