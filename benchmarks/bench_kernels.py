@@ -320,6 +320,19 @@ class GatherRows(_Kernel):
         return X, order, 0, np.empty((m, d), dtype=dtype)
 
 
+class RowsWithin(_Kernel):
+    """predict's input check: m rows of n_features inside per-column limits (all are:
+    the whole pass runs)."""
+
+    kernel = "rows_within"
+    params = [TWIN_BACKENDS, ["1x784", "1000x784"], DTYPES, THREADS]
+
+    def arguments(self, dims, dtype, rng):
+        m, d = dims
+        X = random_array(rng, (m, d), dtype, "uniform")
+        return X, np.full(d, -1.0, dtype=dtype), np.full(d, 2.0, dtype=dtype)
+
+
 class PrefetchRows(_Kernel):
     """The cache hints for W2's next shuffled batch: 10 rows of 784 out of 10,000."""
 
