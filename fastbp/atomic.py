@@ -147,38 +147,36 @@ def _finished_lower(context, builder, sig, args):
     return builder.load_atomic(_item_pointer(context, builder, sig, args), "acquire", 8)
 
 
-@type_callable(spin_pause)
-def _spin_pause_typer(context):
+def _no_arguments(context):
     def typer():
         return types.none
     return typer
+
+
+type_callable(spin_pause)(_no_arguments)
+type_callable(yield_cpu)(_no_arguments)
+
+
+def _call_symbol(context, builder, name, return_type):
+    """Call the argument-free function ``name``: an LLVM intrinsic or a C library
+    symbol, resolved when the code is linked (not an address, which would keep the
+    function from Numba's cache; not inline assembly: Numba's JIT has no assembly
+    parser)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(return_type, []),
+                                        name)
+    builder.call(fn, [])
+    return context.get_dummy_value()
 
 
 @lower_builtin(spin_pause)
 def _spin_pause_lower(context, builder, sig, args):
-    # An LLVM intrinsic, not inline assembly: Numba's JIT has no assembly parser.
     if not _X86:
         return context.get_dummy_value()
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                        "llvm.x86.sse2.pause")
-    builder.call(fn, [])
-    return context.get_dummy_value()
-
-
-@type_callable(yield_cpu)
-def _yield_cpu_typer(context):
-    def typer():
-        return types.none
-    return typer
+    return _call_symbol(context, builder, "llvm.x86.sse2.pause", ir.VoidType())
 
 
 @lower_builtin(yield_cpu)
 def _yield_cpu_lower(context, builder, sig, args):
-    # The C library's symbol, resolved when the code is linked (not an address, which
-    # would keep the function from Numba's cache).
     if not _POSIX:
         return context.get_dummy_value()
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
-                                        "sched_yield")
-    builder.call(fn, [])
-    return context.get_dummy_value()
+    return _call_symbol(context, builder, "sched_yield", ir.IntType(32))
