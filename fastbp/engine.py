@@ -456,6 +456,28 @@ def _weight_sum(sw, batch):
 
 
 @jit(inline="always")
+def _clip_factor(hp, total):
+    """The factor ``clip / sqrt(total)`` that scales a gradient of squared norm
+    ``total`` down to norm ``clip = hp[HP_CLIP]``, or 0 when no clipping applies."""
+    clip = hp[HP_CLIP]
+    if clip > 0.0 and total > clip * clip:
+        return clip / np.sqrt(total)
+    return 0.0
+
+
+@jit(inline="always")
+def _step_rate(hp, ip):
+    """The learning rate of this step; Adam's step count ``ip[IP_STEP]`` advances and
+    its rate is bias-corrected: ``lr sqrt(1 - beta2^t) / (1 - beta1^t)``."""
+    lr = hp[HP_LR]
+    if ip[IP_OPT] == OPT_ADAM:
+        ip[IP_STEP] += 1
+        t = ip[IP_STEP]
+        lr = lr * np.sqrt(1.0 - hp[HP_BETA2] ** t) / (1.0 - hp[HP_BETA1] ** t)
+    return lr
+
+
+@jit(inline="always")
 def _borrow_data(data):
     """``data`` with every array ``borrowed`` (see ``_borrow_context``)."""
     X, Xs, Y, sw = data
@@ -535,14 +557,10 @@ def train_epoch(data, order, state, context):
                 return
             for l in range(n_blocks):
                 gsq[l] += np.sqrt(norms[l])
-            clip = hp[HP_CLIP]
-            if clip > 0.0 and total > clip * clip:
-                scale_vector(grad, clip / np.sqrt(total))
-            lr = hp[HP_LR]
-            if opt == OPT_ADAM:
-                ip[IP_STEP] += 1
-                t = ip[IP_STEP]
-                lr = lr * np.sqrt(1.0 - hp[HP_BETA2] ** t) / (1.0 - hp[HP_BETA1] ** t)
+            factor = _clip_factor(hp, total)
+            if factor > 0.0:
+                scale_vector(grad, factor)
+            lr = _step_rate(hp, ip)
             if opt != OPT_NONE:
                 if p >= par_min >> ELEMENTWISE_PAR_SHIFT:
                     optimizer_step_parallel(opt, theta, grad, m1, m2, lr, beta1,

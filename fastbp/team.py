@@ -52,12 +52,12 @@ from numba import prange
 
 from .activations import derivative_row
 from .atomic import MAX_WORKERS, claim, done, finished, publish, spin_pause, yield_cpu
-from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_CLIP, HP_EPS, HP_HUBER, HP_LR,
-                    HP_MOMENTUM, HP_PROB_EPS, IP_BATCH, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV,
-                    IP_OPT, IP_STEP, L_ACT, L_AOFF, L_DOFF, L_NIN, L_NOUT, OPT_ADAM, OPT_NONE,
-                    OPT_SGD, ST_BATCHES, ST_DIVERGED, ST_GNORM, ST_LOSS, ST_SAMPLES)
+from .codes import (HP_ALPHA, HP_BETA1, HP_BETA2, HP_EPS, HP_HUBER, HP_MOMENTUM, HP_PROB_EPS,
+                    IP_BATCH, IP_LOSS, IP_MEAN_OUT, IP_NESTEROV, IP_OPT, L_ACT, L_AOFF, L_DOFF,
+                    L_NIN, L_NOUT, OPT_NONE, OPT_SGD, ST_BATCHES, ST_DIVERGED, ST_GNORM, ST_LOSS,
+                    ST_SAMPLES)
 from .engine import (PREFETCH_MAX_BYTES, _backward_views, _borrow_context, _borrow_data,
-                     _layer_params, _norms, _rows, _weight_sum)
+                     _clip_factor, _layer_params, _norms, _rows, _step_rate, _weight_sum)
 from .jit import jit
 from .kernels_loop import (TILE_ROWS, dense_backward_params_serial, dot_units, forward_outer,
                            forward_rows, gather_rows_serial, optimizer_step_serial,
@@ -326,14 +326,8 @@ def _finish(m, layers, work, hp, ip, stats, offsets, scratch, shared, counters):
         return
     for l in range(n_layers):
         stats[ST_GNORM + l] += np.sqrt(norms[l])
-    clip = hp[HP_CLIP]
-    shared[F_CLIP] = clip / np.sqrt(total) if clip > 0.0 and total > clip * clip else 0.0
-    lr = hp[HP_LR]
-    if ip[IP_OPT] == OPT_ADAM:
-        ip[IP_STEP] += 1
-        t = ip[IP_STEP]
-        lr = lr * np.sqrt(1.0 - hp[HP_BETA2] ** t) / (1.0 - hp[HP_BETA1] ** t)
-    shared[F_LR] = lr
+    shared[F_CLIP] = _clip_factor(hp, total)
+    shared[F_LR] = _step_rate(hp, ip)
     stats[ST_LOSS] += batch_loss * m
     stats[ST_BATCHES] += 1.0
     stats[ST_SAMPLES] += m
@@ -354,9 +348,8 @@ def _step_block(nb, state, context, shared):
         scale_vector(grad[k0:k1], shared[F_CLIP])
     opt = ip[IP_OPT]
     beta1 = hp[HP_MOMENTUM] if opt == OPT_SGD else hp[HP_BETA1]
-    optimizer_step_serial(opt, theta[k0:k1], grad[k0:k1], m1[k0:min(k1, m1.shape[0])],
-                          m2[k0:min(k1, m2.shape[0])], shared[F_LR], beta1, hp[HP_BETA2],
-                          hp[HP_EPS], ip[IP_NESTEROV] != 0)
+    optimizer_step_serial(opt, theta[k0:k1], grad[k0:k1], m1[k0:k1], m2[k0:k1], shared[F_LR],
+                          beta1, hp[HP_BETA2], hp[HP_EPS], ip[IP_NESTEROV] != 0)
 
 
 @jit

@@ -194,8 +194,8 @@ _FIT = textwrap.dedent("""
     import fastbp
 
     def fit(n_jobs):
-        '''A net and batch that take team epochs with 2 threads; the flat parameters
-        and predicted probabilities.'''
+        '''A net and batch that take team epochs with 2 threads: (the model, its flat
+        parameters and predicted probabilities).'''
         rng = np.random.default_rng(5)
         X = rng.standard_normal((300, 64))
         y = rng.integers(0, 10, 300)
@@ -207,25 +207,44 @@ _FIT = textwrap.dedent("""
             model.fit(X, y)
         # 1,200 x 64 inputs: predict's input check takes its parallel twin
         proba = model.predict_proba(np.repeat(X, 4, axis=0))
-        return np.concatenate([a.ravel() for a in model.coefs_ + model.intercepts_]
-                              + [proba.ravel()])
+        return model, np.concatenate([a.ravel() for a in model.coefs_ + model.intercepts_]
+                                     + [proba.ravel()])
 """)
 
 
 def test_team_fits_give_the_same_bits_in_fresh_processes_under_1_and_2_threads(tmp_path):
-    """Train and predict here (1 and 2 threads), then in fresh processes that load the
-    team epoch (and predict's parallel input check) from the warm cache under
-    NUMBA_NUM_THREADS 1 and 2: one set of bits."""
+    """Train and predict here (1 and 2 threads); then in fresh processes with a cache of
+    their own: the first, under 2 threads, compiles the team epoch (and predict's
+    parallel input check) into the empty cache, trains, predicts and saves the model;
+    the next ones, under 1 and 2 threads, load them from the now warm cache, train
+    again, and load the saved model and predict with it.  One set of bits."""
     namespace = {}
     exec(compile(_FIT, "<team fit>", "exec"), namespace)
     net = Network([64, 128, 64, 10], ["tanh", "tanh"], "softmax", "log_loss", "float64")
     assert _big_enough(net.layout.sizes, 64)
-    here = namespace["fit"](1)
+    here = namespace["fit"](1)[1]
     if numba.config.NUMBA_NUM_THREADS >= 2:
-        assert namespace["fit"](2).tobytes() == here.tobytes()
-    for threads in (1, 2):
-        path = tmp_path / f"theta_{threads}.npy"
-        code = _FIT + f"np.save({str(path)!r}, fit(None))\n"
-        proc = run_python(code, env=dict(os.environ, NUMBA_NUM_THREADS=str(threads)))
+        assert namespace["fit"](2)[1].tobytes() == here.tobytes()
+    cache = tmp_path / "numba-cache"
+    model = tmp_path / "model.fbp"
+    rows = here.shape[0] - 1200 * 10  # the predicted probabilities come last
+    for k, threads in enumerate((2, 1, 2)):  # fresh cache, then warm
+        path = tmp_path / f"theta_{k}.npy"
+        code = _FIT + textwrap.dedent(f"""
+            fitted, flat = fit(None)
+            np.save({str(path)!r}, flat)
+            if {k} == 0:
+                fitted.save({str(model)!r})
+            else:
+                loaded = fastbp.load({str(model)!r})
+                X = np.random.default_rng(5).standard_normal((300, 64))
+                np.save({str(path)!r} + ".proba.npy",
+                        loaded.predict_proba(np.repeat(X, 4, axis=0)))
+        """)
+        env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), NUMBA_CACHE_DIR=str(cache))
+        proc = run_python(code, env=env)
         assert proc.returncode == 0, proc.stderr
-        assert np.load(path).tobytes() == here.tobytes(), f"{threads} threads"
+        assert np.load(path).tobytes() == here.tobytes(), f"run {k}: {threads} threads"
+        if k > 0:
+            proba = np.load(str(path) + ".proba.npy")
+            assert proba.ravel().tobytes() == here[rows:].tobytes(), f"run {k}: loaded model"
