@@ -25,6 +25,7 @@ import numpy as np
 from fastbp import kernels_blas, kernels_loop
 from fastbp.codes import ACTIVATION_CODES, IDENTITY, LOG_LOSS, OPT_SGD, RELU, SOFTMAX
 from fastbp.params import Layout, normalize_connections
+from fastbp.simd import lanes
 
 from .common import (SEED, Benchmark, ThreadLimit, median_seconds, random_array,
                      skip_single_threaded)
@@ -174,6 +175,36 @@ class OuterRows(_Gflops, _Kernel):
         n_p, rows, cols = dims
         return (random_array(rng, (n_p, rows), dtype), random_array(rng, (n_p, cols), dtype),
                 np.empty((rows, cols), dtype=dtype), 0, rows, False)
+
+    def flops(self, dims):
+        n_p, rows, cols = dims
+        return 2.0 * n_p * rows * cols
+
+
+class PackedRows(_Gflops, _Kernel):
+    """``C = A^T B`` over one block of rows from packed operands (``packed_rows``, the
+    tiles of the wide layers' kernels, alone).
+
+    Size ``P x rows x cols``: a block of 48 of W4's second-layer units (256 samples,
+    512 inputs: ``dense_backward_params``' packed form) and a block of 48 samples
+    of its first layer's forward pass (p = 784 inputs, 512 units).  Against
+    ``OuterRows``, what packing buys once the operands are packed.
+    """
+
+    kernel = "packed_rows"
+    params = [HELPER_BACKENDS, ["256x48x512", "784x48x512"], DTYPES, [1]]
+
+    def arguments(self, dims, dtype, rng):
+        n_p, rows, cols = dims
+        width = lanes(dtype)
+        A = random_array(rng, (n_p, rows), dtype)
+        B = random_array(rng, (n_p, cols), dtype)
+        tiles = np.empty((-(-rows // 6), n_p, 6), dtype=dtype)
+        kernels_blas.pack_tiles(A, 0, rows, tiles)
+        panels = np.empty((-(-cols // width), n_p, width), dtype=dtype)
+        for k in range(panels.shape[0]):
+            kernels_blas.pack_panel(B, k, panels[k])
+        return tiles, panels, np.empty((rows, cols), dtype=dtype), 0, rows, False
 
     def flops(self, dims):
         n_p, rows, cols = dims

@@ -195,6 +195,41 @@ def copy_rows(src, out, start):
     out[start:start + src.shape[0]] = src
 
 
+def pack_panel(B, k, panel):
+    """``panel = B[:, kL:(k + 1)L]``, zeros past B's last column (L = panel's width)."""
+    width = panel.shape[1]
+    part = B[:, k * width:(k + 1) * width]
+    panel[:, :part.shape[1]] = part
+    panel[:, part.shape[1]:] = 0
+
+
+def pack_panel_t(w, k, panel):
+    """``panel = (w^T)[:, kL:(k + 1)L]``, zeros past w's last row."""
+    pack_panel(w.T, k, panel)
+
+
+def pack_tiles(A, r0, r1, At):
+    """``At[t] = A[:, r0 + 6t:r0 + 6t + 6]``, zeros past column r1 - 1."""
+    size = At.shape[2]
+    n_tiles = -(-(r1 - r0) // size)
+    block = np.zeros((A.shape[0], size * n_tiles), dtype=At.dtype)
+    block[:, :r1 - r0] = A[:, r0:r1]
+    At[:n_tiles] = block.reshape(A.shape[0], n_tiles, size).transpose(1, 0, 2)
+
+
+def packed_rows(tiles, panels, C, r0, r1, add):
+    """``C[r0:r1] = (A^T B)[r0:r1]`` (``+=`` when ``add``), A and B unpacked from
+    ``tiles`` (``pack_tiles``) and ``panels`` (``pack_panel``)."""
+    n_p, size = panels.shape[1], tiles.shape[2]
+    n_tiles = -(-(r1 - r0) // size)
+    A = tiles[:n_tiles].transpose(1, 0, 2).reshape(n_p, size * n_tiles)[:, :r1 - r0]
+    B = panels.transpose(1, 0, 2).reshape(n_p, -1)[:, :C.shape[1]]
+    if add:
+        C[r0:r1] += A.T @ B
+    else:
+        np.matmul(A.T, B, out=C[r0:r1])
+
+
 def transpose_into(w, wt):
     """``wt[...] = w.T``."""
     wt[...] = w.T

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from fastbp import backends, engine
+from fastbp import backends, engine, simd
 from fastbp import kernels_blas as kb
 from fastbp import kernels_loop as kl
 from fastbp.codes import ACTIVATION_CODES, HIDDEN_ACTIVATIONS, LOSS_CODES, OUTPUT_ACTIVATIONS
@@ -241,6 +241,150 @@ def check_outer_rows(outer_rows, rng, dtype, layout, add, case):
 def test_outer_rows(rng, form, dtype, layout, add, case):
     run = kl.outer_rows if form == "compiled" else plain(kl.outer_rows)
     check_outer_rows(run, rng, dtype, layout, add, case)
+
+
+# ---- the packed form: panels, tiles and packed_rows ----------------------------------
+
+def packed_operands(A, B, r0, r1, form):
+    """(tiles, panels) of ``C = A^T B``'s rows r0..r1-1 as the packed kernels build them."""
+    width = simd.lanes(B.dtype)
+    n_panels = -(-B.shape[1] // width)
+    panels = nan_like((n_panels, B.shape[0], width), B.dtype)
+    for k in range(n_panels):
+        single("pack_panel", form)(B, k, panels[k])
+    tiles = nan_like((-(-(r1 - r0) // kl.TILE_ROWS), A.shape[0], kl.TILE_ROWS), A.dtype)
+    single("pack_tiles", form)(A, r0, r1, tiles)
+    return tiles, panels
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (33, 70), (12, 129), (40, 64)])
+def test_pack_helpers(rng, form, dtype, shape):
+    """Panels of B and of w^T (zeros past the last column) and 6-row tiles of A (zeros
+    past row r1 - 1), from a C array and from a transposed view: copies, exact."""
+    n_p, n = shape
+    width = simd.lanes(dtype)
+    B = rng.standard_normal((n_p, n)).astype(dtype)
+    for k in range(-(-n // width)):
+        for name, src in (("pack_panel", B), ("pack_panel_t", np.ascontiguousarray(B.T))):
+            got, ref = nan_like((n_p, width), dtype), nan_like((n_p, width), dtype)
+            single(name, form)(src, k, got)
+            getattr(kb, name)(src, k, ref)
+            np.testing.assert_array_equal(got, ref)
+            np.testing.assert_array_equal(got[:, :min(width, n - k * width)],
+                                          B[:, k * width:(k + 1) * width])
+    for A in (B, np.ascontiguousarray(B.T).T):  # rows contiguous, or columns
+        for r0, r1 in ((0, n), (n // 3, n), (0, 1)):
+            n_t = -(-(r1 - r0) // kl.TILE_ROWS)
+            got, ref = nan_like((n_t + 1, n_p, 6), dtype), nan_like((n_t + 1, n_p, 6), dtype)
+            single("pack_tiles", form)(A, r0, r1, got)
+            kb.pack_tiles(A, r0, r1, ref)
+            np.testing.assert_array_equal(got[:n_t], ref[:n_t])
+            assert np.isnan(got[n_t:]).all()  # no tile past the block written
+            flat = got[:n_t].transpose(1, 0, 2).reshape(n_p, -1)
+            np.testing.assert_array_equal(flat[:, :r1 - r0], A[:, r0:r1])
+            assert (flat[:, r1 - r0:] == 0).all()
+
+
+@pytest.mark.parametrize("form", SINGLE_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("add", [False, True])
+@pytest.mark.parametrize("case", OUTER_CASES)
+def test_packed_rows(rng, form, dtype, layout, add, case):
+    """``packed_rows`` against its BLAS twin and, compiled, bit for bit against
+    ``outer_rows`` on the unpacked operands (the wide kernels' packed form changes
+    the memory layout, never the bits); rows outside the block are left alone."""
+    (n_p, n_rows, n_cols), (r0, r1) = case
+    A = rng.standard_normal((n_p, n_rows)).astype(dtype)
+    A = np.asfortranarray(A) if layout == "F" else A
+    B = rng.standard_normal((n_p, n_cols)).astype(dtype)
+    C0 = rng.standard_normal((n_rows, n_cols)).astype(dtype)
+    tiles, panels = packed_operands(A, B, r0, r1, form)
+    got, ref, unpacked = C0.copy(), C0.copy(), C0.copy()
+    single("packed_rows", form)(tiles, panels, got, r0, r1, add)
+    kb.packed_rows(tiles, panels, ref, r0, r1, add)
+    terms = np.abs(A.astype(np.float64)).T @ np.abs(B.astype(np.float64)) + add * np.abs(C0)
+    assert_close(got, ref, tol_for(dtype), "packed_rows", terms)
+    assert np.array_equal(got[:r0], C0[:r0]) and np.array_equal(got[r1:], C0[r1:])
+    single("outer_rows", form)(A, B, unpacked, r0, r1, add)
+    if form == "compiled":
+        np.testing.assert_array_equal(got, unpacked)
+
+
+# Above PACK_MIN_WORK: the packed form of all three kernels (forward: 101 samples in
+# blocks of 48, 48, 5; params: 97 units, the last block one unit; 130 inputs, the
+# last panel partial), and 600 units from 40 inputs (in float32, 40 inputs fill less
+# than one vector: the backward kernels take the unpacked form).
+PACKED_SHAPES = [(101, 130, 97), (48, 40, 600)]
+
+
+@pytest.mark.parametrize("form", TWIN_FORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", PACKED_SHAPES)
+def test_dense_kernels_in_the_packed_form(rng, form, dtype, shape):
+    """The three dense kernels on wide layers (``packed_form``) against their BLAS
+    twins; compiled, the serial and parallel twins give the same bits."""
+    m, n_in, n_out = shape
+    itemsize = np.dtype(dtype).itemsize
+    assert m * n_in * n_out >= kl.PACK_MIN_WORK
+    tol = tol_for(dtype)
+    w = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    delta = rng.standard_normal((m, n_out)).astype(dtype)
+    _, a_prev = random_layer(rng, (m, n_in), "tanh", dtype)
+    tanh = ACTIVATION_CODES["tanh"]
+    d64, a64, w64 = (np.abs(x.astype(np.float64)) for x in (delta, a_prev, w))
+    packed = plain(kl.packed_form)
+    wide_rows = n_in * itemsize >= simd.LANES_BYTES  # of w and of a_prev
+    assert packed(m, n_out, m * n_in * n_out, w)  # forward
+    assert packed(m, n_in, m * n_in * n_out, w) == wide_rows  # backward input
+    assert packed(n_out, n_in, m * n_in * n_out, w) == wide_rows  # params
+
+    def run(name, *args):
+        outs = {}
+        for f in ([twin(name, "serial"), twin(name, "parallel")] if form != "python"
+                  else [twin(name, "python")]):
+            copies = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
+            f(*copies)
+            outs[f] = copies
+        results = list(outs.values())
+        for other in results[1:]:
+            for x, y in zip(results[0], other):
+                if isinstance(x, np.ndarray):
+                    np.testing.assert_array_equal(x, y)
+        return results[0]
+
+    a = run("dense_forward", w, b, a_prev, tanh, nan_like((m, n_out), dtype))[-1]
+    ref = nan_like((m, n_out), dtype)
+    kb.dense_forward(w, b, a_prev, tanh, ref)
+    assert_close(a, ref, tol, "dense_forward", a64 @ w64.T + np.abs(b))
+
+    out = run("dense_backward_input", w, delta, a_prev, tanh, nan_like((m, n_in), dtype))[-1]
+    ref = nan_like((m, n_in), dtype)
+    kb.dense_backward_input(w, delta, a_prev, tanh, ref)
+    assert_close(out, ref, tol, "dense_backward_input", d64 @ w64)
+
+    e0 = rng.standard_normal((m, n_in)).astype(dtype)
+    out = run("dense_backward_input_acc", w, delta, a_prev, tanh, True, e0)[-1]
+    ref = e0.copy()
+    kb.dense_backward_input_acc(w, delta, a_prev, tanh, True, ref)
+    assert_close(out, ref, tol, "dense_backward_input_acc", d64 @ w64 + np.abs(e0))
+
+    for accumulate in (False, True):
+        dw0 = rng.standard_normal((n_out, n_in)).astype(dtype)
+        db0 = rng.standard_normal(n_out).astype(dtype)
+        args = (w, delta, a_prev, 0.3, 1.0 / m, accumulate, dw0, db0,
+                np.zeros(2 * n_out, dtype))
+        dw, db, wsq = run("dense_backward_params", *args)[-3:]
+        rdw, rdb, rwsq = dw0.copy(), db0.copy(), np.zeros(2 * n_out, dtype)
+        kb.dense_backward_params(*args[:6], rdw, rdb, rwsq)
+        scale = 1.0 if accumulate else 1.0 / m
+        dw_terms = (d64.T @ a64 + 0.3 * w64) * scale + accumulate * np.abs(dw0)
+        assert_close(dw, rdw, tol, "dw", dw_terms)
+        assert_close(db, rdb, tol, "db", d64.sum(axis=0) * scale + accumulate * np.abs(db0))
+        assert_close(wsq, rwsq, tol, "wsq", np.abs(rwsq))
 
 
 # ---- finish_row and column_sums: the vector helpers of the weight gradients -----------
