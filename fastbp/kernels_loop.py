@@ -582,6 +582,50 @@ def _pack_all(B, transposed, panels, parallel):
 
 
 @jit(inline="always")
+def pack_blocks(rows, parallel):
+    """Blocks of the rows of a packed kernel's result C: (rows, n_cols) (units or
+    samples), as tile bounds: block b holds the tiles ``t_b <= t < t_{b+1}`` (tiles of
+    6 rows, n_t = ceil(rows / 6)).  Serial: 8 tiles a block (PACK_ROWS rows), each
+    panel shared by them while it is in cache.  Parallel: 8 tiles while more than 32
+    are left, then ``ceil(left / 4)``: the blocks shrink towards the end, so the
+    workers, claiming them in turn, finish within about a tile of each other.
+    Returns the bounds, (n_b + 1,) int64.
+
+    The packed kernels' bits do not depend on how the rows are split (each row is
+    one chain of sums in any tile).  On 2 threads and 256 samples (43 tiles),
+    blocks of 8 tiles gave one worker 24 tiles and the other 19.
+    """
+    n_tiles = (rows + TILE_ROWS - 1) // TILE_ROWS
+    per_block = PACK_ROWS // TILE_ROWS
+    bounds = np.empty(n_tiles + 1, np.int64)
+    bounds[0] = 0
+    n_blocks = 0
+    t = 0
+    while t < n_tiles:
+        left = n_tiles - t
+        size = min(per_block, (left + 3) // 4) if parallel else per_block
+        t += max(1, min(size, left))
+        n_blocks += 1
+        bounds[n_blocks] = t
+    return bounds[:n_blocks + 1]
+
+
+@jit(inline="always")
+def block_range(bounds, b, rows):
+    """Rows r0 .. r1 - 1 of block b of ``pack_blocks`` for a result C: (rows, n_cols):
+    ``r_0 = 6 t_b`` and ``r_1 = min(6 t_{b+1}, rows)``; bounds: (n_b + 1,) int64."""
+    return TILE_ROWS * bounds[b], min(TILE_ROWS * bounds[b + 1], rows)
+
+
+@jit(inline="always")
+def new_tiles(workers, P, dtype_of):
+    """Scratch for each worker's tiles (``pack_tiles``) of a block of ``pack_blocks``:
+    ``tiles[worker, t, p, k] = A[p, r_0 + 6 t + k]`` once packed, shape (workers,
+    n_tiles, P, TILE_ROWS) with n_tiles = PACK_ROWS / TILE_ROWS."""
+    return np.empty((workers, PACK_ROWS // TILE_ROWS, P, TILE_ROWS), dtype=dtype_of.dtype)
+
+
+@jit(inline="always")
 def new_panels(n, P, dtype_of):
     """Scratch for the panels of an operand B: (P, n) of dtype_of's type, where
     ``panels[k, p, c] = B[p, k L + c]`` once packed: (n_panels, P, L), n_panels =
@@ -664,17 +708,15 @@ def forward_rows(w, b, a_prev, wt, outer, units, act, a, g0, g1):
 
 
 @jit(inline="always")
-def forward_packed(b, a_prev, panels, tiles, act, a, nb):
-    """Block nb of ``dense_forward``'s packed form: ``a_nj = g(b_j + sum_i a_prev_ni w_ji)``
-    for samples n = PACK_ROWS nb .. PACK_ROWS nb + PACK_ROWS - 1, the outer-product
-    form's sums (``outer_rows`` over w^T), the same bits.
+def forward_packed(b, a_prev, panels, tiles, act, a, g0, g1):
+    """A block of ``dense_forward``'s packed form: ``a_nj = g(b_j + sum_i a_prev_ni w_ji)``
+    for samples n = g0 .. g1 - 1 (g0 a multiple of 6), the outer-product form's
+    sums (``outer_rows`` over w^T), the same bits.
 
     panels: (n_panels, n_in, L) C, w^T's (``pack_panel_t``); tiles: (n_tiles, n_in,
     TILE_ROWS) C, scratch for the block's rows of a_prev (``pack_tiles`` of
-    a_prev^T), n_tiles = PACK_ROWS / TILE_ROWS.  Shapes as in ``dense_forward``.
+    a_prev^T), n_tiles >= (g1 - g0) / TILE_ROWS.  Shapes as in ``dense_forward``.
     """
-    g0 = PACK_ROWS * nb
-    g1 = min(g0 + PACK_ROWS, a.shape[0])
     for n in range(g0, g1):
         row = a[n]
         for j in range(a.shape[1]):
@@ -713,20 +755,23 @@ def dense_forward(w, b, a_prev, act, a):
     if packed_form(m, n_out, m * n_out * n_in, w):
         panels = new_panels(n_out, n_in, w)
         _pack_all(w, True, panels, PARALLEL_TWIN)
-        n_blocks = (m + PACK_ROWS - 1) // PACK_ROWS
+        bounds = pack_blocks(m, PARALLEL_TWIN)
+        n_blocks = bounds.shape[0] - 1
         workers = min(n_blocks, MAX_WORKERS) if PARALLEL_TWIN else 1
-        scratch = np.empty((workers, PACK_ROWS // TILE_ROWS, n_in, TILE_ROWS), dtype=w.dtype)
+        scratch = new_tiles(workers, n_in, w)
         if PARALLEL_TWIN and n_blocks > 1:
             claimed = np.empty(1, np.int64)
             claimed[0] = 0
             for worker in prange(workers):
                 nb = claim(claimed)
                 while nb < n_blocks:
-                    forward_packed(b, a_prev, panels, scratch[worker], act, a, nb)
+                    g0, g1 = block_range(bounds, nb, m)
+                    forward_packed(b, a_prev, panels, scratch[worker], act, a, g0, g1)
                     nb = claim(claimed)
         else:
             for nb in range(n_blocks):
-                forward_packed(b, a_prev, panels, scratch[0], act, a, nb)
+                g0, g1 = block_range(bounds, nb, m)
+                forward_packed(b, a_prev, panels, scratch[0], act, a, g0, g1)
         return
     outer = forward_outer(w, m)
     wt = np.empty((n_in if outer else 0, n_out), dtype=w.dtype)
@@ -768,19 +813,16 @@ def backward_input_block(w, delta, a_src, act, add, delta_src, nb):
 
 
 @jit(inline="always")
-def backward_input_packed(delta, panels, tiles, a_src, act, add, delta_src, nb):
-    """Block nb of the packed form of ``dense_backward_input`` (and ``_acc``):
+def backward_input_packed(delta, panels, tiles, a_src, act, add, delta_src, n0, n1):
+    """A block of the packed form of ``dense_backward_input`` (and ``_acc``):
     ``delta_src_ni = g'(z_ni) ((delta_src_ni if add) + sum_j w_ji delta_nj)``,
-    ``backward_input_block``'s bits, for samples
-    n = PACK_ROWS nb .. PACK_ROWS nb + PACK_ROWS - 1.
+    ``backward_input_block``'s bits, for samples n = n0 .. n1 - 1 (n0 a multiple of 6).
 
     panels: (n_panels, n_out, L) C, w's (``pack_panel``); tiles: (n_tiles, n_out,
     TILE_ROWS) C, scratch for the block's rows of delta (``pack_tiles`` of
-    delta^T), n_tiles = PACK_ROWS / TILE_ROWS.  Shapes as in
+    delta^T), n_tiles >= (n1 - n0) / TILE_ROWS.  Shapes as in
     ``dense_backward_input_acc``.
     """
-    n0 = PACK_ROWS * nb
-    n1 = min(n0 + PACK_ROWS, delta.shape[0])
     pack_tiles(delta.T, n0, n1, tiles)
     packed_rows(tiles, panels, delta_src, n0, n1, add)
     for n in range(n0, n1):
@@ -800,22 +842,25 @@ def _backward_input_blocks(w, delta, a_src, act, add, delta_src, parallel):
     if packed_form(m, w.shape[1], m * w.shape[0] * w.shape[1], w):
         panels = new_panels(w.shape[1], w.shape[0], w)
         _pack_all(w, False, panels, parallel)
-        n_blocks = (m + PACK_ROWS - 1) // PACK_ROWS
+        bounds = pack_blocks(m, parallel)
+        n_blocks = bounds.shape[0] - 1
         workers = min(n_blocks, MAX_WORKERS) if parallel else 1
-        scratch = np.empty((workers, PACK_ROWS // TILE_ROWS, w.shape[0], TILE_ROWS),
-                           dtype=w.dtype)
+        scratch = new_tiles(workers, w.shape[0], w)
         if parallel and n_blocks > 1:
             claimed = np.empty(1, np.int64)
             claimed[0] = 0
             for worker in prange(workers):
                 nb = claim(claimed)
                 while nb < n_blocks:
+                    n0, n1 = block_range(bounds, nb, m)
                     backward_input_packed(delta, panels, scratch[worker], a_src, act, add,
-                                          delta_src, nb)
+                                          delta_src, n0, n1)
                     nb = claim(claimed)
         else:
             for nb in range(n_blocks):
-                backward_input_packed(delta, panels, scratch[0], a_src, act, add, delta_src, nb)
+                n0, n1 = block_range(bounds, nb, m)
+                backward_input_packed(delta, panels, scratch[0], a_src, act, add, delta_src,
+                                      n0, n1)
         return
     n_blocks = (m + 2 * TILE_ROWS - 1) // (2 * TILE_ROWS)
     if parallel and n_blocks > 1:
@@ -1035,17 +1080,16 @@ def params_block(w, delta, a_prev, alpha, scale, accumulate, dw, db, wsq, rows, 
 
 
 @jit(inline="always")
-def params_block_packed(w, delta, panels, tiles, alpha, scale, accumulate, dw, db, wsq, jb):
-    """Block jb of ``dense_backward_params``' packed form: ``dw_ji (+)= sum_n delta_nj
-    a_prev_ni`` and ``db_j`` for units j = PACK_ROWS jb .. PACK_ROWS jb + PACK_ROWS - 1,
+def params_block_packed(w, delta, panels, tiles, alpha, scale, accumulate, dw, db, wsq, j0,
+                        j1):
+    """A block of ``dense_backward_params``' packed form: ``dw_ji (+)= sum_n delta_nj
+    a_prev_ni`` and ``db_j`` for units j = j0 .. j1 - 1 (j0 a multiple of 6),
     ``params_block``'s bits.
 
     panels: (n_panels, m, L) C, a_prev's (``pack_panel``); tiles: (n_tiles, m,
     TILE_ROWS) C, scratch for the block's columns of delta (``pack_tiles``),
-    n_tiles = PACK_ROWS / TILE_ROWS.  Shapes as in ``dense_backward_params``.
+    n_tiles >= (j1 - j0) / TILE_ROWS.  Shapes as in ``dense_backward_params``.
     """
-    j0 = PACK_ROWS * jb
-    j1 = min(j0 + PACK_ROWS, w.shape[0])
     column_sums(delta, j0, j1, accumulate, db)
     pack_tiles(delta, j0, j1, tiles)
     packed_rows(tiles, panels, dw, j0, j1, accumulate)
@@ -1124,22 +1168,25 @@ def dense_backward_params(w, delta, a_prev, alpha, scale, accumulate, dw, db, ws
     if packed_form(n_out, n_in, m * n_out * n_in, w):
         panels = new_panels(n_in, m, a_prev)
         _pack_all(a_prev, False, panels, PARALLEL_TWIN)
-        n_blocks = (n_out + PACK_ROWS - 1) // PACK_ROWS
+        bounds = pack_blocks(n_out, PARALLEL_TWIN)
+        n_blocks = bounds.shape[0] - 1
         workers = min(n_blocks, MAX_WORKERS) if PARALLEL_TWIN else 1
-        scratch = np.empty((workers, PACK_ROWS // TILE_ROWS, m, TILE_ROWS), dtype=w.dtype)
+        scratch = new_tiles(workers, m, w)
         if PARALLEL_TWIN and n_blocks > 1:
             claimed = np.empty(1, np.int64)
             claimed[0] = 0
             for worker in prange(workers):
                 jb = claim(claimed)
                 while jb < n_blocks:
+                    j0, j1 = block_range(bounds, jb, n_out)
                     params_block_packed(w, delta, panels, scratch[worker], alpha, scale,
-                                        accumulate, dw, db, wsq, jb)
+                                        accumulate, dw, db, wsq, j0, j1)
                     jb = claim(claimed)
         else:
             for jb in range(n_blocks):
+                j0, j1 = block_range(bounds, jb, n_out)
                 params_block_packed(w, delta, panels, scratch[0], alpha, scale, accumulate,
-                                    dw, db, wsq, jb)
+                                    dw, db, wsq, j0, j1)
         return
     rows = params_rows(n_out)
     n_blocks = (n_out + rows - 1) // rows
